@@ -1,0 +1,1 @@
+"""rollbot's engine: procedures, runs and hosts. Knows nothing about Slack."""

@@ -1,0 +1,52 @@
+"""The composition root: builds every edge once, owns their lifetimes, hands out the service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from bot.config import Runbook, Settings, load_runbook
+from bot.embedded_pg import EmbeddedPostgres
+from bot.http_probe import HttpxProbe
+from bot.service import Rollbot
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    runbook: Runbook
+    store: Store
+    rollbot: Rollbot
+
+
+def load(settings: Settings) -> Runbook:
+    """Validate the runbook before anything connects (raises ConfigError)."""
+    return load_runbook(settings.rollbot_config)
+
+
+async def database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, or rollbot's own embedded PostgreSQL in its data directory."""
+    if settings.database_url:
+        return settings.database_url
+    import asyncio
+
+    pg = EmbeddedPostgres(settings.rollbot_data_dir.resolve())
+    return await asyncio.to_thread(pg.start)
+
+
+@asynccontextmanager
+async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncIterator[App]:
+    runbook = runbook or load(settings)
+    async with AsyncExitStack() as stack:
+        store = await Store.open(await database_url(settings))
+        stack.push_async_callback(store.close)
+        client = await stack.enter_async_context(httpx.AsyncClient())
+        rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
+        yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot)

@@ -1,0 +1,152 @@
+"""The terminal front: ``rollbot plan|rollback|status|history|versions|backups``.
+
+Exit status: 0 only when the command (for ``rollback``: the run) succeeded; 1 when a run failed,
+was refused or cancelled; 2 for a configuration error or bad input; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from bot.app import App, load, open_app
+from bot.config import Settings
+from bot.errors import ConfigError, InvalidInput, RollbotError
+from bot.model import ProcedureName, RollbackRequest, RunStatus
+from bot.terminal import (
+    TerminalProgress,
+    render_backups,
+    render_history,
+    render_plan,
+    render_status,
+    render_versions,
+)
+from bot.versions import parse_version
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rollbot", description="Roll production back, safely.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("version", nargs="?", help="target version, e.g. v1.2.2 "
+                        "(default: the previous version on the host)")
+        sp.add_argument("--procedure", choices=[p.value for p in ProcedureName],
+                        default=ProcedureName.SIMPLE.value)
+        sp.add_argument("--env", dest="environment")
+        sp.add_argument("--backup", help="backup file name for --procedure restore "
+                        "(default: the newest)")
+        sp.add_argument("--reason", default="")
+        sp.add_argument("--as", dest="actor", help="who is doing this (default: your login)")
+        return sp
+
+    targeted("plan", "show the pre-flight and the exact steps; changes nothing")
+    rb = targeted("rollback", "roll back (shows the plan and asks, unless --yes)")
+    rb.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rb.add_argument("--quiet-output", action="store_true", help="hide command output lines")
+    for name, help_text in (("status", "the active run"), ("versions", "image tags on the host"),
+                            ("backups", "database backups on the host")):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--env", dest="environment")
+    hist = sub.add_parser("history", help="the last runs")
+    hist.add_argument("-n", type=int, default=10)
+    return p
+
+
+def _actor(args: argparse.Namespace) -> str:
+    name = args.actor or os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"cli:{name}"
+
+
+def _request(args: argparse.Namespace, runbook_env: str) -> RollbackRequest:
+    return RollbackRequest(
+        environment=runbook_env,
+        procedure=ProcedureName(args.procedure),
+        target=parse_version(args.version) if args.version else None,
+        requested_by=_actor(args),
+        reason=args.reason,
+        backup=args.backup,
+    )
+
+
+def _confirm(console: Console, request: RollbackRequest, database: str | None) -> bool:
+    if not sys.stdin.isatty():
+        console.print("[red]Not confirmed:[/] standard input is not a terminal; pass --yes.")
+        return False
+    if request.procedure is ProcedureName.RESTORE and database:
+        answer = console.input(f"[bold red]This DROPS and restores {database}.[/] "
+                               f"Type the database name to go on: ")
+        return answer.strip() == database
+    return console.input("Roll back now? [y/N] ").strip().lower() in ("y", "yes")
+
+
+async def _main(args: argparse.Namespace, console: Console) -> int:
+    settings = Settings()
+    runbook = load(settings)  # ConfigError before anything connects
+    async with open_app(settings, runbook) as app:
+        return await _dispatch(app, args, console)
+
+
+async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int:
+    svc = app.rollbot
+    if args.command == "history":
+        render_history(console, await svc.history(limit=args.n))
+        return EXIT_OK
+    env_name, env = svc.environment(args.environment)
+    if args.command == "status":
+        render_status(console, env_name, await svc.status(env_name))
+        return EXIT_OK
+    if args.command == "versions":
+        render_versions(console, await svc.versions(env_name, actor=_actor(args)))
+        return EXIT_OK
+    if args.command == "backups":
+        render_backups(console, await svc.backups(env_name, actor=_actor(args)))
+        return EXIT_OK
+    request = _request(args, env_name)
+    if args.command == "plan" or not args.yes:
+        plan = await svc.plan(request)
+        render_plan(console, plan)
+        if args.command == "plan":
+            return EXIT_OK if plan.preflight.ok else EXIT_FAILED
+        if not plan.preflight.ok:
+            return EXIT_FAILED
+        if not _confirm(console, request, env.database.name if env.database else None):
+            console.print("Not confirmed; nothing was changed.")
+            return EXIT_FAILED
+    progress = TerminalProgress(console, show_output=not args.quiet_output)
+    outcome = await svc.rollback(request, observers=[progress])
+    if outcome.status is RunStatus.REFUSED:
+        console.print(f"[bold yellow]REFUSED[/] — {outcome.message}")
+    return EXIT_OK if outcome.status is RunStatus.SUCCEEDED else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("ROLLBOT_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = Console(highlight=False)
+    try:
+        return asyncio.run(_main(args, console))
+    except (ConfigError, InvalidInput) as exc:
+        console.print(f"[bold red]rollbot:[/] {exc}")
+        return EXIT_USAGE
+    except RollbotError as exc:
+        console.print(f"[bold red]rollbot:[/] {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        console.print("[bold red]Interrupted.[/] Check `rollbot status` and the host's state.")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Configuration: secrets and endpoints from the environment, the runbook from ``rollbot.toml``.
+
+The runbook is a boundary (a file a person edits), so it is parsed with pydantic into frozen models
+and every problem becomes one ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+from bot.shell import check_runbook_command
+
+RunbookCommand = Annotated[str, AfterValidator(check_runbook_command)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SshConfig(_Frozen):
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(min_length=1)
+    key_file: Path
+    known_hosts: Path
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ComposeConfig(_Frozen):
+    file: str = Field(min_length=2, pattern=r"^/")
+    command: RunbookCommand = "docker-compose"
+    project: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+    @property
+    def directory(self) -> str:
+        return self.file.rsplit("/", 1)[0] or "/"
+
+    @property
+    def project_name(self) -> str:
+        """The compose project: as configured, else derived from the directory like compose does."""
+        if self.project:
+            return self.project
+        base = self.directory.rstrip("/").rsplit("/", 1)[-1].lower()
+        return re.sub(r"[^a-z0-9_-]", "", base) or "default"
+
+
+class DatabaseConfig(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    psql: RunbookCommand
+    pg_dump: RunbookCommand
+    backups_dir: str = Field(pattern=r"^/")
+    backup_glob: str = Field(pattern=r"^[A-Za-z0-9_.*?-]+$")
+    retention_days: int = Field(default=30, ge=1)
+    verify_tables: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = ()
+    migrate_down: RunbookCommand | None = None
+    migrate_status: RunbookCommand | None = None
+    restore_timeout_s: float = Field(default=1800.0, gt=0)
+
+
+class TimeoutsConfig(_Frozen):
+    """Per-step timeouts in seconds; generous, because a hung step is stopped, never waited out."""
+
+    command_s: float = Field(default=120.0, gt=0)
+    compose_down_s: float = Field(default=120.0, gt=0)
+    compose_up_s: float = Field(default=300.0, gt=0)
+    health_s: float = Field(default=120.0, gt=0)
+    emergency_health_s: float = Field(default=30.0, gt=0)
+    health_interval_s: float = Field(default=0.2, gt=0)
+
+
+class EnvironmentConfig(_Frozen):
+    service: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$")
+    health_url: str = Field(pattern=r"^https?://")
+    version_url: str = Field(pattern=r"^https?://")
+    smoke_urls: tuple[Annotated[str, Field(pattern=r"^https?://")], ...] = ()
+    ssh: SshConfig
+    compose: ComposeConfig
+    database: DatabaseConfig | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+
+
+class Runbook(_Frozen):
+    default_environment: str
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> Runbook:
+        if self.default_environment not in self.environments:
+            raise ValueError(
+                f"default_environment '{self.default_environment}' is not one of "
+                f"[environments.*]: {', '.join(sorted(self.environments))}"
+            )
+        return self
+
+    def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
+        """The named environment, or the default one."""
+        from bot.errors import InvalidInput
+
+        chosen = name or self.default_environment
+        if chosen not in self.environments:
+            raise InvalidInput(
+                f"There is no environment '{chosen[:40]}'. Known: "
+                f"{', '.join(sorted(self.environments))}."
+            )
+        return chosen, self.environments[chosen]
+
+
+class Settings(BaseSettings):
+    """Secrets and endpoints, from the environment or ``.env``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    rollbot_config: Path = Path("rollbot.toml")
+    rollbot_data_dir: Path = Path(".rollbot")
+    rollbot_log_level: str = "INFO"
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "missing":
+        return f"key '{key}' is missing"
+    if first["type"] == "extra_forbidden":
+        return f"key '{key}' is not a known setting (a typo?)"
+    return f"key '{key}': {msg}"
+
+
+def load_runbook(path: Path) -> Runbook:
+    """Read and validate the runbook; one clear ``ConfigError`` naming file and key on any fault."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: runbook file not found (set ROLLBOT_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the runbook: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Runbook.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None

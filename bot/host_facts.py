@@ -1,0 +1,104 @@
+"""Read-only questions asked of the host: what runs, which versions exist, which backups."""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import UTC, datetime
+
+from bot.compose_file import find_image_line
+from bot.config import DatabaseConfig, EnvironmentConfig
+from bot.errors import InvalidInput
+from bot.model import Backup, ContainerState, ImageTag
+from bot.ports import DockerFacts, RemoteHost
+from bot.shell import file_name, join
+from bot.versions import Version, try_parse_version
+
+_LIST_TIMEOUT_S = 30.0
+
+
+async def compose_tag(host: RemoteHost, env: EnvironmentConfig) -> str:
+    """The tag the compose file names for the service."""
+    text = await host.read_file(env.compose.file)
+    return find_image_line(text, service=env.service, image=env.image).tag
+
+
+def running_tag(containers: list[ContainerState], env: EnvironmentConfig) -> str | None:
+    """The tag of the service's running container, if one runs."""
+    for c in containers:
+        if c.service == env.service and c.up:
+            repo, sep, tag = c.image.rpartition(":")
+            if sep and (repo == env.image or repo.endswith("/" + env.image)):
+                return tag
+    return None
+
+
+def previous_version(tags: list[ImageTag], current: str) -> ImageTag | None:
+    """The highest release version present on the host that is lower than ``current``."""
+    now = try_parse_version(current)
+    if now is None:
+        return None
+    older = [t for t in tags if t.version is not None and t.version < now]
+    return max(older, key=lambda t: t.version or now, default=None)
+
+
+def find_tag(tags: list[ImageTag], version: Version) -> ImageTag | None:
+    return next((t for t in tags if t.tag == str(version)), None)
+
+
+def list_backups_command(db: DatabaseConfig) -> str:
+    # GNU find on the host: one line per file, "<mtime epoch> <size> <name>".
+    return join("find", db.backups_dir, "-maxdepth", "1", "-type", "f", "-name",
+                db.backup_glob, "-printf", "%T@ %s %f\\n")
+
+
+async def list_backups(host: RemoteHost, db: DatabaseConfig) -> list[Backup]:
+    """Backups in ``backups_dir`` matching ``backup_glob``, newest first."""
+    result = await host.run(list_backups_command(db), timeout=_LIST_TIMEOUT_S)
+    backups = []
+    for line in result.output.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) != 3:
+            continue
+        mtime, size, name = parts
+        try:
+            backups.append(Backup(
+                name=name, path=f"{db.backups_dir.rstrip('/')}/{name}", size=int(size),
+                modified=datetime.fromtimestamp(float(mtime), tz=UTC),
+            ))
+        except ValueError:
+            continue
+    return sorted(backups, key=lambda b: b.modified, reverse=True)
+
+
+def choose_backup(backups: list[Backup], db: DatabaseConfig, wanted: str | None) -> Backup:
+    """The named backup, or the newest that is not a pre-restore safety backup."""
+    if wanted is not None:
+        name = file_name(wanted, what="Backup")
+        if not fnmatch.fnmatchcase(name, db.backup_glob):
+            raise InvalidInput(
+                f"Backup '{name}' does not match the configured pattern {db.backup_glob}."
+            )
+        found = next((b for b in backups if b.name == name), None)
+        if found is None:
+            raise InvalidInput(f"There is no backup '{name}' in {db.backups_dir}.")
+        return found
+    regular = [b for b in backups if not b.is_safety_backup]
+    if not regular:
+        raise InvalidInput(f"There is no backup matching {db.backup_glob} in {db.backups_dir}.")
+    return regular[0]
+
+
+def age_text(when: datetime, now: datetime | None = None) -> str:
+    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
+    if seconds < 3600:
+        return f"{max(seconds, 0) // 60} min old"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h old"
+    return f"{seconds // 86400} days old"
+
+
+async def docker_summary(docker: DockerFacts, env: EnvironmentConfig
+                         ) -> tuple[list[ImageTag], list[ContainerState]]:
+    tags = await docker.image_tags(env.image)
+    containers = await docker.compose_containers(env.compose.project_name)
+    return tags, containers

@@ -1,0 +1,173 @@
+"""The domain values of a rollback: requests, runs, steps, results. Frozen, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from bot.versions import Version
+
+
+class ProcedureName(StrEnum):
+    SIMPLE = "simple"        # Procedure 1: code only
+    MIGRATIONS = "migrations"  # Procedure 2: with database migration rollback
+    RESTORE = "restore"      # Procedure 3: full database restore (data loss)
+    EMERGENCY = "emergency"  # Procedure 4: fastest path
+
+
+class RunStatus(StrEnum):
+    PREFLIGHT = "preflight"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"                          # pre-flight said no; nothing changed
+    RESTORE_RECOMMENDED = "restore_recommended"  # emergency ran, service still unhealthy
+    INTERRUPTED = "interrupted"                  # rollbot itself died mid-run
+
+    @property
+    def active(self) -> bool:
+        return self in (RunStatus.PREFLIGHT, RunStatus.RUNNING)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """What a person asked for. ``target=None`` means "the previous version"."""
+
+    environment: str
+    procedure: ProcedureName
+    target: Version | None
+    requested_by: str
+    reason: str = ""
+    backup: str | None = None  # restore: file name inside backups_dir; None = newest
+    approved_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int | None
+    output: str          # stdout+stderr interleaved, capped to the tail
+    truncated: bool
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class ImageTag:
+    repository: str
+    tag: str
+    version: Version | None
+    created: datetime
+    image_id: str
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    service: str
+    image: str
+    state: str    # running, exited, restarting…
+    status: str   # human text, e.g. "Up 3 minutes"
+
+    @property
+    def up(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    path: str
+    size: int
+    modified: datetime
+
+    @property
+    def is_safety_backup(self) -> bool:
+        return "_pre-restore_" in self.name
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pre-flight result, with the reason a person can read."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    key: str
+    title: str
+    status: StepStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    summary: str = ""
+    output_tail: str = ""
+    error: str = ""
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    status: RunStatus
+    host_state: str
+    message: str
+    steps: tuple[StepResult, ...] = ()
+    checks: tuple[Check, ...] = ()
+    from_version: str | None = None
+    to_version: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the store keeps it."""
+
+    id: int
+    environment: str
+    procedure: ProcedureName
+    status: RunStatus
+    requested_by: str
+    reason: str
+    from_version: str | None
+    to_version: str | None
+    backup: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    host_state: str
+    message: str
+    steps: tuple[StepResult, ...] = field(default=())
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    run_id: int | None
+    environment: str
+    actor: str
+    kind: str       # command | refusal | run | plan
+    host: str
+    command: str
+    exit_status: int | None
+    detail: str

@@ -1,0 +1,72 @@
+"""What a procedure is: an ordered list of named steps, each with a timeout and safeguards."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bot.config import EnvironmentConfig
+from bot.model import ProcedureName, RunStatus
+from bot.ports import DockerFacts, HttpProbe, LineSink, RemoteHost
+
+
+class Safeguard(StrEnum):
+    """Facts a destructive step needs established by earlier steps of the same run."""
+
+    BACKUP_VERIFIED = "the backup passed its integrity check"
+    SAFETY_BACKUP_WRITTEN = "a non-empty pre-restore safety backup was written"
+
+
+@dataclass
+class RunFacts:
+    """What earlier steps learned, for later steps and for the report."""
+
+    row_counts: dict[str, int] = field(default_factory=dict)
+    newest_migration_before: str = ""
+    newest_migration_after: str = ""
+    safety_backup: str = ""
+    compose_backup: str = ""
+
+
+@dataclass
+class StepContext:
+    """Everything a step may touch. Built once per run."""
+
+    host: RemoteHost
+    docker: DockerFacts
+    probe: HttpProbe
+    env: EnvironmentConfig
+    current: str
+    target: str
+    facts: RunFacts
+    emit: LineSink
+
+
+StepAction = Callable[[StepContext], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step. ``leaves`` is the host's state once it has succeeded."""
+
+    key: str
+    title: str
+    action: StepAction
+    shows: tuple[str, ...]
+    leaves: str
+    timeout_s: float
+    destructive: bool = False
+    establishes: Safeguard | None = None
+    requires: tuple[Safeguard, ...] = ()
+    if_failed: str = ""
+    failure_status: RunStatus = RunStatus.FAILED
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: ProcedureName
+    title: str
+    initial_state: str
+    steps: tuple[Step, ...]
+    succeeded_state: str

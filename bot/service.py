@@ -1,0 +1,232 @@
+"""The rollbot service: what every front (terminal, Slack) asks of the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.config import EnvironmentConfig, Runbook
+from bot.engine import Run, step_infos
+from bot.errors import RollbotError
+from bot.events import Observer, RunEvent, RunFinished, StepFinished, StepInfo, StepStarted
+from bot.host_facts import compose_tag, docker_summary, list_backups, running_tag
+from bot.model import (
+    Backup,
+    Check,
+    ContainerState,
+    ImageTag,
+    RollbackRequest,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+)
+from bot.ports import HttpProbe
+from bot.preflight import Preflight, run_preflight
+from bot.procedure import RunFacts, StepContext
+from bot.procedures import ProcedureInputs, build
+from bot.session import open_session
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A dry run: the checks, and the exact steps and commands that would run."""
+
+    request: RollbackRequest
+    preflight: Preflight
+    title: str
+    steps: tuple[StepInfo, ...]
+
+
+@dataclass(frozen=True)
+class Versions:
+    running: str | None
+    in_compose_file: str
+    tags: tuple[ImageTag, ...]
+    containers: tuple[ContainerState, ...]
+
+
+class Rollbot:
+    """Plans and runs rollbacks; records everything in the store."""
+
+    def __init__(self, *, runbook: Runbook, store: Store, probe: HttpProbe,
+                 owner: str | None = None) -> None:
+        self.runbook = runbook
+        self.store = store
+        self._probe = probe
+        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._active: dict[int, Run] = {}
+
+    def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
+        return self.runbook.environment(name)
+
+    async def plan(self, request: RollbackRequest) -> Plan:
+        """Pre-flight and the exact steps; nothing that changes state is run."""
+        env_name, env = self.environment(request.environment)
+        async with open_session(env_name, env, store=self.store, actor=request.requested_by,
+                                run_id=None) as session:
+            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                      request=request)
+        await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
+                               detail=f"{request.procedure} to {pre.target or '?'}")
+        if not pre.target:
+            return Plan(request=request, preflight=pre, title="(no target version)", steps=())
+        procedure = build(request.procedure, self._inputs(env, pre))
+        return Plan(request=request, preflight=pre, title=procedure.title,
+                    steps=step_infos(procedure))
+
+    async def rollback(self, request: RollbackRequest, *, observers: Sequence[Observer] = (),
+                       on_run: Callable[[Run], None] | None = None) -> RunOutcome:
+        """Take the lock, pre-flight, run the procedure. Refusals change nothing on the host."""
+        env_name, env = self.environment(request.environment)
+        try:
+            run_id = await self.store.begin_run(request, owner=self._owner)
+        except RollbotError as exc:
+            await self.store.audit(environment=env_name, actor=request.requested_by,
+                                   kind="refusal", detail=str(exc))
+            raise
+        await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
+                               run_id=run_id,
+                               detail=f"requested {request.procedure} to "
+                                      f"{request.target or 'previous version'}; reason: "
+                                      f"{request.reason or '-'}")
+        heart = asyncio.create_task(self._heartbeat(run_id))
+        try:
+            return await self._locked_rollback(run_id, env_name, env, request,
+                                               list(observers), on_run)
+        except BaseException as exc:
+            # Whatever went wrong, the run must not stay "active" and hold the lock.
+            outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
+                                 host_state="unknown: rollbot stopped during the run",
+                                 message=f"rollbot stopped unexpectedly: {exc or type(exc).__name__}")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.finish_run(outcome))
+            raise
+        finally:
+            heart.cancel()
+            self._active.pop(run_id, None)
+
+    async def _locked_rollback(self, run_id: int, env_name: str, env: EnvironmentConfig,
+                               request: RollbackRequest, observers: list[Observer],
+                               on_run: Callable[[Run], None] | None) -> RunOutcome:
+        try:
+            async with open_session(env_name, env, store=self.store,
+                                    actor=request.requested_by, run_id=run_id) as session:
+                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                          request=request)
+                if not pre.ok:
+                    return await self._refuse(run_id, env_name, request, pre.checks,
+                                              f"Refused by pre-flight, nothing was changed. "
+                                              f"{pre.refusal}", pre.current, pre.target)
+                procedure = build(request.procedure, self._inputs(env, pre))
+                ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
+                                  env=env, current=pre.current, target=pre.target,
+                                  facts=RunFacts(), emit=lambda _line: None)
+                await self.store.start_run(run_id, from_version=pre.current,
+                                           to_version=pre.target,
+                                           backup=pre.backup.name if pre.backup else None,
+                                           checks=pre.checks)
+                run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
+                          checks=pre.checks, observers=[self._recorder(), *observers])
+                self._active[run_id] = run
+                if on_run is not None:
+                    on_run(run)
+                outcome = await run.execute()
+        except RollbotError as exc:
+            # Before any step: connection or pre-flight reading failed; nothing was changed.
+            if run_id in self._active:
+                raise
+            return await self._refuse(run_id, env_name, request, (),
+                                      f"Refused before any step, nothing was changed: {exc}",
+                                      None, None)
+        await self.store.finish_run(outcome)
+        await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
+                               run_id=run_id, detail=f"{outcome.status}: {outcome.message}")
+        return outcome
+
+    async def _refuse(self, run_id: int, env_name: str, request: RollbackRequest,
+                      checks: tuple[Check, ...], message: str, current: str | None,
+                      target: str | None) -> RunOutcome:
+        outcome = RunOutcome(run_id=run_id, status=RunStatus.REFUSED,
+                             host_state="unchanged", message=message, checks=checks,
+                             from_version=current, to_version=target)
+        await self.store.finish_run(outcome)
+        await self.store.audit(environment=env_name, actor=request.requested_by, kind="refusal",
+                               run_id=run_id, detail=message)
+        return outcome
+
+    def _inputs(self, env: EnvironmentConfig, pre: Preflight) -> ProcedureInputs:
+        return ProcedureInputs(env=env, current=pre.current, target=pre.target,
+                               epoch=int(time.time()), backup=pre.backup)
+
+    def _recorder(self) -> Observer:
+        store = self.store
+
+        async def record(event: RunEvent) -> None:
+            if isinstance(event, StepStarted):
+                await store.step_started(event.run_id, position=event.step.index,
+                                         key=event.step.key, title=event.step.title,
+                                         destructive=event.step.destructive,
+                                         started_at=datetime.now(UTC))
+            elif isinstance(event, StepFinished):
+                await store.step_finished(event.run_id, position=event.step.index,
+                                          result=event.result,
+                                          destructive=event.step.destructive,
+                                          host_state=event.host_state)
+            elif isinstance(event, RunFinished):
+                for i, step in enumerate(event.outcome.steps):
+                    if step.started_at is None:
+                        await store.step_finished(event.run_id, position=i, result=step,
+                                                  destructive=False, host_state="")
+        return record
+
+    async def _heartbeat(self, run_id: int) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.store.heartbeat(run_id)
+            except Exception as exc:
+                log.warning("heartbeat for run #%s failed: %s", run_id, exc)
+
+    def cancel(self, run_id: int, *, by: str) -> bool:
+        """Ask an active run of this process to stop before its next step."""
+        run = self._active.get(run_id)
+        if run is None:
+            return False
+        run.cancel(by)
+        return True
+
+    async def status(self, environment: str | None = None) -> RunRecord | None:
+        env_name, _ = self.environment(environment)
+        return await self.store.active_run(env_name)
+
+    async def history(self, *, limit: int = 10) -> list[RunRecord]:
+        return await self.store.history(limit=limit)
+
+    async def versions(self, environment: str | None, *, actor: str) -> Versions:
+        env_name, env = self.environment(environment)
+        async with open_session(env_name, env, store=self.store, actor=actor,
+                                run_id=None) as session:
+            tags, containers = await docker_summary(session.docker, env)
+            in_file = await compose_tag(session.host, env)
+        return Versions(running=running_tag(containers, env), in_compose_file=in_file,
+                        tags=tuple(tags), containers=tuple(containers))
+
+    async def backups(self, environment: str | None, *, actor: str) -> list[Backup]:
+        env_name, env = self.environment(environment)
+        if env.database is None:
+            raise RollbotError(f"environment {env_name} has no [database] section")
+        async with open_session(env_name, env, store=self.store, actor=actor,
+                                run_id=None) as session:
+            return await list_backups(session.host, env.database)

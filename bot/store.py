@@ -1,0 +1,252 @@
+"""The store (asyncpg): runs, steps, and the audit log, in PostgreSQL.
+
+Migrations are versioned SQL files applied at start under an advisory lock. The one-active-run
+rule lives in a partial unique index, so two rollbot processes cannot both start a rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from bot.errors import RunLocked, StoreError
+from bot.model import (
+    AuditEntry,
+    Check,
+    ProcedureName,
+    RollbackRequest,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 60  # an active run whose owner has not beaten for this long is taken as dead
+_MIGRATION_LOCK = 0x726F6C6C  # "roll"
+_ACTIVE = ("preflight", "running")
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("bot.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+class Store:
+    """Owns an asyncpg pool; whoever opens it closes it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str) -> Store:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5, timeout=10,
+                                             command_timeout=30)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"cannot reach the rollbot database: {exc}") from None
+        store = cls(pool)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> list[str]:
+        """Apply the SQL migrations not applied yet; returns their names."""
+        applied: list[str] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version int PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in _migrations():
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                   version, name)
+                applied.append(name)
+        if applied:
+            log.info("applied database migrations: %s", ", ".join(applied))
+        return applied
+
+    async def ping(self) -> bool:
+        try:
+            async with self._pool.acquire(timeout=3) as conn:
+                return bool(await conn.fetchval("SELECT 1"))
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def begin_run(self, request: RollbackRequest, *, owner: str) -> int:
+        """Create the run and take the environment's lock, or raise ``RunLocked``."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            holder = await conn.fetchrow(
+                "SELECT id, requested_by, created_at, to_version, heartbeat_at,"
+                " now() - heartbeat_at > make_interval(secs => $2) AS stale"
+                " FROM runs WHERE environment = $1 AND state = ANY($3::text[]) FOR UPDATE",
+                request.environment, STALE_AFTER_S, list(_ACTIVE))
+            if holder is not None and holder["stale"]:
+                await conn.execute(
+                    "UPDATE runs SET state = 'interrupted', finished_at = now(), message ="
+                    " 'rollbot stopped while this run was active (no heartbeat since '"
+                    " || to_char(heartbeat_at, 'HH24:MI:SS') || '); the host may be mid-procedure:"
+                    " check its state before trusting it' WHERE id = $1", holder["id"])
+                log.warning("run #%s had no heartbeat for %ss: marked interrupted",
+                            holder["id"], STALE_AFTER_S)
+            elif holder is not None:
+                raise _locked(request.environment, holder)
+            try:
+                return int(await conn.fetchval(
+                    "INSERT INTO runs (environment, procedure, state, requested_by, approved_by,"
+                    " reason, to_version, backup, owner) VALUES ($1, $2, 'preflight', $3, $4, $5,"
+                    " $6, $7, $8) RETURNING id",
+                    request.environment, request.procedure.value, request.requested_by,
+                    list(request.approved_by), request.reason,
+                    str(request.target) if request.target else None, request.backup, owner))
+            except asyncpg.UniqueViolationError:
+                pass
+        # Lost a race with another process between our check and our insert.
+        holder = await self._pool.fetchrow(
+            "SELECT id, requested_by, created_at, to_version FROM runs"
+            " WHERE environment = $1 AND state = ANY($2::text[])",
+            request.environment, list(_ACTIVE))
+        if holder is None:
+            raise StoreError("could not take the environment lock; try again")
+        raise _locked(request.environment, holder)
+
+    async def start_run(self, run_id: int, *, from_version: str, to_version: str,
+                        backup: str | None, checks: tuple[Check, ...]) -> None:
+        await self._pool.execute(
+            "UPDATE runs SET state = 'running', from_version = $2, to_version = $3, backup = $4,"
+            " checks = $5::jsonb, heartbeat_at = now() WHERE id = $1",
+            run_id, from_version, to_version, backup, _checks_json(checks))
+
+    async def heartbeat(self, run_id: int) -> None:
+        await self._pool.execute("UPDATE runs SET heartbeat_at = now() WHERE id = $1", run_id)
+
+    async def finish_run(self, outcome: RunOutcome) -> None:
+        await self._pool.execute(
+            "UPDATE runs SET state = $2, host_state = $3, message = $4, finished_at = now(),"
+            " from_version = COALESCE($5, from_version), to_version = COALESCE($6, to_version),"
+            " checks = CASE WHEN $7::jsonb = '[]'::jsonb THEN checks ELSE $7::jsonb END"
+            " WHERE id = $1",
+            outcome.run_id, outcome.status.value, outcome.host_state, outcome.message,
+            outcome.from_version or None, outcome.to_version or None,
+            _checks_json(outcome.checks))
+
+    async def step_started(self, run_id: int, *, position: int, key: str, title: str,
+                           destructive: bool, started_at: datetime) -> None:
+        await self._pool.execute(
+            "INSERT INTO run_steps (run_id, position, key, title, destructive, state, started_at)"
+            " VALUES ($1, $2, $3, $4, $5, 'running', $6) ON CONFLICT (run_id, position) DO UPDATE"
+            " SET state = 'running', started_at = EXCLUDED.started_at",
+            run_id, position, key, title, destructive, started_at)
+
+    async def step_finished(self, run_id: int, *, position: int, result: StepResult,
+                            destructive: bool, host_state: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO run_steps (run_id, position, key, title, destructive, state, started_at,"
+            " finished_at, summary, output_tail, error, host_state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (run_id, position) DO UPDATE SET state = EXCLUDED.state,"
+            " finished_at = EXCLUDED.finished_at, summary = EXCLUDED.summary,"
+            " output_tail = EXCLUDED.output_tail, error = EXCLUDED.error,"
+            " host_state = EXCLUDED.host_state",
+            run_id, position, result.key, result.title, destructive, result.status.value,
+            result.started_at, result.finished_at, result.summary, result.output_tail,
+            result.error, host_state)
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        row = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
+        if row is None:
+            return None
+        steps = await self._pool.fetch(
+            "SELECT * FROM run_steps WHERE run_id = $1 ORDER BY position", run_id)
+        return _record(row, steps)
+
+    async def active_run(self, environment: str) -> RunRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT id FROM runs WHERE environment = $1 AND state = ANY($2::text[])",
+            environment, list(_ACTIVE))
+        return await self.get_run(int(row["id"])) if row else None
+
+    async def history(self, *, limit: int = 10, environment: str | None = None
+                      ) -> list[RunRecord]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM runs WHERE ($2::text IS NULL OR environment = $2)"
+            " ORDER BY created_at DESC, id DESC LIMIT $1", limit, environment)
+        return [_record(r, []) for r in rows]
+
+    # --- audit -------------------------------------------------------------------------------
+
+    async def audit(self, *, environment: str, actor: str, kind: str, run_id: int | None = None,
+                    host: str = "", command: str = "", detail: str = "") -> int:
+        return int(await self._pool.fetchval(
+            "INSERT INTO audit_log (run_id, environment, actor, kind, host, command, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            run_id, environment, actor, kind, host, command, detail))
+
+    async def audit_result(self, entry_id: int, *, exit_status: int | None, duration_s: float,
+                           detail: str = "") -> None:
+        await self._pool.execute(
+            "UPDATE audit_log SET exit_status = $2, duration_ms = $3,"
+            " detail = CASE WHEN $4 = '' THEN detail ELSE $4 END WHERE id = $1",
+            entry_id, exit_status, round(duration_s * 1000), detail)
+
+    async def audit_entries(self, *, run_id: int | None = None, environment: str | None = None,
+                            limit: int = 500) -> list[AuditEntry]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM audit_log WHERE ($1::bigint IS NULL OR run_id = $1)"
+            " AND ($2::text IS NULL OR environment = $2) ORDER BY id LIMIT $3",
+            run_id, environment, limit)
+        return [
+            AuditEntry(at=r["at"], run_id=r["run_id"], environment=r["environment"],
+                       actor=r["actor"], kind=r["kind"], host=r["host"], command=r["command"],
+                       exit_status=r["exit_status"], detail=r["detail"])
+            for r in rows
+        ]
+
+
+def _locked(environment: str, holder: asyncpg.Record) -> RunLocked:
+    return RunLocked(environment=environment, run_id=int(holder["id"]),
+                     requested_by=str(holder["requested_by"]), since=holder["created_at"],
+                     target=str(holder["to_version"] or "the previous version"))
+
+
+def _checks_json(checks: tuple[Check, ...]) -> str:
+    return json.dumps([asdict(c) for c in checks])
+
+
+def _record(row: asyncpg.Record, steps: list[asyncpg.Record]) -> RunRecord:
+    return RunRecord(
+        id=int(row["id"]), environment=row["environment"],
+        procedure=ProcedureName(row["procedure"]), status=RunStatus(row["state"]),
+        requested_by=row["requested_by"], reason=row["reason"],
+        from_version=row["from_version"], to_version=row["to_version"], backup=row["backup"],
+        created_at=row["created_at"], finished_at=row["finished_at"],
+        host_state=row["host_state"], message=row["message"],
+        steps=tuple(_step(s) for s in steps),
+    )
+
+
+def _step(s: Any) -> StepResult:
+    return StepResult(key=s["key"], title=s["title"], status=StepStatus(s["state"]),
+                      started_at=s["started_at"], finished_at=s["finished_at"],
+                      summary=s["summary"], output_tail=s["output_tail"], error=s["error"])

@@ -1,0 +1,133 @@
+"""Terminal rendering (rich): live step progress, plans, history. The fallback when Slack is down."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinished, StepStarted
+from bot.model import Backup, Check, RunRecord, RunStatus, StepStatus
+from bot.service import Plan, Versions
+
+_STATUS_STYLE = {
+    RunStatus.SUCCEEDED: "bold green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.REFUSED: "bold yellow",
+    RunStatus.CANCELLED: "bold yellow",
+    RunStatus.RESTORE_RECOMMENDED: "bold red",
+    RunStatus.INTERRUPTED: "bold red",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.PREFLIGHT: "cyan",
+}
+
+
+def render_checks(console: Console, checks: tuple[Check, ...]) -> None:
+    for c in checks:
+        mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+        console.print(f"  {mark} {escape(c.name)}: {escape(c.detail)}")
+
+
+def render_plan(console: Console, plan: Plan) -> None:
+    r = plan.request
+    pre = plan.preflight
+    console.print(f"[bold]Plan[/] for {escape(r.environment)}: {escape(pre.current)} → "
+                  f"[bold]{escape(pre.target or '?')}[/] ({escape(plan.title)})")
+    console.print("[bold]Pre-flight[/]")
+    render_checks(console, pre.checks)
+    if not pre.ok:
+        console.print(f"[bold red]This rollback would be refused:[/] {escape(pre.refusal)}")
+        return
+    console.print("[bold]Steps[/] (nothing has run yet)")
+    for s in plan.steps:
+        flag = " [red](changes production)[/]" if s.destructive else ""
+        console.print(f"  {s.index + 1}. {escape(s.title)}{flag}")
+        for line in s.shows:
+            console.print(f"       [dim]$ {escape(line)}[/]", soft_wrap=True)
+
+
+class TerminalProgress:
+    """An observer that prints every step as it starts and ends, and the command output."""
+
+    def __init__(self, console: Console, *, show_output: bool = True) -> None:
+        self._console = console
+        self._show_output = show_output
+        self._started = time.monotonic()
+        self._total = 0
+
+    async def __call__(self, event: RunEvent) -> None:
+        c = self._console
+        if isinstance(event, RunStarted):
+            self._total = len(event.steps)
+            r = event.request
+            c.print(f"[bold]Rollback #{event.run_id}[/] in {escape(r.environment)}: "
+                    f"{escape(event.from_version)} → [bold]{escape(event.to_version)}[/] "
+                    f"({r.procedure}), requested by {escape(r.requested_by)}")
+            c.print("[bold]Pre-flight[/]")
+            render_checks(c, event.checks)
+        elif isinstance(event, StepStarted):
+            c.print(f"[cyan]▶ [{event.step.index + 1}/{self._total}] "
+                    f"{escape(event.step.title)}[/]")
+        elif isinstance(event, OutputLine) and self._show_output:
+            c.print(f"    [dim]│ {escape(event.line)}[/]", soft_wrap=True, highlight=False)
+        elif isinstance(event, StepFinished):
+            res = event.result
+            n = event.step.index + 1
+            took = f"{res.duration_s:.1f} s" if res.duration_s is not None else ""
+            if res.status is StepStatus.SUCCEEDED:
+                c.print(f"[green]✓ [{n}/{self._total}] {escape(res.title)}[/] [dim]{took}[/]"
+                        f"  {escape(res.summary)}")
+            else:
+                c.print(f"[red]✗ [{n}/{self._total}] {escape(res.title)}[/] [dim]{took}[/]  "
+                        f"{escape(res.error)}")
+                c.print(f"  [bold]Host state:[/] {escape(event.host_state)}")
+        elif isinstance(event, RunFinished):
+            o = event.outcome
+            took = time.monotonic() - self._started
+            c.print(f"[{_STATUS_STYLE.get(o.status, 'bold')}]{o.status.value.upper()}[/] "
+                    f"in {took:.1f} s — {escape(o.message)}")
+
+
+def render_history(console: Console, runs: list[RunRecord]) -> None:
+    table = Table("#", "when (UTC)", "env", "who", "from → to", "procedure", "result", "took")
+    for r in runs:
+        took = f"{r.duration_s:.0f} s" if r.duration_s is not None else "…"
+        table.add_row(str(r.id), f"{r.created_at:%Y-%m-%d %H:%M}", r.environment,
+                      r.requested_by, f"{r.from_version or '?'} → {r.to_version or '?'}",
+                      r.procedure.value,
+                      f"[{_STATUS_STYLE.get(r.status, '')}]{r.status.value}[/]", took)
+    console.print(table)
+
+
+def render_status(console: Console, environment: str, run: RunRecord | None) -> None:
+    if run is None:
+        console.print(f"No rollback is running in {escape(environment)}.")
+        return
+    console.print(f"Run #{run.id} in {escape(run.environment)}: {run.procedure.value} "
+                  f"{run.from_version or '?'} → {run.to_version or '?'}, by "
+                  f"{escape(run.requested_by)} since {run.created_at:%H:%M:%S} UTC "
+                  f"({run.status.value})")
+    for i, s in enumerate(run.steps):
+        console.print(f"  {i + 1}. {s.status.value:<9} {escape(s.title)}")
+
+
+def render_versions(console: Console, v: Versions) -> None:
+    console.print(f"Running: [bold]{escape(v.running or 'nothing')}[/]; compose file names "
+                  f"{escape(v.in_compose_file)}")
+    table = Table("tag", "created (UTC)", "image id")
+    for t in v.tags:
+        mark = " (running)" if t.tag == v.running else ""
+        table.add_row(t.tag + mark, f"{t.created:%Y-%m-%d %H:%M:%S}",
+                      t.image_id.removeprefix("sha256:")[:12])
+    console.print(table)
+    for c in v.containers:
+        console.print(f"  {escape(c.name)}: {escape(c.image)} — {escape(c.status)}")
+
+
+def render_backups(console: Console, backups: list[Backup]) -> None:
+    table = Table("backup", "size", "taken (UTC)")
+    for b in backups:
+        table.add_row(b.name, f"{b.size / 1e6:.1f} MB", f"{b.modified:%Y-%m-%d %H:%M}")
+    console.print(table)

@@ -1,0 +1,1 @@
+"""The Slack front: parses, acknowledges and renders; drives the engine in ``bot``."""

@@ -1,0 +1,75 @@
+"""A bad runbook stops rollbot before anything connects, naming the file and the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_runbook
+from bot.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent / "data" / "rollbot.example.toml"
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_documented_runbook_loads() -> None:
+    rb = load_runbook(EXAMPLE)
+    name, env = rb.environment(None)
+    assert name == "production"
+    assert env.ssh.port == 22
+    assert env.compose.project_name == "azora"
+    assert env.database is not None and env.database.verify_tables == ("users", "orders")
+
+
+def test_the_shipped_example_is_the_documented_one() -> None:
+    assert load_runbook(ROOT / "rollbot.example.toml") == load_runbook(EXAMPLE)
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = EXAMPLE.read_text()
+    assert old in text
+    path = tmp_path / "rollbot.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("port = 22", 'port = "twenty-two"', "environments.production.ssh.port"),
+    ('user = "prod-user"\n', "", "environments.production.ssh.user' is missing"),
+    ('service = "api"', 'service = "api"\nservise = "x"', "servise' is not a known setting"),
+    ('file = "/srv/azora/docker-compose.yml"', 'file = "docker-compose.yml"',
+     "environments.production.compose.file"),
+    ('default_environment = "production"', 'default_environment = "prod"', "default_environment"),
+    ('name = "azora_prod"', 'name = "azora; DROP"', "environments.production.database.name"),
+    ('backup_glob = "azora_prod_*.sql.gz"', 'backup_glob = "$(id).gz"', "backup_glob"),
+    ("retention_days = 30", "retention_days = 0", "retention_days"),
+])
+def test_each_fault_names_file_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_runbook(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert key in str(err.value)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[environments\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_runbook(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_runbook(tmp_path / "nope.toml")
+
+
+def test_cli_exits_2_before_connecting(tmp_path: Path) -> None:
+    path = _broken(tmp_path, "port = 22", "port = 99999")
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", "rollback", "v1.2.2", "--yes"],
+        env={"ROLLBOT_CONFIG": str(path), "PATH": "/usr/bin:/bin",
+             "ROLLBOT_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "environments.production.ssh.port" in out.stdout
+    assert not (tmp_path / "data").exists()  # not even the database was started
