@@ -5,7 +5,10 @@ from __future__ import annotations
 from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.shell import join, quote, sql_identifier, with_prefix
 
-DUMP_TRAILER = "dump complete"  # pg_dump ends a plain dump with "-- PostgreSQL database dump complete"
+__all__ = ["DUMP_TRAILER", "join", "quote"]
+
+# pg_dump ends a plain dump with "-- PostgreSQL database dump complete".
+DUMP_TRAILER = "dump complete"
 
 
 def compose(env: EnvironmentConfig, *args: str) -> str:

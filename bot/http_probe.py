@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import httpx
 
-
-@dataclass(frozen=True)
-class HealthPoll:
-    ok: bool
-    status: int | None
-    detail: str
-    attempts: int
-    elapsed_s: float
+from bot.model import HealthPoll
 
 
 class HttpxProbe:

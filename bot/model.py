@@ -62,6 +62,17 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class HealthPoll:
+    """The end of polling a health URL."""
+
+    ok: bool
+    status: int | None
+    detail: str
+    attempts: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
 class ImageTag:
     repository: str
     tag: str

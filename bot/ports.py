@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.model import CommandResult, ContainerState, ImageTag
+from bot.model import CommandResult, ContainerState, HealthPoll, ImageTag
 
 LineSink = Callable[[str], None]
 
@@ -40,18 +40,10 @@ class DockerFacts(Protocol):
     async def compose_containers(self, project: str) -> list[ContainerState]: ...
 
 
-class HealthResult(Protocol):
-    ok: bool
-    status: int | None
-    detail: str
-    attempts: int
-    elapsed_s: float
-
-
 class HttpProbe(Protocol):
     """Health, version and smoke URLs of the service."""
 
-    async def wait_healthy(self, url: str, *, deadline_s: float, interval_s: float) -> HealthResult:
+    async def wait_healthy(self, url: str, *, deadline_s: float, interval_s: float) -> HealthPoll:
         ...
 
     async def fetch(self, url: str, *, timeout_s: float) -> tuple[int | None, str]: ...

@@ -128,7 +128,8 @@ def _wait_healthy(i: ProcedureInputs, *, deadline_s: float, title: str = "Wait f
 
     return Step(
         key="wait_healthy", title=title, action=action,
-        shows=(f"GET {env.health_url} every {interval:g} s until 2xx (at most {deadline_s:.0f} s)",),
+        shows=(f"GET {env.health_url} every {interval:g} s until 2xx "
+               f"(at most {deadline_s:.0f} s)",),
         leaves=f"{env.service} runs {i.target} and answers healthy", timeout_s=deadline_s + 10,
         failure_status=failure_status, if_failed=if_failed,
     )
@@ -290,7 +291,8 @@ def _safety_backup(i: ProcedureInputs, leaves: str) -> Step:
 def _restore_steps(i: ProcedureInputs, stopped: str) -> tuple[Step, ...]:
     db = _db(i)
     assert i.backup is not None
-    backup, safety = i.backup, f"{db.backups_dir.rstrip('/')}/{db.name}_pre-restore_{i.epoch}.sql.gz"
+    backup = i.backup
+    safety = f"{db.backups_dir.rstrip('/')}/{db.name}_pre-restore_{i.epoch}.sql.gz"
     guard = (Safeguard.BACKUP_VERIFIED, Safeguard.SAFETY_BACKUP_WRITTEN)
     restore_t = db.restore_timeout_s
     dropped = (f"services stopped; database {db.name} DROPPED; restore it from {backup.path} or "

@@ -109,7 +109,8 @@ class Rollbot:
             # Whatever went wrong, the run must not stay "active" and hold the lock.
             outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
                                  host_state="unknown: rollbot stopped during the run",
-                                 message=f"rollbot stopped unexpectedly: {exc or type(exc).__name__}")
+                                 message=f"rollbot stopped during the run: "
+                                         f"{exc or type(exc).__name__}")
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.finish_run(outcome))
             raise

@@ -92,7 +92,7 @@ class SshHost:
         """Open the connection; refuse an unknown or changed host key before anything is sent."""
         c = self._config
         known_hosts = Path(c.known_hosts)
-        if not known_hosts.is_file():
+        if not await asyncio.to_thread(known_hosts.is_file):
             raise HostKeyRejected(
                 f"known_hosts file {known_hosts} does not exist, so the host key of {self.name} "
                 "cannot be verified. Nothing was sent."

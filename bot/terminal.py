@@ -1,4 +1,4 @@
-"""Terminal rendering (rich): live step progress, plans, history. The fallback when Slack is down."""
+"""Terminal rendering (rich): live progress, plans, history; the fallback when Slack is down."""
 
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ class TerminalProgress:
                 c.print(f"  [bold]Host state:[/] {escape(event.host_state)}")
         elif isinstance(event, RunFinished):
             o = event.outcome
-            took = time.monotonic() - self._started
+            elapsed = time.monotonic() - self._started
             c.print(f"[{_STATUS_STYLE.get(o.status, 'bold')}]{o.status.value.upper()}[/] "
-                    f"in {took:.1f} s — {escape(o.message)}")
+                    f"in {elapsed:.1f} s — {escape(o.message)}")
 
 
 def render_history(console: Console, runs: list[RunRecord]) -> None:

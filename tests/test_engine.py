@@ -3,11 +3,11 @@
 import asyncio
 from typing import Any
 
+from bot.engine import Run
 from bot.errors import CommandFailed
 from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinished
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
-from bot.engine import Run
 
 REQUEST = RollbackRequest(environment="production", procedure=ProcedureName.SIMPLE, target=None,
                           requested_by="alice")
@@ -83,7 +83,7 @@ async def test_steps_run_in_order_and_events_tell_the_story() -> None:
     finished = [e for e in events if isinstance(e, StepFinished)]
     assert [e.host_state for e in finished] == ["after a", "after b", "after c"]
     assert all(e.result.duration_s is not None for e in finished)
-    assert [e.line for e in events if isinstance(e, OutputLine)][0] == "a says hello"
+    assert next(e.line for e in events if isinstance(e, OutputLine)) == "a says hello"
 
 
 async def test_first_failure_stops_and_names_the_state_left() -> None:

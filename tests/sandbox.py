@@ -1,0 +1,88 @@
+"""The sandbox production host as the end-to-end tests see it (deploy/sandbox/sandbox)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "deploy" / "sandbox" / "sandbox"
+
+# The data the sandbox seeds (deploy/sandbox/sandbox): production now, and in its backups.
+CURRENT_COUNTS = {"users": 5, "orders": 8}
+BACKUP_COUNTS = {"users": 3, "orders": 4}
+GOOD_BACKUP = "azora_prod_20261127T020000.sql.gz"
+CORRUPT_BACKUP = "azora_prod_20261124T020000.sql.gz"
+EXPIRED_BACKUP = "azora_prod_20261001T020000.sql.gz"
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def sandbox(*args: str, timeout: float = 600) -> str:
+    """Run the sandbox script; a failure explains itself (end-to-end tests never skip)."""
+    out = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise SandboxError(
+            f"`deploy/sandbox/sandbox {' '.join(args)}` failed with status {out.returncode}; "
+            f"the end-to-end tests cannot run without the sandbox production host.\n"
+            f"--- stdout ---\n{out.stdout[-3000:]}\n--- stderr ---\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    state: Path
+    ssh_port: int
+    hardened_ssh_port: int
+    api_port: int
+    pg_port: int
+
+    @classmethod
+    def start(cls) -> Sandbox:
+        sandbox("start")
+        values: dict[str, str] = {}
+        for line in sandbox("env").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values[key.strip()] = value.strip().strip("'\"")
+        return cls(state=Path(values["STATE"]), ssh_port=int(values["SSH_PORT"]),
+                   hardened_ssh_port=int(values["HARDENED_SSH_PORT"]),
+                   api_port=int(values["API_PORT"]), pg_port=int(values["PG_PORT"]))
+
+    @property
+    def runbook(self) -> Path:
+        return self.state / "rollbot.toml"
+
+    @property
+    def compose_file(self) -> Path:
+        return self.state / "srv" / "azora" / "docker-compose.yml"
+
+    @property
+    def backups(self) -> Path:
+        return self.state / "backups"
+
+    def reset(self) -> None:
+        sandbox("reset")
+
+    def kill_ssh(self) -> None:
+        sandbox("kill-ssh")
+
+    def psql(self, sql: str, *, database: str = "azora_prod") -> str:
+        out = subprocess.run(
+            ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+             str(self.pg_port), "-U", "postgres", "-d", database, "-c", sql],
+            capture_output=True, text=True, timeout=60, check=True)
+        return out.stdout.strip()
+
+    def row_counts(self) -> dict[str, int]:
+        return {t: int(self.psql(f"SELECT count(*) FROM {t}")) for t in ("users", "orders")}
+
+    def running_image(self, service: str = "api") -> str:
+        out = subprocess.run(
+            ["docker", "ps", "--filter", f"label=com.docker.compose.service={service}",
+             "--filter", "label=com.docker.compose.project=azora", "--format", "{{.Image}}"],
+            capture_output=True, text=True, timeout=30, check=True)
+        return out.stdout.strip()
