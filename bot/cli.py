@@ -90,8 +90,7 @@ def _confirm(console: Console, request: RollbackRequest, database: str | None) -
     return console.input("Roll back now? [y/N] ").strip().lower() in ("y", "yes")
 
 
-async def _main(args: argparse.Namespace, console: Console) -> int:
-    settings = Settings()
+async def _main(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     runbook = load(settings)  # ConfigError before anything connects
     async with open_app(settings, runbook) as app:
         return await _dispatch(app, args, console)
@@ -132,11 +131,12 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("ROLLBOT_LOG_LEVEL", "WARNING"),
+    settings = Settings()
+    logging.basicConfig(level=settings.rollbot_log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console(highlight=False)
     try:
-        return asyncio.run(_main(args, console))
+        return asyncio.run(_main(args, settings, console))
     except (ConfigError, InvalidInput) as exc:
         console.print(f"[bold red]rollbot:[/] {exc}")
         return EXIT_USAGE

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     rollbot_config: Path = Path("rollbot.toml")
     rollbot_data_dir: Path = Path(".rollbot")
-    rollbot_log_level: str = "INFO"
+    rollbot_log_level: str = "WARNING"
 
 
 def _describe(error: ValidationError) -> str:

@@ -162,9 +162,7 @@ async def open_docker_facts(
     try:
         listener = await host.connection.forward_local_path(local, DOCKER_SOCKET)
     except (OSError, asyncssh.Error) as exc:
-        log.info("Docker socket forwarding unavailable on %s (%s); using the docker CLI over SSH",
-                 host.name, exc)
-        return CliDockerFacts(commands)
+        return _fallback(host.name, str(exc), commands)
     stack.callback(listener.close)
     docker = aiodocker.Docker(
         url=f"unix://{local}", timeout=aiohttp.ClientTimeout(total=_API_TIMEOUT_S)
@@ -174,11 +172,21 @@ async def open_docker_facts(
         await docker._query_json("version")
     except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         await docker.close()
-        log.info("Docker socket forwarding refused by %s (%s); using the docker CLI over SSH",
-                 host.name, exc or type(exc).__name__)
-        return CliDockerFacts(commands)
+        return _fallback(host.name, str(exc) or type(exc).__name__, commands)
     stack.push_async_callback(docker.close)
     return ApiDockerFacts(docker)
+
+
+_warned_hosts: set[str] = set()
+
+
+def _fallback(host: str, reason: str, commands: RemoteHost) -> CliDockerFacts:
+    # Said once per host per process: on a hardened host it is the normal path, not news.
+    level = logging.DEBUG if host in _warned_hosts else logging.WARNING
+    _warned_hosts.add(host)
+    log.log(level, "Docker socket forwarding refused by %s (%s); using the docker CLI over SSH",
+            host, reason)
+    return CliDockerFacts(commands)
 
 
 def _remove_dir(path: str) -> None:

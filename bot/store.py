@@ -46,8 +46,9 @@ def _migrations() -> list[tuple[int, str, str]]:
 class Store:
     """Owns an asyncpg pool; whoever opens it closes it."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str) -> None:
         self._pool = pool
+        self.dsn = dsn
 
     @classmethod
     async def open(cls, dsn: str) -> Store:
@@ -56,7 +57,7 @@ class Store:
                                              command_timeout=30)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StoreError(f"cannot reach the rollbot database: {exc}") from None
-        store = cls(pool)
+        store = cls(pool, dsn=dsn)
         await store.migrate()
         return store
 
