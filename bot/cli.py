@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.rollbot_log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)  # logs and pipes: don't squeeze tables
     try:
         return asyncio.run(_main(args, settings, console))
     except (ConfigError, InvalidInput) as exc:

@@ -131,8 +131,11 @@ class Run:
                     established.add(step.establishes)
                 self._bus.publish(StepFinished(self.run_id, info, result, state))
                 continue
-            if step.destructive and result.started_at is not None:
-                state = f"{state}; then '{step.title}' failed part-way and may be half done"
+            if step.failed_state:
+                state = step.failed_state
+            elif step.destructive and result.started_at is not None:
+                state = (f"uncertain: '{step.title}' failed part-way and may be half done "
+                         f"(before it: {state})")
             self._bus.publish(StepFinished(self.run_id, info, result, state))
             advice = f" Next: {step.if_failed}" if step.if_failed else ""
             return self._finish(

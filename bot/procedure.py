@@ -60,6 +60,7 @@ class Step:
     establishes: Safeguard | None = None
     requires: tuple[Safeguard, ...] = ()
     if_failed: str = ""
+    failed_state: str = ""  # the host's state when this step fails, where it is known
     failure_status: RunStatus = RunStatus.FAILED
 
 

@@ -34,9 +34,11 @@ _ADVICE_HEALTH = ("the new version started but is not healthy. Check `docker-com
                   "damaged.")
 
 
-def _run(command: str, *, timeout: float) -> StepAction:
+def _run(command: str, *, timeout: float, summary: str = "") -> StepAction:
     async def action(ctx: StepContext) -> str:
         result = await ctx.host.run(command, timeout=timeout, on_line=ctx.emit)
+        if summary:
+            return summary
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         return lines[-1][:200] if lines else "done"
     return action
@@ -69,7 +71,8 @@ def _check_current(i: ProcedureInputs) -> Step:
 def _stop(i: ProcedureInputs, leaves: str) -> Step:
     t = i.env.timeouts.compose_down_s
     c = cmd.compose(i.env, "down")
-    return Step(key="stop_services", title="Stop services", action=_run(c, timeout=t),
+    return Step(key="stop_services", title="Stop services",
+                action=_run(c, timeout=t, summary="services stopped"),
                 shows=(c,), leaves=leaves, timeout_s=t + 5, destructive=True,
                 if_failed=_ADVICE_DOWN)
 
@@ -102,7 +105,8 @@ def _switch(i: ProcedureInputs, leaves: str) -> Step:
 def _start(i: ProcedureInputs) -> Step:
     t = i.env.timeouts.compose_up_s
     c = cmd.compose(i.env, "up", "-d")
-    return Step(key="start_services", title="Start services", action=_run(c, timeout=t),
+    return Step(key="start_services", title="Start services",
+                action=_run(c, timeout=t, summary=f"services started on {i.target}"),
                 shows=(c,), leaves=f"services started on {i.target}, health not yet confirmed",
                 timeout_s=t + 5, destructive=True, if_failed=_ADVICE_DOWN)
 
@@ -132,6 +136,7 @@ def _wait_healthy(i: ProcedureInputs, *, deadline_s: float, title: str = "Wait f
                f"(at most {deadline_s:.0f} s)",),
         leaves=f"{env.service} runs {i.target} and answers healthy", timeout_s=deadline_s + 10,
         failure_status=failure_status, if_failed=if_failed,
+        failed_state=f"services started on {i.target} but NOT healthy",
     )
 
 
@@ -166,6 +171,7 @@ def _verify_version(i: ProcedureInputs) -> Step:
         key="verify_version", title="Check service version", action=action,
         shows=(f"GET {env.version_url} must report {i.target}",),
         leaves=f"{env.service} runs {i.target}, healthy, version confirmed", timeout_s=20,
+        failed_state=f"services started and healthy, but not reporting {i.target}",
         if_failed="the host serves another version than expected; check which image runs.",
     )
 

@@ -94,7 +94,8 @@ async def test_first_failure_stops_and_names_the_state_left() -> None:
     outcome, events = await _execute(_procedure(*steps))
     assert log == ["stop", "start"]
     assert outcome.status is RunStatus.FAILED
-    assert outcome.host_state == "after stop; then 'Start' failed part-way and may be half done"
+    assert outcome.host_state == (
+        "uncertain: 'Start' failed part-way and may be half done (before it: after stop)")
     assert "Step 2 'Start' failed" in outcome.message and "Next: run emergency." in outcome.message
     assert [s.status for s in outcome.steps] == [StepStatus.SUCCEEDED, StepStatus.FAILED,
                                                  StepStatus.SKIPPED]
