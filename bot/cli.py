@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
 
 from bot.app import App, load, open_app
 from bot.config import Settings
+from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.terminal import (
@@ -123,10 +126,37 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
             console.print("Not confirmed; nothing was changed.")
             return EXIT_FAILED
     progress = TerminalProgress(console, show_output=not args.quiet_output)
-    outcome = await svc.rollback(request, observers=[progress])
+    with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
+        outcome = await svc.rollback(request, observers=[progress], on_run=on_run)
     if outcome.status is RunStatus.REFUSED:
         console.print(f"[bold yellow]REFUSED[/] — {outcome.message}")
     return EXIT_OK if outcome.status is RunStatus.SUCCEEDED else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _first_interrupt_cancels(console: Console, *, by: str) -> Iterator[Callable[[Run], None]]:
+    """First Ctrl-C: stop before the next step (never mid-command). Second: abort at once."""
+    loop = asyncio.get_running_loop()
+    runs: list[Run] = []
+    main_task = asyncio.current_task()
+
+    def on_interrupt() -> None:
+        if runs and not runs[0].cancel_requested:
+            runs[0].cancel(f"{by} (Ctrl-C)")
+            console.print("[bold yellow]Stopping before the next step[/] (the current one "
+                          "finishes). Press Ctrl-C again to abort at once.")
+        elif main_task is not None:
+            main_task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError):
+        yield runs.append
+        return
+    try:
+        yield runs.append
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RollbotError as exc:
         console.print(f"[bold red]rollbot:[/] {exc}")
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[bold red]Interrupted.[/] Check `rollbot status` and the host's state.")
         return EXIT_INTERRUPTED
 

@@ -179,7 +179,7 @@ class Run:
                 tail.extend(out.splitlines())
         except TimeoutError:
             status = StepStatus.FAILED
-            error = f"it did not finish within its {step.timeout_s:.0f} s timeout and was stopped."
+            error = f"it did not finish within its {step.timeout_s:g} s timeout and was stopped."
         except Exception:
             ref = secrets.token_hex(3)
             log.exception("step %s failed unexpectedly (ref %s)", step.key, ref)

@@ -164,10 +164,13 @@ class SshHost:
                 async for line in process.stdout:
                     emit(line.rstrip("\r\n"))
                 completed = await process.wait(check=False)
+        except asyncio.CancelledError:
+            process.close()  # the step was cancelled or timed out: don't leave the channel open
+            raise
         except TimeoutError:
             process.close()
             raise CommandTimeout(
-                f"`{_short(command)}` on {self.name} did not finish within {timeout:.0f} s and "
+                f"`{_short(command)}` on {self.name} did not finish within {timeout:g} s and "
                 "was stopped."
             ) from None
         except (OSError, asyncssh.Error) as exc:

@@ -109,7 +109,7 @@ async def test_a_step_past_its_timeout_fails_the_run() -> None:
         return "never"
     outcome, _ = await _execute(_procedure(_step("hang", hang, timeout_s=0.05)))
     assert outcome.status is RunStatus.FAILED
-    assert "did not finish within its 0 s timeout and was stopped" in outcome.message
+    assert "did not finish within its 0.05 s timeout and was stopped" in outcome.message
 
 
 async def test_cancel_stops_between_steps() -> None:
