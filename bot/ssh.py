@@ -151,8 +151,11 @@ class SshHost:
                 on_line(line)
 
         try:
+            # stderr and stdout travel as two SSH streams whose relative order is lost: merge them
+            # on the host, so lines arrive in the order the command wrote them.
             process = await conn.create_process(
-                command, stderr=asyncssh.STDOUT, encoding="utf-8", errors="replace"
+                f"exec 2>&1\n{command}", stderr=asyncssh.STDOUT, encoding="utf-8",
+                errors="replace",
             )
         except (OSError, asyncssh.Error) as exc:
             raise ConnectionLost(
@@ -161,7 +164,7 @@ class SshHost:
             ) from None
         try:
             async with asyncio.timeout(timeout):
-                async for line in process.stdout:
+                while line := await process.stdout.readline():  # "" is end of output
                     emit(line.rstrip("\r\n"))
                 completed = await process.wait(check=False)
         except asyncio.CancelledError:

@@ -1,0 +1,59 @@
+"""The store: migrations, the one-active-run lock (enforced by PostgreSQL), stale runs, audit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.errors import RunLocked
+from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
+from bot.store import Store
+
+
+def req(who: str, env: str = "production") -> RollbackRequest:
+    return RollbackRequest(environment=env, procedure=ProcedureName.SIMPLE, target=None,
+                           requested_by=who)
+
+
+async def test_migrations_apply_once(store: Store) -> None:
+    assert await store.migrate() == []  # already applied by open()
+    assert await store.ping()
+
+
+async def test_a_second_run_is_refused_naming_the_first(store: Store) -> None:
+    first = await store.begin_run(req("alice"), owner="host:1")
+    with pytest.raises(RunLocked, match=f"run #{first} .* started by alice"):
+        await store.begin_run(req("bob"), owner="host:2")
+    other_env = await store.begin_run(req("carol", env="staging"), owner="host:3")
+    assert other_env != first
+    await store.finish_run(RunOutcome(run_id=first, status=RunStatus.SUCCEEDED,
+                                      host_state="ok", message="done"))
+    assert await store.begin_run(req("bob"), owner="host:2") > first
+
+
+async def test_concurrent_requests_get_exactly_one_run(store: Store) -> None:
+    results = await asyncio.gather(*(store.begin_run(req(f"u{i}"), owner=f"p{i}")
+                                     for i in range(8)), return_exceptions=True)
+    assert sum(isinstance(r, int) for r in results) == 1
+    assert sum(isinstance(r, RunLocked) for r in results) == 7
+
+
+async def test_a_run_whose_process_died_is_marked_interrupted(store: Store) -> None:
+    dead = await store.begin_run(req("alice"), owner="gone:1")
+    await store._pool.execute(  # the owner stopped beating two minutes ago
+        "UPDATE runs SET heartbeat_at = now() - interval '2 minutes' WHERE id = $1", dead)
+    fresh = await store.begin_run(req("bob"), owner="host:2")
+    record = await store.get_run(dead)
+    assert record is not None and record.status is RunStatus.INTERRUPTED
+    assert "may be mid-procedure" in record.message
+    assert (await store.active_run("production")).id == fresh  # type: ignore[union-attr]
+
+
+async def test_audit_entries_keep_commands_and_results(store: Store) -> None:
+    run = await store.begin_run(req("alice"), owner="h")
+    entry = await store.audit(environment="production", actor="alice", kind="command",
+                              run_id=run, host="prod", command="docker-compose down")
+    await store.audit_result(entry, exit_status=0, duration_s=0.4)
+    [a] = await store.audit_entries(run_id=run)
+    assert (a.command, a.exit_status, a.actor) == ("docker-compose down", 0, "alice")
