@@ -94,9 +94,31 @@ class EnvironmentConfig(_Frozen):
     timeouts: TimeoutsConfig = TimeoutsConfig()
 
 
+_SLACK_CHANNEL = r"^(C[A-Z0-9]{2,20}|G[A-Z0-9]{2,20}|#[a-z0-9][a-z0-9_-]{0,79})$"
+_SLACK_USER = r"^[UW][A-Z0-9]{2,20}$"
+
+
+class SlackConfig(_Frozen):
+    """Where rollbot listens and who may drive it."""
+
+    incidents_channel: str = Field(pattern=_SLACK_CHANNEL)
+    oncall_channel: str | None = Field(default=None, pattern=_SLACK_CHANNEL)
+    allowed_users: tuple[Annotated[str, Field(pattern=_SLACK_USER)], ...] = ()
+    allowed_usergroups: tuple[Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,20}$")], ...] = ()
+    restore_approvers: tuple[Annotated[str, Field(pattern=_SLACK_USER)], ...] | None = None
+    restore_requires_second_approver: bool = True
+    card_ttl_minutes: float = Field(default=15.0, gt=0)
+    usergroup_cache_s: float = Field(default=60.0, ge=0)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.incidents_channel, self.oncall_channel) if c)
+
+
 class Runbook(_Frozen):
     default_environment: str
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+    slack: SlackConfig | None = None
 
     @model_validator(mode="after")
     def _default_exists(self) -> Runbook:
@@ -129,6 +151,11 @@ class Settings(BaseSettings):
     rollbot_config: Path = Path("rollbot.toml")
     rollbot_data_dir: Path = Path(".rollbot")
     rollbot_log_level: str = "WARNING"
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    port: int = 3000
 
 
 def _describe(error: ValidationError) -> str:

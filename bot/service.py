@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from bot.config import EnvironmentConfig, Runbook
@@ -80,6 +80,13 @@ class Rollbot:
                                       request=request)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
+        holder = await self.store.active_run(env_name)
+        lock = (Check("Lock", True, f"free: no rollback is running in {env_name}")
+                if holder is None else
+                Check("Lock", False, f"held by {holder.requested_by}: run #{holder.id} "
+                                     f"{holder.from_version or '?'} → {holder.to_version or '?'}"
+                                     f" since {holder.created_at:%H:%M:%S} UTC"))
+        pre = replace(pre, checks=(*pre.checks, lock))
         if not pre.target:
             return Plan(request=request, preflight=pre, title="(no target version)", steps=())
         procedure = build(request.procedure, self._inputs(env, pre))
@@ -193,20 +200,26 @@ class Rollbot:
         return record
 
     async def _heartbeat(self, run_id: int) -> None:
+        """Keep the lock fresh, and pick up cancellations asked of another rollbot process."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 await self.store.heartbeat(run_id)
+                by = await self.store.cancel_requested_by(run_id)
             except Exception as exc:
                 log.warning("heartbeat for run #%s failed: %s", run_id, exc)
+                continue
+            run = self._active.get(run_id)
+            if by and run is not None and not run.cancel_requested:
+                run.cancel(by)
 
-    def cancel(self, run_id: int, *, by: str) -> bool:
-        """Ask an active run of this process to stop before its next step."""
+    async def cancel(self, run_id: int, *, by: str) -> bool:
+        """Ask an active run to stop before its next step; False when it is not active."""
+        recorded = await self.store.request_cancel(run_id, by=by)
         run = self._active.get(run_id)
-        if run is None:
-            return False
-        run.cancel(by)
-        return True
+        if run is not None:
+            run.cancel(by)
+        return recorded or run is not None
 
     async def status(self, environment: str | None = None) -> RunRecord | None:
         env_name, _ = self.environment(environment)

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.approvals import Approvals
 from bot.errors import RunLocked, StoreError
 from bot.model import (
     AuditEntry,
@@ -49,6 +50,7 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, *, dsn: str) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.approvals = Approvals(pool)
 
     @classmethod
     async def open(cls, dsn: str) -> Store:
@@ -194,6 +196,32 @@ class Store:
             "SELECT * FROM runs WHERE ($2::text IS NULL OR environment = $2)"
             " ORDER BY created_at DESC, id DESC LIMIT $1", limit, environment)
         return [_record(r, []) for r in rows]
+
+    # --- cancellation, notices ---------------------------------------------------------------
+
+    async def request_cancel(self, run_id: int, *, by: str) -> bool:
+        """Ask an active run (in any rollbot process) to stop before its next step."""
+        return await self._pool.fetchval(
+            "UPDATE runs SET cancel_requested_by = $2 WHERE id = $1"
+            " AND state = ANY($3::text[]) RETURNING true", run_id, by, list(_ACTIVE)) or False
+
+    async def cancel_requested_by(self, run_id: int) -> str | None:
+        value = await self._pool.fetchval(
+            "SELECT cancel_requested_by FROM runs WHERE id = $1", run_id)
+        return str(value) if value else None
+
+    async def save_notice(self, run_id: int, *, front_ref: dict[str, Any]) -> None:
+        await self._pool.execute(
+            "INSERT INTO run_notices (run_id, front_ref) VALUES ($1, $2::jsonb)"
+            " ON CONFLICT (run_id) DO UPDATE SET front_ref = EXCLUDED.front_ref",
+            run_id, json.dumps(front_ref))
+
+    async def set_eta(self, run_id: int, *, eta: str, by: str) -> dict[str, Any] | None:
+        """Record the fix ETA; returns the notice's front reference (None if no notice)."""
+        raw = await self._pool.fetchval(
+            "UPDATE run_notices SET eta = $2, eta_set_by = $3, updated_at = now()"
+            " WHERE run_id = $1 RETURNING front_ref", run_id, eta, by)
+        return json.loads(raw) if raw is not None else None
 
     # --- audit -------------------------------------------------------------------------------
 

@@ -1,0 +1,156 @@
+"""Proposed rollbacks waiting for confirmation, and the two-person rule for database restores.
+
+Every state change is one conditional UPDATE, so double clicks, retried requests and two people
+clicking at once move a proposal at most once: exactly one of them gets to start the run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+from bot.errors import InvalidInput
+from bot.model import ProcedureName, RollbackRequest
+from bot.versions import parse_version
+
+
+class PendingState(StrEnum):
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    AWAITING_SECOND_APPROVAL = "awaiting_second_approval"
+    STARTED = "started"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: str
+    request: RollbackRequest
+    state: PendingState
+    created_at: datetime
+    expires_at: datetime
+    confirmed_by: str | None
+    approved_by: str | None
+    cancelled_by: str | None
+    run_id: int | None
+    front_ref: dict[str, Any]
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a click: the proposal as it now is, and whether this click moved it."""
+
+    pending: Pending
+    moved: bool
+    reason: str = ""   # why it did not move, for the person who clicked
+
+
+class Approvals:
+    """Pending rollbacks in PostgreSQL (the store's pool)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def propose(self, request: RollbackRequest, *, ttl: timedelta,
+                      front_ref: dict[str, Any] | None = None) -> Pending:
+        row = await self._pool.fetchrow(
+            "INSERT INTO pending_rollbacks (id, environment, procedure, target, backup, reason,"
+            " requested_by, state, front_ref, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " 'awaiting_confirmation', $8::jsonb, now() + $9::interval) RETURNING *",
+            secrets.token_hex(8), request.environment, request.procedure.value,
+            str(request.target) if request.target else None, request.backup, request.reason,
+            request.requested_by, json.dumps(front_ref or {}), ttl)
+        return _pending(row)
+
+    async def get(self, pending_id: str) -> Pending:
+        row = await self._pool.fetchrow("SELECT * FROM pending_rollbacks WHERE id = $1",
+                                        pending_id)
+        if row is None:
+            raise InvalidInput("This rollback card is unknown to rollbot (it may be from another "
+                               "installation).")
+        return _pending(row)
+
+    async def set_front_ref(self, pending_id: str, front_ref: dict[str, Any]) -> None:
+        await self._pool.execute(
+            "UPDATE pending_rollbacks SET front_ref = $2::jsonb WHERE id = $1",
+            pending_id, json.dumps(front_ref))
+
+    async def confirm(self, pending_id: str, *, by: str, needs_second: bool) -> Transition:
+        """First confirmation: start now, or wait for a second approver."""
+        nxt = PendingState.AWAITING_SECOND_APPROVAL if needs_second else PendingState.STARTED
+        return await self._move(
+            pending_id, PendingState.AWAITING_CONFIRMATION, nxt,
+            "confirmed_by = $3", by)
+
+    async def approve(self, pending_id: str, *, by: str) -> Transition:
+        """Second approval: a different person from the requester and the first confirmer."""
+        current = await self.get(pending_id)
+        if by in (current.request.requested_by, current.confirmed_by):
+            return Transition(current, False,
+                              "A database restore needs a second person: you requested or "
+                              "confirmed this one, so someone else must approve it.")
+        return await self._move(pending_id, PendingState.AWAITING_SECOND_APPROVAL,
+                                PendingState.STARTED, "approved_by = $3", by)
+
+    async def cancel(self, pending_id: str, *, by: str) -> Transition:
+        row = await self._pool.fetchrow(
+            "UPDATE pending_rollbacks SET state = 'cancelled', cancelled_by = $2,"
+            " updated_at = now() WHERE id = $1"
+            " AND state IN ('awaiting_confirmation', 'awaiting_second_approval') RETURNING *",
+            pending_id, by)
+        if row is not None:
+            return Transition(_pending(row), True)
+        current = await self.get(pending_id)
+        return Transition(current, False, _not_open(current))
+
+    async def attach_run(self, pending_id: str, run_id: int) -> None:
+        await self._pool.execute("UPDATE pending_rollbacks SET run_id = $2 WHERE id = $1",
+                                 pending_id, run_id)
+
+    async def _move(self, pending_id: str, frm: PendingState, to: PendingState,
+                    assignment: str, by: str) -> Transition:
+        row = await self._pool.fetchrow(
+            f"UPDATE pending_rollbacks SET state = $4, {assignment}, updated_at = now()"
+            " WHERE id = $1 AND state = $2 AND expires_at > now() RETURNING *",
+            pending_id, frm.value, by, to.value)
+        if row is not None:
+            return Transition(_pending(row), True)
+        current = await self.get(pending_id)
+        if current.state is frm:
+            return Transition(current, False,
+                              "This card has expired; nothing was run. Type the command again "
+                              "for a fresh pre-flight.")
+        return Transition(current, False, _not_open(current))
+
+
+def _not_open(p: Pending) -> str:
+    if p.state is PendingState.STARTED:
+        return (f"This rollback was already started (confirmed by {p.confirmed_by}); "
+                "it runs once.")
+    if p.state is PendingState.CANCELLED:
+        return f"This rollback card was cancelled by {p.cancelled_by}; nothing was run."
+    if p.state is PendingState.AWAITING_SECOND_APPROVAL:
+        return f"Already confirmed by {p.confirmed_by}; it now needs a second approver."
+    return "This card is not waiting for that."
+
+
+def _pending(row: asyncpg.Record) -> Pending:
+    request = RollbackRequest(
+        environment=row["environment"], procedure=ProcedureName(row["procedure"]),
+        target=parse_version(row["target"]) if row["target"] else None,
+        requested_by=row["requested_by"], reason=row["reason"], backup=row["backup"],
+        approved_by=tuple(x for x in (row["confirmed_by"], row["approved_by"]) if x),
+    )
+    return Pending(id=row["id"], request=request, state=PendingState(row["state"]),
+                   created_at=row["created_at"], expires_at=row["expires_at"],
+                   confirmed_by=row["confirmed_by"], approved_by=row["approved_by"],
+                   cancelled_by=row["cancelled_by"], run_id=row["run_id"],
+                   front_ref=json.loads(row["front_ref"]))

@@ -1,0 +1,85 @@
+"""Who may drive rollbot, and where: channels, allowed users, on-call user groups."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.config import SlackConfig
+
+log = logging.getLogger(__name__)
+
+GroupMembers = Callable[[str], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+class Access:
+    """Checks a (user, channel) pair against the runbook's [slack] table."""
+
+    def __init__(self, config: SlackConfig, *, members_of: GroupMembers,
+                 channel_names: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._members_of = members_of
+        self._clock = clock
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        # "#incidents" in the runbook is matched by name, ids by id.
+        self._names = channel_names or {}
+
+    def channel_allowed(self, channel_id: str, channel_name: str | None = None) -> Decision:
+        for wanted in self._config.channels:
+            if wanted == channel_id:
+                return Decision(True)
+            if wanted.startswith("#") and channel_name and wanted[1:] == channel_name:
+                return Decision(True)
+        where = " and ".join(self._display(c) for c in self._config.channels)
+        return Decision(False, f"rollbot only takes commands in {where}, where the incident "
+                               "team can see them.")
+
+    def _display(self, channel: str) -> str:
+        return channel if channel.startswith("#") else f"<#{channel}>"
+
+    async def user_allowed(self, user_id: str) -> Decision:
+        if user_id in self._config.allowed_users:
+            return Decision(True)
+        for group in self._config.allowed_usergroups:
+            if user_id in await self._group(group):
+                return Decision(True)
+        return Decision(False, "you are not on rollbot's list of people allowed to roll back "
+                               "production (runbook: slack.allowed_users / allowed_usergroups).")
+
+    async def approver_allowed(self, user_id: str) -> Decision:
+        approvers = self._config.restore_approvers
+        if approvers is None:
+            return await self.user_allowed(user_id)
+        if user_id in approvers:
+            return Decision(True)
+        return Decision(False, "you are not one of the database restore approvers "
+                               "(runbook: slack.restore_approvers).")
+
+    def approvers_text(self) -> str:
+        approvers = self._config.restore_approvers
+        if approvers is None:
+            return "any allowed user other than the requester"
+        return ", ".join(f"<@{u}>" for u in approvers)
+
+    async def _group(self, group: str) -> frozenset[str]:
+        now = self._clock()
+        cached = self._cache.get(group)
+        if cached is not None and now - cached[0] < self._config.usergroup_cache_s:
+            return cached[1]
+        try:
+            members = frozenset(await self._members_of(group))
+        except Exception as exc:
+            # Fail closed but keep a recent answer: Slack being slow must not lock on-call out.
+            log.warning("cannot list members of user group %s: %s", group, exc)
+            return cached[1] if cached is not None else frozenset()
+        self._cache[group] = (now, members)
+        return members

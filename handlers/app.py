@@ -1,0 +1,182 @@
+"""The Bolt app: listeners acknowledge first, then hand over to the flows (``SlackFront``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import InvalidInput
+from bot.model import ProcedureName
+from handlers import blocks as ui
+from handlers.flows import Reply, SlackFront
+from handlers.grammar import CommandKind, parse_command
+from handlers.ids import Action, Block, Field, View
+from handlers.metadata import CardRef, NextStep, RunRef, load
+
+log = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
+_SLOW_KINDS = {CommandKind.ROLLBACK, CommandKind.PLAN, CommandKind.VERSIONS, CommandKind.BACKUPS}
+
+
+def respond_reply(respond: AsyncRespond) -> Reply:
+    async def reply(blocks: ui.Blocks, text: str) -> None:
+        await respond(text=text, blocks=blocks, response_type="ephemeral",
+                      replace_original=False)
+    return reply
+
+
+def ephemeral_reply(client: AsyncWebClient, *, channel: str, user: str) -> Reply:
+    async def reply(blocks: ui.Blocks, text: str) -> None:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
+    return reply
+
+
+class SeenEvents:
+    """Event ids seen recently: Slack retries events, and Bolt does not de-duplicate them."""
+
+    def __init__(self, ttl_s: float = 600.0) -> None:
+        self._ttl = ttl_s
+        self._seen: dict[str, float] = {}
+
+    def first_time(self, key: str) -> bool:
+        now = time.monotonic()
+        self._seen = {k: t for k, t in self._seen.items() if now - t < self._ttl}
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+def _ack_text(text: str) -> str | None:
+    """A quick word for commands that take a moment (SSH pre-flight); parsing is pure, no I/O."""
+    try:
+        kind = parse_command(text).kind
+    except InvalidInput:
+        return None
+    return "⏳ Checking production…" if kind in _SLOW_KINDS else None
+
+
+def _user(body: dict[str, Any]) -> str:
+    return str(body["user"]["id"])
+
+
+def _value(body: dict[str, Any]) -> str:
+    return str(body["actions"][0].get("value", ""))
+
+
+def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+    app = AsyncApp(client=client, signing_secret=signing_secret,
+                   raise_error_for_unhandled_request=False)
+    seen = SeenEvents()
+
+    @app.command("/rollback")
+    async def rollback_command(ack: AsyncAck, command: dict[str, Any],
+                               respond: AsyncRespond) -> None:
+        text = str(command.get("text", ""))
+        quick = _ack_text(text)
+        if quick:
+            await ack(text=quick)
+        else:
+            await ack()
+        await front.on_command(user=str(command["user_id"]), channel=str(command["channel_id"]),
+                               channel_name=command.get("channel_name"), text=text,
+                               reply=respond_reply(respond))
+
+    @app.event("app_mention")
+    async def mention(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any],
+                      client: AsyncWebClient) -> None:
+        await ack()
+        if not seen.first_time(str(body.get("event_id", event.get("ts")))):
+            return
+        text = _MENTION.sub("", str(event.get("text", ""))).strip()
+        user, channel = str(event.get("user", "")), str(event.get("channel", ""))
+        await front.on_command(user=user, channel=channel, channel_name=None, text=text,
+                               reply=ephemeral_reply(client, channel=channel, user=user))
+
+    @app.action(Action.CONFIRM.value)
+    async def confirm(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_confirm(user=_user(body), card=load(CardRef, _value(body)).card,
+                               reply=respond_reply(respond))
+
+    @app.action(Action.CONFIRM_RESTORE.value)
+    async def confirm_restore(ack: AsyncAck, body: dict[str, Any],
+                              respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_confirm_restore(user=_user(body), card=load(CardRef, _value(body)).card,
+                                       trigger_id=str(body["trigger_id"]),
+                                       reply=respond_reply(respond))
+
+    @app.view(View.RESTORE_CONFIRM.value)
+    async def restore_submitted(ack: AsyncAck, body: dict[str, Any],
+                                view: dict[str, Any]) -> None:
+        card = load(CardRef, view.get("private_metadata")).card
+        typed = str(view["state"]["values"][Block.DB_NAME.value][Field.DB_NAME.value]
+                    .get("value") or "")
+        # Slack takes modal errors only in the acknowledgement: one quick indexed lookup first.
+        errors = await front.check_restore_submission(user=_user(body), card=card, typed=typed)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        await front.on_restore_confirmed(user=_user(body), card=card)
+
+    @app.action(Action.APPROVE_RESTORE.value)
+    async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_approve(user=_user(body), card=load(CardRef, _value(body)).card,
+                               reply=respond_reply(respond))
+
+    @app.action(Action.CANCEL_CARD.value)
+    async def cancel_card(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_cancel_card(user=_user(body), card=load(CardRef, _value(body)).card,
+                                   reply=respond_reply(respond))
+
+    @app.action(Action.CANCEL_RUN.value)
+    async def cancel_run(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.cancel_run(user=_user(body), run_id=load(RunRef, _value(body)).run,
+                               reply=respond_reply(respond))
+
+    @app.action(Action.SET_ETA.value)
+    async def set_eta(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        await front.on_set_eta(user=_user(body), run_id=load(RunRef, _value(body)).run,
+                               trigger_id=str(body["trigger_id"]))
+
+    @app.view(View.SET_ETA.value)
+    async def eta_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()
+        eta = str(view["state"]["values"][Block.ETA.value][Field.ETA.value].get("value") or "")
+        await front.on_eta_submitted(user=_user(body),
+                                     run_id=load(RunRef, view.get("private_metadata")).run,
+                                     eta=eta)
+
+    for action, procedure in ((Action.NEXT_EMERGENCY, ProcedureName.EMERGENCY),
+                              (Action.NEXT_RESTORE, ProcedureName.RESTORE)):
+        _register_next(app, front, action, procedure)
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("Slack listener failed: %s", error, exc_info=error)
+
+    return app
+
+
+def _register_next(app: AsyncApp, front: SlackFront, action: Action,
+                   procedure: ProcedureName) -> None:
+    @app.action(action.value)
+    async def next_step(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ref = load(NextStep, _value(body))
+        channel = str(body.get("channel", {}).get("id", ""))
+        await front.on_next_step(user=_user(body), channel=channel, procedure=procedure,
+                                 environment=ref.environment, version=ref.version,
+                                 reply=respond_reply(respond))

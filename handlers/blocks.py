@@ -1,0 +1,390 @@
+"""Block Kit builders: pure functions from domain values to Slack message and view dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.approvals import Pending, PendingState
+from bot.events import StepInfo
+from bot.model import Check, ProcedureName, RunOutcome, RunRecord, RunStatus, StepStatus
+from bot.service import Plan
+from handlers.grammar import HELP
+from handlers.ids import Action, Block, Field, View
+from handlers.metadata import CardRef, NextStep, RunRef
+
+Blocks = list[dict[str, Any]]
+SECTION_LIMIT = 3000
+_ICON = {
+    StepStatus.PENDING: "⬜", StepStatus.RUNNING: "⏳", StepStatus.SUCCEEDED: "✅",
+    StepStatus.FAILED: "❌", StepStatus.SKIPPED: "⏭️",
+}
+_RUN_ICON = {
+    RunStatus.SUCCEEDED: "✅", RunStatus.FAILED: "❌", RunStatus.CANCELLED: "🛑",
+    RunStatus.REFUSED: "🚫", RunStatus.RESTORE_RECOMMENDED: "🚨", RunStatus.INTERRUPTED: "⚠️",
+    RunStatus.RUNNING: "⏳", RunStatus.PREFLIGHT: "⏳",
+}
+_PROCEDURE_TEXT = {
+    ProcedureName.SIMPLE: "simple rollback (code only)",
+    ProcedureName.MIGRATIONS: "rollback with database migration rollback",
+    ProcedureName.RESTORE: "full database restore from backup (DATA LOSS)",
+    ProcedureName.EMERGENCY: "EMERGENCY rollback (fastest path)",
+}
+
+
+def esc(text: str) -> str:
+    """Escape user text for mrkdwn, so nobody can @-mention a channel or forge a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mention(user: str) -> str:
+    """Slack user ids render as mentions; CLI actors stay plain text."""
+    return f"<@{user}>" if user[:1] in "UW" and user.isalnum() else esc(user)
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}
+
+
+def section(text: str, *, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": _text(text or " ")}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150)}}
+
+
+def context(*parts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_text(p) for p in parts[:10]]}
+
+
+def button(text: str, action: Action, value: str, *, style: str | None = None,
+           confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    b: dict[str, Any] = {"type": "button", "action_id": action.value,
+                         "text": {"type": "plain_text", "text": clip(text, 75)},
+                         "value": value}
+    if style:
+        b["style"] = style
+    if confirm:
+        b["confirm"] = confirm
+    return b
+
+
+def confirm_dialog(title: str, text: str, yes: str, no: str = "Keep it") -> dict[str, Any]:
+    return {"title": {"type": "plain_text", "text": clip(title, 100)},
+            "text": _text(clip(text, 300)),
+            "confirm": {"type": "plain_text", "text": clip(yes, 30)},
+            "deny": {"type": "plain_text", "text": clip(no, 30)}, "style": "danger"}
+
+
+def actions(block_id: Block, *elements: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "actions", "block_id": block_id.value, "elements": list(elements)}
+
+
+def _checks(checks: tuple[Check, ...]) -> str:
+    lines = [f"{'✅' if c.ok else '❌'} *{esc(c.name)}*: {esc(clip(c.detail, 300))}"
+             for c in checks]
+    return "*Pre-flight*\n" + "\n".join(lines)
+
+
+def _steps_list(steps: tuple[StepInfo, ...]) -> str:
+    lines = [f"{s.index + 1}. {esc(s.title)}{'  _(changes production)_' if s.destructive else ''}"
+             for s in steps]
+    return "*Steps*\n" + "\n".join(lines)
+
+
+# --- messages -------------------------------------------------------------------------------
+
+def help_message(problem: str = "") -> Blocks:
+    blocks = [section(f"⚠️ {esc(problem)}")] if problem else []
+    return [*blocks, section(HELP)]
+
+
+def refusal(reason: str) -> Blocks:
+    return [section(f"🚫 {esc(reason)}")]
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the card's buttons depend on; kept with the pending rollback to re-render it."""
+
+    target: str
+    procedure: ProcedureName
+    ok: bool
+    refusal: str
+
+
+def card_facts(plan: Plan) -> CardFacts:
+    return CardFacts(target=plan.preflight.target or "?", procedure=plan.request.procedure,
+                     ok=plan.preflight.ok and bool(plan.steps),
+                     refusal=plan.preflight.refusal)
+
+
+def card(plan: Plan, pending: Pending, *, now: datetime) -> Blocks:
+    """The pre-flight card: what runs → the target, why it is safe, and the buttons."""
+    return [*card_body(plan), *card_state(card_facts(plan), pending, now=now)]
+
+
+def card_body(plan: Plan) -> Blocks:
+    """The card's facts, which never change after it is posted."""
+    r, pre = plan.request, plan.preflight
+    target = pre.target or "?"
+    title = f"Rollback {r.environment}: {pre.current} → {target}"
+    emergency = r.procedure is ProcedureName.EMERGENCY
+    lines = [f"*Procedure:* {_PROCEDURE_TEXT[r.procedure]}",
+             f"*Requested by:* {mention(r.requested_by)}",
+             f"*Reason:* {esc(r.reason) if r.reason else '_none given_'}"]
+    if emergency:
+        lines.insert(0, "🚨 *EMERGENCY*: runs after one confirmation; it does not restore data "
+                        "on its own.")
+    blocks: Blocks = [header(("🚨 " if emergency else "") + title), section("\n".join(lines)),
+                      section(_checks(pre.checks))]
+    if pre.ok and plan.steps:
+        blocks.append(section(_steps_list(plan.steps)))
+    if r.procedure is ProcedureName.RESTORE and pre.backup is not None:
+        blocks.append(section(
+            f"⚠️ *Data loss:* writes since {pre.backup.modified:%Y-%m-%d %H:%M} UTC will be lost "
+            f"(restoring `{esc(pre.backup.name)}`). A safety backup of the current database is "
+            "taken first."))
+    return blocks
+
+
+def card_state(facts: CardFacts, pending: Pending, *, now: datetime) -> Blocks:
+    """The card's buttons and status line, for the pending rollback as it now is."""
+    ref = CardRef(card=pending.id).dump()
+    target = facts.target
+    expires = f"Buttons expire at {pending.expires_at:%H:%M} UTC · card `{pending.id}`"
+    if not facts.ok:
+        return [section(f"🚫 *Cannot roll back:* {esc(clip(facts.refusal, 1500))}"),
+                actions(Block.CARD_ACTIONS, button("Dismiss", Action.CANCEL_CARD, ref)),
+                context(f"Nothing was changed · card `{pending.id}`")]
+    if pending.state is PendingState.CANCELLED:
+        return [context(f"🛑 Cancelled by {mention(pending.cancelled_by or '?')}; nothing was "
+                        "run.")]
+    if pending.expired(now) and pending.state is not PendingState.STARTED:
+        return [context("⌛ This card expired; nothing was run. Type the command again for a "
+                        "fresh pre-flight.")]
+    cancel = button("Cancel", Action.CANCEL_CARD, ref)
+    if pending.state is PendingState.AWAITING_SECOND_APPROVAL:
+        return [section(f"✅ {mention(pending.confirmed_by or '?')} confirmed the restore. "
+                        "*Waiting for a second approver* (not the requester)."),
+                actions(Block.CARD_ACTIONS,
+                        button("Approve restore", Action.APPROVE_RESTORE, ref, style="danger",
+                               confirm=confirm_dialog(
+                                   "Approve database restore?",
+                                   f"This drops and restores the database and rolls back to "
+                                   f"{target}. Writes since the backup are lost.",
+                                   "Approve restore")),
+                        cancel),
+                context(expires)]
+    if facts.procedure is ProcedureName.RESTORE:
+        go = button(f"Restore database and roll back to {target}", Action.CONFIRM_RESTORE, ref,
+                    style="danger", confirm=confirm_dialog(
+                        "Restore the database?",
+                        "You will type the database name next. Writes since the backup will be "
+                        "lost.", "Continue"))
+    else:
+        go = button(f"Roll back to {target}", Action.CONFIRM, ref, style="primary")
+    return [actions(Block.CARD_ACTIONS, go, cancel), context(expires)]
+
+
+@dataclass
+class LiveState:
+    """What the live message shows; updated by the live observer, rendered by ``live_message``."""
+
+    run_id: int
+    environment: str
+    procedure: ProcedureName
+    from_version: str
+    to_version: str
+    requested_by: str
+    confirmed_by: tuple[str, ...]
+    reason: str
+    started_at: datetime
+    steps: list[StepInfo] = field(default_factory=list)
+    status: dict[int, StepStatus] = field(default_factory=dict)
+    began: dict[int, datetime] = field(default_factory=dict)
+    took: dict[int, float] = field(default_factory=dict)
+    host_state: str = ""
+    failure: str = ""
+    failure_tail: str = ""
+    outcome: RunOutcome | None = None
+    cancel_requested_by: str | None = None
+
+
+def live_message(s: LiveState, *, now: datetime) -> Blocks:
+    o = s.outcome
+    if o is None:
+        head = f"⏳ Rolling back {s.environment}: {s.from_version} → {s.to_version}"
+    elif o.status is RunStatus.SUCCEEDED:
+        head = f"✅ Rolled back {s.environment} to {s.to_version}"
+    else:
+        head = f"{_RUN_ICON.get(o.status, '❌')} Rollback {o.status.value.replace('_', ' ')}: " \
+               f"{s.environment} {s.from_version} → {s.to_version}"
+    who = f"*Requested by:* {mention(s.requested_by)}"
+    if s.confirmed_by:
+        who += f" · *confirmed by:* {', '.join(mention(u) for u in s.confirmed_by)}"
+    info = [f"*Procedure:* {_PROCEDURE_TEXT[s.procedure]}", who,
+            f"*Reason:* {esc(s.reason) if s.reason else '_none given_'}"]
+    lines = []
+    for step in s.steps:
+        st = s.status.get(step.index, StepStatus.PENDING)
+        if st is StepStatus.RUNNING and step.index in s.began:
+            took = f" ({(now - s.began[step.index]).total_seconds():.0f} s…)"
+        elif step.index in s.took:
+            took = f" ({s.took[step.index]:.1f} s)"
+        else:
+            took = ""
+        lines.append(f"{_ICON[st]} {step.index + 1}. {esc(step.title)}{took}")
+    blocks: Blocks = [header(head), section("\n".join(info)),
+                      section("*Steps*\n" + "\n".join(lines))]
+    if s.failure:
+        text = f"*What failed:* {esc(s.failure)}"
+        if s.failure_tail:
+            tail = clip(s.failure_tail, 1800).replace("```", "'''")
+            text += f"\n```{tail}```"
+        blocks.append(section(text))
+    if s.host_state:
+        blocks.append(section(f"*Host state:* {esc(s.host_state)}"))
+    if o is not None:
+        blocks.append(section(esc(o.message)))
+    elapsed = ((now - s.started_at).total_seconds())
+    blocks.append(context(f"Run #{s.run_id} · started {s.started_at:%H:%M:%S} UTC · "
+                          f"{elapsed:.0f} s · command output in the thread"))
+    if o is None:
+        if s.cancel_requested_by:
+            blocks.append(context(f"🛑 Cancel requested by {mention(s.cancel_requested_by)}: "
+                                  "stopping before the next step."))
+        else:
+            blocks.append(actions(Block.RUN_ACTIONS, button(
+                "Cancel run", Action.CANCEL_RUN, RunRef(run=s.run_id).dump(), style="danger",
+                confirm=confirm_dialog("Cancel this rollback?",
+                                       "It stops before the next step; the step running now "
+                                       "finishes first.", "Cancel run", "Keep running"))))
+    return blocks
+
+
+def step_output(title: str, index: int, lines: list[str], *, done: StepStatus | None) -> str:
+    """A thread message with one step's command output (its tail)."""
+    icon = _ICON[done] if done else "⏳"
+    body = "\n".join(lines)[-2500:].replace("```", "'''")
+    return f"{icon} *{index + 1}. {esc(title)}*\n```{body or ' '}```"
+
+
+def notice_success(*, version: str, eta: str, run_id: int, eta_set_by: str | None = None
+                   ) -> Blocks:
+    """The spec's stakeholder message, with a Set ETA button."""
+    text = (f"Rollback completed. Service restored to {version}. Investigating root cause. "
+            f"ETA for fix: {esc(eta)}")
+    blocks: Blocks = [section(text)]
+    if eta_set_by:
+        blocks.append(context(f"ETA set by {mention(eta_set_by)}"))
+    blocks.append(actions(Block.NOTICE_ACTIONS, button("Set ETA", Action.SET_ETA,
+                                                       RunRef(run=run_id).dump())))
+    return blocks
+
+
+def notice_failure(o: RunOutcome, *, environment: str) -> Blocks:
+    """What failed, the host's state, and the next recommended actions as buttons."""
+    icon = _RUN_ICON.get(o.status, "❌")
+    text = (f"{icon} *Rollback #{o.run_id} did not complete* ({o.status.value.replace('_', ' ')})"
+            f"\n{esc(o.message)}\n*Host state:* {esc(o.host_state)}")
+    target = o.to_version or ""
+    blocks: Blocks = [section(text)]
+    if target and o.status in (RunStatus.FAILED, RunStatus.RESTORE_RECOMMENDED):
+        ref = NextStep(run=o.run_id, environment=environment, version=target).dump()
+        buttons = [] if o.status is RunStatus.RESTORE_RECOMMENDED else [
+            button(f"Emergency rollback to {target}", Action.NEXT_EMERGENCY, ref)]
+        buttons.append(button("Restore database from backup", Action.NEXT_RESTORE, ref,
+                              style="danger"))
+        blocks.append(actions(Block.NOTICE_ACTIONS, *buttons))
+        blocks.append(context("Each button opens a new pre-flight card; nothing runs without "
+                              "its confirmation."))
+    return blocks
+
+
+def notice_text(blocks: Blocks) -> str:
+    return " ".join(b["text"]["text"] for b in blocks if b["type"] == "section")[:3000]
+
+
+# --- views ----------------------------------------------------------------------------------
+
+def restore_modal(*, pending_id: str, database: str, environment: str) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": View.RESTORE_CONFIRM.value,
+        "private_metadata": CardRef(card=pending_id).dump(),
+        "title": {"type": "plain_text", "text": "Confirm restore"},
+        "submit": {"type": "plain_text", "text": "Restore"},
+        "close": {"type": "plain_text", "text": "Back"},
+        "blocks": [
+            section(f"⚠️ This *drops* `{esc(database)}` in *{esc(environment)}* and restores it "
+                    "from the backup. Writes since the backup are lost. A safety backup is taken "
+                    "first."),
+            {"type": "input", "block_id": Block.DB_NAME.value,
+             "label": {"type": "plain_text", "text": f"Type the database name ({database})"},
+             "element": {"type": "plain_text_input", "action_id": Field.DB_NAME.value,
+                         "max_length": 64}},
+        ],
+    }
+
+
+def eta_modal(*, run_id: int, current: str) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": View.SET_ETA.value,
+        "private_metadata": RunRef(run=run_id).dump(),
+        "title": {"type": "plain_text", "text": "ETA for the fix"},
+        "submit": {"type": "plain_text", "text": "Set ETA"},
+        "blocks": [{"type": "input", "block_id": Block.ETA.value,
+                    "label": {"type": "plain_text", "text": "When do you expect the fix?"},
+                    "element": {"type": "plain_text_input", "action_id": Field.ETA.value,
+                                "max_length": 100,
+                                "initial_value": "" if current == "TBD" else current,
+                                "placeholder": {"type": "plain_text",
+                                                "text": "e.g. 2 hours, 16:00 UTC"}}}],
+    }
+
+
+# --- status, history ------------------------------------------------------------------------
+
+def history_message(runs: list[RunRecord]) -> Blocks:
+    if not runs:
+        return [section("No rollbacks yet.")]
+    lines = []
+    for r in runs[:10]:
+        took = f"{r.duration_s:.0f} s" if r.duration_s is not None else "…"
+        lines.append(f"{_RUN_ICON.get(r.status, '•')} #{r.id} {r.created_at:%m-%d %H:%M} "
+                     f"{esc(r.environment)} {mention(r.requested_by)} "
+                     f"{r.from_version or '?'} → {r.to_version or '?'} {r.procedure.value} "
+                     f"*{r.status.value}* {took}")
+    return [section("*Last rollbacks*\n" + "\n".join(lines))]
+
+
+def status_message(environment: str, run: RunRecord | None) -> Blocks:
+    if run is None:
+        return [section(f"No rollback is running in {esc(environment)}.")]
+    steps = "\n".join(f"{_ICON[s.status]} {esc(s.title)}" for s in run.steps)
+    return [section(f"⏳ Run #{run.id} in {esc(run.environment)}: {run.procedure.value} "
+                    f"{run.from_version or '?'} → {run.to_version or '?'}, by "
+                    f"{mention(run.requested_by)} since {run.created_at:%H:%M:%S} UTC\n{steps}")]
+
+
+def plan_message(plan: Plan) -> Blocks:
+    """A dry run: the checks and every exact command; nothing has run."""
+    pre = plan.preflight
+    blocks: Blocks = [header(f"Plan: {plan.request.environment} {pre.current} → "
+                             f"{pre.target or '?'}"),
+                      section(f"*{esc(plan.title)}* · nothing has run"),
+                      section(_checks(pre.checks))]
+    for s in plan.steps[:40]:
+        cmds = "\n".join(s.shows).replace("```", "'''")
+        flag = "  _(changes production)_" if s.destructive else ""
+        blocks.append(section(f"*{s.index + 1}. {esc(s.title)}*{flag}\n```{clip(cmds, 2700)}```"))
+    return blocks

@@ -1,0 +1,425 @@
+"""The Slack front's flows: command → card → confirmation(s) → live run → stakeholder notice.
+
+Each public method is called by a Bolt listener *after* it acknowledged Slack. No rollback logic
+lives here: the engine (``bot``) plans and runs; this module asks, renders and routes clicks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.approvals import Pending, PendingState
+from bot.config import SlackConfig
+from bot.engine import Run
+from bot.errors import InvalidInput, RollbotError, RunLocked
+from bot.model import Check, ProcedureName, RollbackRequest, RunOutcome, RunStatus
+from bot.preflight import Preflight
+from bot.service import Plan, Rollbot
+from bot.versions import parse_version
+from handlers import blocks as ui
+from handlers.access import Access
+from handlers.grammar import Command, CommandKind, parse_command
+from handlers.live import LiveRun
+from handlers.slack_writer import SlackWriter
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[ui.Blocks, str], Awaitable[None]]
+_FINAL_DELIVERY_S = 600.0
+
+
+class SlackFront:
+    """Everything the Slack front does after ``ack()``."""
+
+    def __init__(self, *, rollbot: Rollbot, client: AsyncWebClient, config: SlackConfig,
+                 access: Access, min_update_interval_s: float = 1.0) -> None:
+        self._rollbot = rollbot
+        self._store = rollbot.store
+        self._client = client
+        self._config = config
+        self._access = access
+        self._interval = min_update_interval_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._live: dict[int, LiveRun] = {}
+
+    # --- commands --------------------------------------------------------------------------
+
+    async def on_command(self, *, user: str, channel: str, channel_name: str | None, text: str,
+                         reply: Reply) -> None:
+        refusal = await self._refuse_if_not_allowed(user, channel, channel_name, text)
+        if refusal:
+            await reply(ui.refusal(refusal), refusal)
+            return
+        try:
+            command = parse_command(text)
+        except InvalidInput as exc:
+            await self._audit_refusal(user, f"bad command `{text[:200]}`: {exc}")
+            await reply(ui.help_message(str(exc)), str(exc))
+            return
+        try:
+            await self._dispatch(command, user=user, channel=channel, reply=reply)
+        except RollbotError as exc:
+            await reply(ui.refusal(str(exc)), str(exc))
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("command %r failed (ref %s)", text, ref)
+            await reply(ui.refusal(f"Something went wrong inside rollbot (ref {ref}); nothing "
+                                   "was changed by this command."), "internal error")
+
+    async def _dispatch(self, command: Command, *, user: str, channel: str,
+                        reply: Reply) -> None:
+        kind = command.kind
+        if kind is CommandKind.HELP:
+            await reply(ui.help_message(), "rollbot help")
+        elif kind is CommandKind.STATUS:
+            env, _ = self._rollbot.environment(command.environment)
+            await reply(ui.status_message(env, await self._rollbot.status(env)), "status")
+        elif kind is CommandKind.HISTORY:
+            await reply(ui.history_message(await self._rollbot.history(limit=10)), "history")
+        elif kind is CommandKind.VERSIONS:
+            v = await self._rollbot.versions(command.environment, actor=user)
+            tags = ", ".join(t.tag for t in v.tags[:15]) or "none"
+            text = (f"*Running:* {v.running or 'nothing'} (compose file: {v.in_compose_file})\n"
+                    f"*Images on the host:* {tags}")
+            await reply([ui.section(text)], text)
+        elif kind is CommandKind.BACKUPS:
+            backups = await self._rollbot.backups(command.environment, actor=user)
+            lines = [f"`{b.name}` {b.size / 1e6:.1f} MB, {b.modified:%Y-%m-%d %H:%M} UTC"
+                     for b in backups[:20]] or ["no backups found"]
+            await reply([ui.section("*Backups*\n" + "\n".join(lines))], "backups")
+        elif kind is CommandKind.CANCEL:
+            await self._cancel_active(user=user, environment=command.environment, reply=reply)
+        else:
+            await self._propose(command, user=user, channel=channel, reply=reply)
+
+    async def _propose(self, command: Command, *, user: str, channel: str,
+                       reply: Reply) -> None:
+        env, _ = self._rollbot.environment(command.environment)
+        request = RollbackRequest(environment=env, procedure=command.procedure,
+                                  target=command.version, requested_by=user,
+                                  reason=command.reason, backup=command.backup)
+        plan = await self._plan(request)
+        if command.kind is CommandKind.PLAN:
+            await reply(ui.plan_message(plan), f"Plan for {env}")
+            return
+        await self.post_card(plan, channel=channel)
+
+    async def _plan(self, request: RollbackRequest) -> Plan:
+        try:
+            return await self._rollbot.plan(request)
+        except RollbotError as exc:
+            # Show the failed pre-flight on the card: the incident channel must see why.
+            pre = Preflight(checks=(Check("Host reachable", False, str(exc)),), current="?",
+                            target=str(request.target or ""), backup=None)
+            return Plan(request=request, preflight=pre, title="(pre-flight failed)", steps=())
+
+    async def post_card(self, plan: Plan, *, channel: str) -> Pending:
+        ttl = timedelta(minutes=self._config.card_ttl_minutes)
+        facts = ui.card_facts(plan)
+        pending = await self._store.approvals.propose(plan.request, ttl=ttl)
+        body = ui.card_body(plan)
+        blocks = [*body, *ui.card_state(facts, pending, now=_now())]
+        title = blocks[0]["text"]["text"]
+        response = await self._client.chat_postMessage(channel=channel, text=title,
+                                                       blocks=blocks)
+        await self._store.approvals.set_front_ref(pending.id, {
+            "channel": channel, "ts": response["ts"], "body": body, "facts": asdict(facts)})
+        if not facts.ok:
+            await self._audit_refusal(plan.request.requested_by,
+                                      f"card {pending.id} refused by pre-flight: "
+                                      f"{facts.refusal}", environment=plan.request.environment)
+        return pending
+
+    async def _cancel_active(self, *, user: str, environment: str | None,
+                             reply: Reply) -> None:
+        env, _ = self._rollbot.environment(environment)
+        active = await self._rollbot.status(env)
+        if active is None:
+            await reply(ui.refusal(f"No rollback is running in {env}."), "nothing to cancel")
+            return
+        await self.cancel_run(user=user, run_id=active.id, reply=reply)
+
+    # --- clicks on the card ----------------------------------------------------------------
+
+    async def on_confirm(self, *, user: str, card: str, reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "confirm a rollback"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        pending = await self._store.approvals.get(card)
+        if pending.request.procedure is ProcedureName.RESTORE:
+            await reply(ui.refusal("A restore is confirmed with its own button."), "restore")
+            return
+        if not self._card_ok(pending):
+            await reply(ui.refusal("This card cannot start a rollback (pre-flight failed)."),
+                        "refused")
+            return
+        move = await self._store.approvals.confirm(card, by=user, needs_second=False)
+        if not move.moved:
+            await reply(ui.refusal(move.reason), move.reason)
+            await self._refresh_card(move.pending)
+            return
+        self._start(move.pending, confirmed_by=(user,))
+
+    async def on_confirm_restore(self, *, user: str, card: str, trigger_id: str,
+                                 reply: Reply) -> None:
+        """Open the modal where the person types the database name."""
+        if refusal := await self._user_refusal(user, "confirm a restore"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        pending = await self._store.approvals.get(card)
+        if pending.state is not PendingState.AWAITING_CONFIRMATION or pending.expired(_now()):
+            reason = ("This card has expired; nothing was run." if pending.expired(_now())
+                      else "This restore is no longer waiting for confirmation.")
+            await reply(ui.refusal(reason), reason)
+            return
+        _, env = self._rollbot.environment(pending.request.environment)
+        if env.database is None or not self._card_ok(pending):
+            await reply(ui.refusal("This card cannot start a restore."), "refused")
+            return
+        await self._client.views_open(trigger_id=trigger_id, view=ui.restore_modal(
+            pending_id=card, database=env.database.name, environment=pending.request.environment))
+
+    async def check_restore_submission(self, *, user: str, card: str, typed: str
+                                       ) -> dict[str, str] | None:
+        """Validate the modal before acknowledging it: errors per block, or None when right."""
+        pending = await self._store.approvals.get(card)
+        _, env = self._rollbot.environment(pending.request.environment)
+        expected = env.database.name if env.database else ""
+        if typed.strip() != expected:
+            await self._audit_refusal(user, f"restore card {card}: typed database name "
+                                            f"'{typed[:64]}' does not match",
+                                      environment=pending.request.environment)
+            return {"rollbot.modal.db_name": f"That is not the database name. Type {expected} "
+                                             "exactly to confirm."}
+        if (refusal := await self._user_refusal(user, "confirm a restore")):
+            return {"rollbot.modal.db_name": refusal}
+        return None
+
+    async def on_restore_confirmed(self, *, user: str, card: str) -> None:
+        needs_second = self._config.restore_requires_second_approver
+        move = await self._store.approvals.confirm(card, by=user, needs_second=needs_second)
+        if not move.moved:
+            await self._ephemeral(move.pending, user, move.reason)
+            return
+        if move.pending.state is PendingState.STARTED:
+            self._start(move.pending, confirmed_by=(user,))
+        else:
+            await self._refresh_card(move.pending)
+
+    async def on_approve(self, *, user: str, card: str, reply: Reply) -> None:
+        if refusal := await self._approver_refusal(user):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        move = await self._store.approvals.approve(card, by=user)
+        if not move.moved:
+            await self._audit_refusal(user, f"approve restore card {card}: {move.reason}",
+                                      environment=move.pending.request.environment)
+            await reply(ui.refusal(move.reason), move.reason)
+            return
+        self._start(move.pending, confirmed_by=(move.pending.confirmed_by or "?", user))
+
+    async def on_cancel_card(self, *, user: str, card: str, reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "cancel a rollback card"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        move = await self._store.approvals.cancel(card, by=user)
+        if not move.moved:
+            await reply(ui.refusal(move.reason), move.reason)
+        await self._refresh_card(move.pending)
+
+    async def on_next_step(self, *, user: str, channel: str, procedure: ProcedureName,
+                           environment: str, version: str, reply: Reply) -> None:
+        """A follow-up button after a failed run opens a fresh pre-flight card."""
+        if refusal := await self._user_refusal(user, "start a rollback"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        request = RollbackRequest(environment=environment, procedure=procedure,
+                                  target=parse_version(version), requested_by=user,
+                                  reason="follow-up after a failed rollback")
+        await self.post_card(await self._plan(request), channel=channel)
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def _start(self, pending: Pending, *, confirmed_by: tuple[str, ...]) -> None:
+        task = asyncio.create_task(self._run(pending, confirmed_by=confirmed_by),
+                                   name=f"rollbot-run-{pending.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, pending: Pending, *, confirmed_by: tuple[str, ...]) -> None:
+        ref = pending.front_ref
+        channel, ts = str(ref["channel"]), str(ref["ts"])
+        request = RollbackRequest(**{**pending.request.__dict__, "approved_by": confirmed_by})
+        writer = SlackWriter(self._client, min_interval_s=self._interval)
+        writer.start()
+        live: LiveRun | None = None
+        try:
+            message = writer.message(channel, ts=ts)
+            live = LiveRun(writer=writer, message=message, state=ui.LiveState(
+                run_id=0, environment=request.environment, procedure=request.procedure,
+                from_version="?", to_version=str(request.target or "previous"),
+                requested_by=request.requested_by, confirmed_by=confirmed_by,
+                reason=request.reason, started_at=_now()))
+            live.render()
+
+            def on_run(run: Run) -> None:
+                assert live is not None
+                live.state.run_id = run.run_id
+                self._live[run.run_id] = live
+                self._spawn(self._store.approvals.attach_run(pending.id, run.run_id))
+
+            try:
+                outcome = await self._rollbot.rollback(request, observers=[live], on_run=on_run)
+            except RunLocked as exc:
+                writer.set(message, text=str(exc), blocks=[
+                    *pending.front_ref.get("body", []), ui.section(f"🚫 {ui.esc(str(exc))}")])
+                await writer.drain(timeout_s=60)
+                return
+            if outcome.status is RunStatus.REFUSED:
+                live.state.outcome = outcome
+                live.state.host_state = outcome.host_state
+                live.render()
+            await writer.drain(timeout_s=_FINAL_DELIVERY_S)
+            await self._notify(outcome, request, writer)
+        finally:
+            if live is not None:
+                self._live.pop(live.state.run_id, None)
+            await writer.close()
+
+    async def _notify(self, outcome: RunOutcome, request: RollbackRequest,
+                      writer: SlackWriter) -> None:
+        """The stakeholder notice in the incidents channel, delivered like the live message."""
+        channel = self._config.incidents_channel
+        if outcome.status is RunStatus.SUCCEEDED:
+            blocks = ui.notice_success(version=outcome.to_version or "?", eta="TBD",
+                                       run_id=outcome.run_id)
+        elif outcome.status is RunStatus.REFUSED:
+            return  # the card already says why; nothing happened to production
+        else:
+            blocks = ui.notice_failure(outcome, environment=request.environment)
+        notice = writer.message(channel)
+        writer.set(notice, text=ui.notice_text(blocks), blocks=blocks)
+        if await writer.drain(timeout_s=_FINAL_DELIVERY_S) and notice.ts:
+            await self._store.save_notice(outcome.run_id,
+                                          front_ref={"channel": channel, "ts": notice.ts})
+
+    async def cancel_run(self, *, user: str, run_id: int, reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "cancel a rollback"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        if not await self._rollbot.cancel(run_id, by=user):
+            await reply(ui.refusal(f"Run #{run_id} is not running any more."), "not running")
+            return
+        if (live := self._live.get(run_id)) is not None:
+            live.note_cancel_requested(user)
+        await reply([ui.section(f"🛑 Run #{run_id} stops before its next step; the step "
+                                "running now finishes first.")], "cancel requested")
+
+    # --- stakeholder ETA -------------------------------------------------------------------
+
+    async def on_set_eta(self, *, user: str, run_id: int, trigger_id: str) -> None:
+        await self._client.views_open(trigger_id=trigger_id,
+                                      view=ui.eta_modal(run_id=run_id, current="TBD"))
+
+    async def on_eta_submitted(self, *, user: str, run_id: int, eta: str) -> None:
+        eta = eta.strip()[:100] or "TBD"
+        ref = await self._store.set_eta(run_id, eta=eta, by=user)
+        record = await self._store.get_run(run_id)
+        if ref is None or record is None:
+            return
+        blocks = ui.notice_success(version=record.to_version or "?", eta=eta, run_id=run_id,
+                                   eta_set_by=user)
+        try:
+            await self._client.chat_update(channel=ref["channel"], ts=ref["ts"],
+                                           text=ui.notice_text(blocks), blocks=blocks)
+        except SlackApiError as exc:
+            log.error("could not update the notice of run #%s: %s", run_id, exc)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _refresh_card(self, pending: Pending) -> None:
+        ref = pending.front_ref
+        if "ts" not in ref:
+            return
+        facts = ui.CardFacts(**{**ref["facts"], "procedure": ProcedureName(
+            ref["facts"]["procedure"])})
+        blocks = [*ref["body"], *ui.card_state(facts, pending, now=_now())]
+        try:
+            await self._client.chat_update(channel=ref["channel"], ts=ref["ts"],
+                                           text=blocks[0]["text"]["text"], blocks=blocks)
+        except SlackApiError as exc:
+            log.error("could not update card %s: %s", pending.id, exc)
+
+    def _card_ok(self, pending: Pending) -> bool:
+        return bool(pending.front_ref.get("facts", {}).get("ok"))
+
+    async def _ephemeral(self, pending: Pending, user: str, text: str) -> None:
+        try:
+            await self._client.chat_postEphemeral(channel=pending.front_ref["channel"],
+                                                  user=user, text=text)
+        except (SlackApiError, KeyError) as exc:
+            log.warning("could not tell %s: %s (%s)", user, text, exc)
+
+    async def _refuse_if_not_allowed(self, user: str, channel: str, channel_name: str | None,
+                                     text: str) -> str:
+        where = self._access.channel_allowed(channel, channel_name)
+        if not where.allowed:
+            reason = f"Refused: {where.reason}"
+        elif refusal := await self._user_refusal(user, "use /rollback"):
+            reason = refusal
+        else:
+            return ""
+        await self._audit_refusal(user, f"`/rollback {text[:200]}` in {channel}: {reason}")
+        return reason
+
+    async def _user_refusal(self, user: str, doing: str) -> str:
+        decision = await self._access.user_allowed(user)
+        if decision.allowed:
+            return ""
+        reason = f"Refused: you cannot {doing}: {decision.reason}"
+        await self._audit_refusal(user, reason)
+        return reason
+
+    async def _approver_refusal(self, user: str) -> str:
+        decision = await self._access.approver_allowed(user)
+        if decision.allowed:
+            return ""
+        reason = f"Refused: {decision.reason}"
+        await self._audit_refusal(user, reason)
+        return reason
+
+    async def _audit_refusal(self, user: str, detail: str, *,
+                             environment: str | None = None) -> None:
+        env = environment or self._rollbot.runbook.default_environment
+        try:
+            await self._store.audit(environment=env, actor=user, kind="refusal", detail=detail)
+        except Exception as exc:
+            log.error("AUDIT WRITE FAILED (refusal by %s: %s): %s", user, detail, exc)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        async def wrapped() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background task failed")
+        task = asyncio.create_task(wrapped())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Let running rollbacks finish (used at shutdown and by tests)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,34 @@
+"""Every Block Kit action_id, block_id and view callback_id rollbot uses: never bare strings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    CONFIRM = "rollbot.card.confirm"              # simple / migrations / emergency
+    CONFIRM_RESTORE = "rollbot.card.confirm_restore"  # opens the database-name modal
+    CANCEL_CARD = "rollbot.card.cancel"
+    APPROVE_RESTORE = "rollbot.card.approve_restore"
+    CANCEL_RUN = "rollbot.run.cancel"
+    SET_ETA = "rollbot.notice.set_eta"
+    NEXT_EMERGENCY = "rollbot.next.emergency"     # offered after a failed run
+    NEXT_RESTORE = "rollbot.next.restore"
+
+
+class Block(StrEnum):
+    CARD_ACTIONS = "rollbot.card.actions"
+    RUN_ACTIONS = "rollbot.run.actions"
+    NOTICE_ACTIONS = "rollbot.notice.actions"
+    DB_NAME = "rollbot.modal.db_name"
+    ETA = "rollbot.modal.eta"
+
+
+class Field(StrEnum):
+    DB_NAME = "db_name"
+    ETA = "eta"
+
+
+class View(StrEnum):
+    RESTORE_CONFIRM = "rollbot.view.restore_confirm"
+    SET_ETA = "rollbot.view.set_eta"

@@ -1,0 +1,46 @@
+"""Typed metadata carried in button values and modal private_metadata (pydantic, the boundary)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import InvalidInput
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def dump(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class CardRef(_Meta):
+    """Points a button or modal at a pending rollback (a card)."""
+
+    card: str = Field(pattern=r"^[a-z0-9]{8,32}$")
+
+
+class RunRef(_Meta):
+    run: int = Field(gt=0)
+
+
+class NextStep(_Meta):
+    """A follow-up offered after a failed run: open a new card with this procedure."""
+
+    run: int = Field(gt=0)
+    environment: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+
+
+M = TypeVar("M", bound=_Meta)
+
+
+def load(model: type[M], raw: str | None) -> M:
+    """Parse metadata from Slack; anything forged or stale is refused."""
+    try:
+        return model.model_validate_json(raw or "")
+    except ValidationError:
+        raise InvalidInput("This button or form carries data rollbot did not write; "
+                           "ignored.") from None

@@ -1,0 +1,164 @@
+"""HTTP server and composition of the Slack front: `rollbot serve`.
+
+``POST /slack/events`` takes slash commands, interactivity and events (Bolt verifies Slack's
+signature); before Bolt, a guard refuses replays of a request already seen and puts forged or
+stale requests in the audit log. ``GET /healthz`` answers 200 while the database is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import App, open_app
+from bot.config import Runbook, Settings
+from bot.errors import ConfigError
+from bot.store import Store
+from handlers.access import Access
+from handlers.app import build_app
+from handlers.flows import SlackFront
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+_MAX_AGE_S = 300  # Slack's own rule: refuse requests whose timestamp is over 5 minutes old
+
+
+class ReplayGuard:
+    """Remembers the signatures of recent valid requests; the same one twice is a replay."""
+
+    def __init__(self, signing_secret: str, *,
+                 audit: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        self._verifier = SignatureVerifier(signing_secret)
+        self._seen: dict[str, float] = {}
+        self._audit = audit
+        self._background: set[asyncio.Task[None]] = set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        if request.path != EVENTS_PATH or request.method != "POST":
+            return await handler(request)
+        body = await request.read()
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not self._verifier.is_valid(body=body, timestamp=stamp, signature=signature):
+            self._record(f"refused a Slack request with a bad signature or a timestamp over "
+                         f"{_MAX_AGE_S // 60} minutes old (timestamp {stamp[:20]!r})")
+            return web.json_response({"error": "invalid request"}, status=401)
+        now = time.monotonic()
+        self._seen = {k: t for k, t in self._seen.items() if now - t < 2 * _MAX_AGE_S}
+        if signature in self._seen:
+            self._record("refused a replayed Slack request (same signature as an earlier one)")
+            return web.json_response({"error": "replayed request"}, status=401)
+        self._seen[signature] = now
+        return await handler(request)
+
+    def _record(self, detail: str) -> None:
+        log.warning("%s", detail)
+        task = asyncio.create_task(self._audit(detail))  # after the answer, never before it
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard) -> web.Application:
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(
+            await to_bolt_request(request)))
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if await store.ping():
+            return web.json_response({"ok": True})
+        return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
+
+    app = web.Application(middlewares=[guard.middleware])
+    app.add_routes([web.post(EVENTS_PATH, events), web.get("/healthz", healthz)])
+    return app
+
+
+@dataclass
+class SlackService:
+    """A running Slack front: the engine app, the Bolt app and the HTTP site."""
+
+    app: App
+    front: SlackFront
+    bolt: AsyncApp
+    port: int
+
+
+def _require(settings: Settings, runbook: Runbook) -> tuple[str, str]:
+    if runbook.slack is None:
+        raise ConfigError(f"{settings.rollbot_config}: key 'slack' is missing (the [slack] table "
+                          "with incidents_channel and allowed_users)")
+    if not settings.slack_bot_token or not settings.slack_signing_secret:
+        raise ConfigError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set to serve Slack")
+    return settings.slack_bot_token, settings.slack_signing_secret
+
+
+@asynccontextmanager
+async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.1",
+                  min_update_interval_s: float = 1.0) -> AsyncIterator[SlackService]:
+    """Start everything; on exit, let running rollbacks finish and close what was opened."""
+    token, secret = _require(settings, runbook)
+    assert runbook.slack is not None
+    async with AsyncExitStack() as stack:
+        app = await stack.enter_async_context(open_app(settings, runbook))
+        client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+
+        async def members_of(group: str) -> list[str]:
+            response = await client.usergroups_users_list(usergroup=group)
+            users: list[Any] = response.get("users", [])
+            return [str(u) for u in users]
+
+        access = Access(runbook.slack, members_of=members_of)
+        front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
+                           access=access, min_update_interval_s=min_update_interval_s)
+        stack.push_async_callback(front.wait_idle, 3600.0)
+        bolt = build_app(front=front, client=client, signing_secret=secret)
+
+        async def audit(detail: str) -> None:
+            await app.store.audit(environment=runbook.default_environment, actor="slack",
+                                  kind="refusal", detail=detail)
+
+        guard = ReplayGuard(secret, audit=audit)
+        runner = web.AppRunner(web_app(bolt=bolt, store=app.store, guard=guard),
+                               access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, host, settings.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+            stack.push_async_callback(socket_mode.close_async)
+            log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
+        log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
+        yield SlackService(app=app, front=front, bolt=bolt, port=port)
+
+
+async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings, runbook, host=host) as service:
+        print(f"rollbot serving Slack on http://{host}:{service.port}{EVENTS_PATH}", flush=True)
+        await stop.wait()
+        print("rollbot: stopping; waiting for running rollbacks to finish", flush=True)

@@ -1,0 +1,174 @@
+"""Keeps Slack messages up to date without hammering Slack, and without ever losing the end.
+
+Each message is updated at most once a second (later changes coalesce into one update), a 429
+waits its ``Retry-After``, other failures back off and retry, and ``drain`` keeps trying until the
+last state is delivered or its deadline passes. Nothing here raises into the caller: a Slack outage
+never stops or fails a rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger(__name__)
+
+_TEXT_FALLBACK_ERRORS = {"invalid_blocks", "msg_too_long", "invalid_arguments"}
+_GONE_ERRORS = {"message_not_found", "cant_update_message"}
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclass(eq=False)
+class SlackMessage:
+    """One message rollbot owns: posted once, then edited in place."""
+
+    channel: str
+    thread_ts: str | None = None
+    ts: str | None = None
+    text: str = ""
+    blocks: list[dict[str, Any]] | None = None
+    dirty: bool = False
+    last_sent: float = -1e9
+    text_only: bool = False
+    sent_count: int = field(default=0)
+
+
+class SlackWriter:
+    """One task per writer sends every pending update in order, paced and retried."""
+
+    def __init__(self, client: AsyncWebClient, *, min_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._min_interval = min_interval_s
+        self._clock = clock
+        self._messages: list[SlackMessage] = []
+        self._wake = asyncio.Event()
+        self._not_before = 0.0
+        self._backoff = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rollbot-slack-writer")
+
+    def message(self, channel: str, *, thread_ts: str | None = None,
+                ts: str | None = None) -> SlackMessage:
+        msg = SlackMessage(channel=channel, thread_ts=thread_ts, ts=ts)
+        self._messages.append(msg)
+        return msg
+
+    def set(self, msg: SlackMessage, *, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        if msg.text == text and msg.blocks == blocks and msg.ts is not None:
+            return
+        msg.text, msg.blocks, msg.dirty = text, blocks, True
+        self._wake.set()
+
+    @property
+    def pending(self) -> bool:
+        return any(m.dirty for m in self._messages)
+
+    async def drain(self, *, timeout_s: float) -> bool:
+        """Wait until every message shows its last state; False if the deadline passed first."""
+        deadline = self._clock() + timeout_s
+        while self.pending and self._clock() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        delivered = not self.pending
+        if not delivered:
+            log.error("Slack: %d message(s) could not be brought up to date within %.0f s",
+                      sum(m.dirty for m in self._messages), timeout_s)
+        return delivered
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            ready_at = self._next_ready()
+            if ready_at is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = ready_at - self._clock()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            msg = min((m for m in self._messages if m.dirty), key=lambda m: m.last_sent)
+            await self._send(msg)
+
+    def _next_ready(self) -> float | None:
+        dirty = [m for m in self._messages if m.dirty]
+        if not dirty:
+            return None
+        earliest = min(m.last_sent + self._min_interval for m in dirty)
+        return max(earliest, self._not_before)
+
+    async def _send(self, msg: SlackMessage) -> None:
+        text, blocks = msg.text, msg.blocks
+        msg.dirty = False
+        msg.last_sent = self._clock()
+        try:
+            await self._call(msg, text, None if msg.text_only else blocks)
+        except SlackApiError as exc:
+            self._failed(msg, exc)
+            return
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            msg.dirty = True
+            self._back_off(f"network: {exc or type(exc).__name__}")
+            return
+        msg.sent_count += 1
+        self._backoff = 0.0
+
+    async def _call(self, msg: SlackMessage, text: str,
+                    blocks: list[dict[str, Any]] | None) -> None:
+        if msg.ts is None:
+            response = await self._client.chat_postMessage(
+                channel=msg.channel, text=text, blocks=blocks, thread_ts=msg.thread_ts,
+                unfurl_links=False, unfurl_media=False)
+            msg.ts = str(response["ts"])
+        else:
+            await self._client.chat_update(channel=msg.channel, ts=msg.ts, text=text,
+                                           blocks=blocks or [])
+
+    def _failed(self, msg: SlackMessage, exc: SlackApiError) -> None:
+        status = exc.response.status_code
+        error = str(exc.response.get("error", "")) if exc.response is not None else ""
+        if status == 429:
+            retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
+            self._not_before = self._clock() + retry_after
+            msg.dirty = True
+            log.info("Slack rate limit: waiting %.0f s (Retry-After)", retry_after)
+        elif error in _TEXT_FALLBACK_ERRORS and not msg.text_only:
+            log.error("Slack refused the blocks (%s); sending text only", error)
+            msg.text_only, msg.dirty = True, True
+        elif error in _GONE_ERRORS:
+            log.warning("Slack message %s is gone (%s); posting a new one", msg.ts, error)
+            msg.ts, msg.dirty = None, True
+        elif status >= 500 or error in ("ratelimited", "fatal_error", "internal_error",
+                                        "service_unavailable", "request_timeout"):
+            msg.dirty = True
+            self._back_off(f"HTTP {status} {error}")
+        else:
+            log.error("Slack refused an update (%s, HTTP %s); giving up on this change",
+                      error, status)
+
+    def _back_off(self, why: str) -> None:
+        self._backoff = min(_MAX_BACKOFF_S, max(1.0, self._backoff * 2))
+        self._not_before = self._clock() + self._backoff
+        log.warning("Slack unavailable (%s); retrying in %.0f s", why, self._backoff)
