@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--env", dest="environment")
     hist = sub.add_parser("history", help="the last runs")
     hist.add_argument("-n", type=int, default=10)
+    serve = sub.add_parser("serve", help="serve Slack: POST /slack/events, GET /healthz")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (port: PORT)")
     return p
 
 
@@ -95,6 +97,12 @@ def _confirm(console: Console, request: RollbackRequest, database: str | None) -
 
 async def _main(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     runbook = load(settings)  # ConfigError before anything connects
+    if args.command == "serve":
+        # The Slack front is composed here, at the root, so the engine never imports Slack.
+        from handlers.server import serve
+
+        await serve(settings, runbook, host=args.host)
+        return EXIT_OK
     async with open_app(settings, runbook) as app:
         return await _dispatch(app, args, console)
 
