@@ -8,7 +8,14 @@ same for a modal view object (title, submit, close, callback_id, ... plus its bl
 
 Sources: docs.slack.dev / api.slack.com Block Kit reference pages (blocks, block
 elements, composition objects, modal views). Numbers not confirmed there are marked
-"unconfirmed" where they are defined.
+"unconfirmed" where they are defined. Deliberate choices and gaps:
+
+- ``action_id`` must be unique across the whole message/view here; Slack's docs only ask
+  for uniqueness "among all other action_ids in the containing block" (stricter here).
+- Empty ``plain_text`` is refused like empty ``mrkdwn``: both text objects are documented
+  as "minimum length 1".
+- Slack's undocumented cap on a message's total block payload (``msg_blocks_too_long``)
+  is not emulated.
 """
 
 from __future__ import annotations
@@ -216,7 +223,9 @@ class _Checker:
         if "confirm" in el:
             self.confirm(el["confirm"], f"{path}/confirm")
         if "placeholder" in el:
-            self.text(el["placeholder"], f"{path}/placeholder", limit=MAX_PLACEHOLDER, plain_only=True)
+            self.text(
+                el["placeholder"], f"{path}/placeholder", limit=MAX_PLACEHOLDER, plain_only=True
+            )
         if kind == "button":
             self.button(el, path)
         elif kind == "plain_text_input":

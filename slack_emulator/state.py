@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 JSON = dict[str, Any]
+SLACKBOT = "USLACKBOT"  # who tells a user that a slash command failed
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,9 @@ class Message:
             out["edited"] = {"user": self.user, "ts": self.edited_ts}
         return out
 
-    def replace(self, text: str, blocks: list[JSON] | None, *, at: float, via: str, ts: str) -> None:
+    def replace(
+        self, text: str, blocks: list[JSON] | None, *, at: float, via: str, ts: str
+    ) -> None:
         self.edits.append(Version(self.text, self.blocks, at, via))
         self.text = text
         self.blocks = blocks
@@ -312,6 +315,7 @@ class Workspace:
         self.users[ident.bot_user_id] = User(
             ident.bot_user_id, ident.bot_name, ident.bot_name, is_bot=True
         )
+        self.users[SLACKBOT] = User(SLACKBOT, "slackbot", "Slackbot", is_bot=True)
 
     # -- clock and ids --------------------------------------------------------------------
 
@@ -353,12 +357,16 @@ class Workspace:
         self.messages.setdefault(channel_id, [])
         return ch
 
-    def add_user(self, user_id: str, name: str, real_name: str | None = None, tz: str = "Etc/UTC") -> User:
+    def add_user(
+        self, user_id: str, name: str, real_name: str | None = None, tz: str = "Etc/UTC"
+    ) -> User:
         user = User(user_id, name, real_name or name, tz)
         self.users[user_id] = user
         return user
 
-    def add_usergroup(self, group_id: str, users: list[str], handle: str | None = None) -> Usergroup:
+    def add_usergroup(
+        self, group_id: str, users: list[str], handle: str | None = None
+    ) -> Usergroup:
         group = Usergroup(group_id, handle or group_id.lower(), list(users))
         self.usergroups[group_id] = group
         return group
@@ -398,7 +406,9 @@ class Workspace:
         self.messages.setdefault(channel, []).append(msg)
         return msg
 
-    def find_message(self, channel: str, ts: str, *, ephemeral: bool | None = False) -> Message | None:
+    def find_message(
+        self, channel: str, ts: str, *, ephemeral: bool | None = False
+    ) -> Message | None:
         for msg in self.messages.get(channel, []):
             if msg.ts != ts or msg.deleted:
                 continue
