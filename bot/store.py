@@ -216,12 +216,19 @@ class Store:
             " ON CONFLICT (run_id) DO UPDATE SET front_ref = EXCLUDED.front_ref",
             run_id, json.dumps(front_ref))
 
-    async def set_eta(self, run_id: int, *, eta: str, by: str) -> dict[str, Any] | None:
-        """Record the fix ETA; returns the notice's front reference (None if no notice)."""
-        raw = await self._pool.fetchval(
-            "UPDATE run_notices SET eta = $2, eta_set_by = $3, updated_at = now()"
-            " WHERE run_id = $1 RETURNING front_ref", run_id, eta, by)
-        return json.loads(raw) if raw is not None else None
+    async def set_eta(self, run_id: int, *, eta: str, by: str,
+                      front_ref: dict[str, Any]) -> None:
+        """Record the fix ETA announced in the run's stakeholder notice."""
+        await self._pool.execute(
+            "INSERT INTO run_notices (run_id, front_ref, eta, eta_set_by) VALUES"
+            " ($1, $4::jsonb, $2, $3) ON CONFLICT (run_id) DO UPDATE SET eta = EXCLUDED.eta,"
+            " eta_set_by = EXCLUDED.eta_set_by, updated_at = now()",
+            run_id, eta, by, json.dumps(front_ref))
+
+    async def eta(self, run_id: int) -> str:
+        value = await self._pool.fetchval("SELECT eta FROM run_notices WHERE run_id = $1",
+                                          run_id)
+        return str(value) if value else "TBD"
 
     # --- audit -------------------------------------------------------------------------------
 

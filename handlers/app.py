@@ -16,7 +16,7 @@ from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, NextStep, RunRef, load
+from handlers.metadata import CardRef, NextStep, NoticeRef, RunRef, load
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,17 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
     @app.action(Action.SET_ETA.value)
     async def set_eta(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        await front.on_set_eta(user=_user(body), run_id=load(RunRef, _value(body)).run,
-                               trigger_id=str(body["trigger_id"]))
+        notice = NoticeRef(run=load(RunRef, _value(body)).run,
+                           channel=str(body["container"]["channel_id"]),
+                           ts=str(body["container"]["message_ts"]))
+        await front.on_set_eta(notice=notice, trigger_id=str(body["trigger_id"]))
 
     @app.view(View.SET_ETA.value)
     async def eta_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
         eta = str(view["state"]["values"][Block.ETA.value][Field.ETA.value].get("value") or "")
         await front.on_eta_submitted(user=_user(body),
-                                     run_id=load(RunRef, view.get("private_metadata")).run,
+                                     notice=load(NoticeRef, view.get("private_metadata")),
                                      eta=eta)
 
     for action, procedure in ((Action.NEXT_EMERGENCY, ProcedureName.EMERGENCY),

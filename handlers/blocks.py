@@ -12,7 +12,7 @@ from bot.model import Check, ProcedureName, RunOutcome, RunRecord, RunStatus, St
 from bot.service import Plan
 from handlers.grammar import HELP
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, NextStep, RunRef
+from handlers.metadata import CardRef, NextStep, NoticeRef, RunRef
 
 Blocks = list[dict[str, Any]]
 SECTION_LIMIT = 3000
@@ -257,9 +257,10 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
     if o is not None:
         blocks.append(section(esc(o.message)))
     elapsed = ((now - s.started_at).total_seconds())
-    blocks.append(context(f"Run #{s.run_id} · started {s.started_at:%H:%M:%S} UTC · "
+    run = f"Run #{s.run_id}" if s.run_id > 0 else "Pre-flight"
+    blocks.append(context(f"{run} · started {s.started_at:%H:%M:%S} UTC · "
                           f"{elapsed:.0f} s · command output in the thread"))
-    if o is None:
+    if o is None and s.run_id > 0:  # the run exists once the lock is taken
         if s.cancel_requested_by:
             blocks.append(context(f"🛑 Cancel requested by {mention(s.cancel_requested_by)}: "
                                   "stopping before the next step."))
@@ -336,10 +337,10 @@ def restore_modal(*, pending_id: str, database: str, environment: str) -> dict[s
     }
 
 
-def eta_modal(*, run_id: int, current: str) -> dict[str, Any]:
+def eta_modal(*, notice: NoticeRef, current: str) -> dict[str, Any]:
     return {
         "type": "modal", "callback_id": View.SET_ETA.value,
-        "private_metadata": RunRef(run=run_id).dump(),
+        "private_metadata": notice.dump(),
         "title": {"type": "plain_text", "text": "ETA for the fix"},
         "submit": {"type": "plain_text", "text": "Set ETA"},
         "blocks": [{"type": "input", "block_id": Block.ETA.value,

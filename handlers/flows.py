@@ -29,6 +29,7 @@ from handlers import blocks as ui
 from handlers.access import Access
 from handlers.grammar import Command, CommandKind, parse_command
 from handlers.live import LiveRun
+from handlers.metadata import NoticeRef
 from handlers.slack_writer import SlackWriter
 
 log = logging.getLogger(__name__)
@@ -250,10 +251,7 @@ class SlackFront:
     # --- the run ---------------------------------------------------------------------------
 
     def _start(self, pending: Pending, *, confirmed_by: tuple[str, ...]) -> None:
-        task = asyncio.create_task(self._run(pending, confirmed_by=confirmed_by),
-                                   name=f"rollbot-run-{pending.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._run(pending, confirmed_by=confirmed_by))
 
     async def _run(self, pending: Pending, *, confirmed_by: tuple[str, ...]) -> None:
         ref = pending.front_ref
@@ -326,23 +324,25 @@ class SlackFront:
 
     # --- stakeholder ETA -------------------------------------------------------------------
 
-    async def on_set_eta(self, *, user: str, run_id: int, trigger_id: str) -> None:
+    async def on_set_eta(self, *, notice: NoticeRef, trigger_id: str) -> None:
+        current = await self._store.eta(notice.run)
         await self._client.views_open(trigger_id=trigger_id,
-                                      view=ui.eta_modal(run_id=run_id, current="TBD"))
+                                      view=ui.eta_modal(notice=notice, current=current))
 
-    async def on_eta_submitted(self, *, user: str, run_id: int, eta: str) -> None:
+    async def on_eta_submitted(self, *, user: str, notice: NoticeRef, eta: str) -> None:
         eta = eta.strip()[:100] or "TBD"
-        ref = await self._store.set_eta(run_id, eta=eta, by=user)
-        record = await self._store.get_run(run_id)
-        if ref is None or record is None:
+        record = await self._store.get_run(notice.run)
+        if record is None or record.status is not RunStatus.SUCCEEDED:
             return
-        blocks = ui.notice_success(version=record.to_version or "?", eta=eta, run_id=run_id,
-                                   eta_set_by=user)
+        await self._store.set_eta(notice.run, eta=eta, by=user,
+                                  front_ref={"channel": notice.channel, "ts": notice.ts})
+        blocks = ui.notice_success(version=record.to_version or "?", eta=eta,
+                                   run_id=notice.run, eta_set_by=user)
         try:
-            await self._client.chat_update(channel=ref["channel"], ts=ref["ts"],
+            await self._client.chat_update(channel=notice.channel, ts=notice.ts,
                                            text=ui.notice_text(blocks), blocks=blocks)
         except SlackApiError as exc:
-            log.error("could not update the notice of run #%s: %s", run_id, exc)
+            log.error("could not update the notice of run #%s: %s", notice.run, exc)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -410,7 +410,8 @@ class SlackFront:
             try:
                 await coro
             except Exception:
-                log.exception("background task failed")
+                ref = secrets.token_hex(3)
+                log.exception("Slack front background task failed (ref %s)", ref)
         task = asyncio.create_task(wrapped())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

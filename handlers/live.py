@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -10,6 +11,8 @@ from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinish
 from bot.model import StepStatus
 from handlers.blocks import LiveState, live_message, step_output
 from handlers.slack_writer import SlackMessage, SlackWriter
+
+log = logging.getLogger(__name__)
 
 _TAIL_LINES = 40
 _TICK_S = 5.0  # refresh the running step's elapsed time even when nothing else happens
@@ -28,7 +31,11 @@ class LiveRun:
         self._ticker: asyncio.Task[None] | None = None
 
     def render(self) -> None:
-        blocks = live_message(self.state, now=self._now())
+        try:
+            blocks = live_message(self.state, now=self._now())
+        except Exception:  # a rendering bug must never stop a rollback
+            log.exception("rendering the live message of run #%s failed", self.state.run_id)
+            return
         head = blocks[0]["text"]["text"]
         self._writer.set(self._message, text=head, blocks=blocks)
 

@@ -26,6 +26,14 @@ class RunRef(_Meta):
     run: int = Field(gt=0)
 
 
+class NoticeRef(_Meta):
+    """The stakeholder notice a Set ETA modal will update."""
+
+    run: int = Field(gt=0)
+    channel: str = Field(pattern=r"^[CGD][A-Z0-9]{2,20}$")
+    ts: str = Field(pattern=r"^[0-9]{1,12}\.[0-9]{1,8}$")
+
+
 class NextStep(_Meta):
     """A follow-up offered after a failed run: open a new card with this procedure."""
 

@@ -62,6 +62,9 @@ class ReplayGuard:
         now = time.monotonic()
         self._seen = {k: t for k, t in self._seen.items() if now - t < 2 * _MAX_AGE_S}
         if signature in self._seen:
+            if request.headers.get("X-Slack-Retry-Num"):
+                # Slack re-delivering what we already took: answer so it stops, run nothing.
+                return web.Response(status=200)
             self._record("refused a replayed Slack request (same signature as an earlier one)")
             return web.json_response({"error": "replayed request"}, status=401)
         self._seen[signature] = now

@@ -121,5 +121,6 @@ async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
             try:
                 yield world
             finally:
+                world.emu.clear_faults()  # let rollbot deliver what it still holds
                 await service.front.wait_idle(120)
                 await asyncio.sleep(0)

@@ -24,6 +24,7 @@ from bot.procedures import ProcedureInputs, build
 from bot.service import Plan
 from bot.versions import parse_version
 from handlers import blocks as ui
+from handlers.metadata import NoticeRef
 from slack_emulator.limits import block_kit_problems, modal_view_problems
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -181,4 +182,5 @@ def test_modals_are_valid() -> None:
     assert modal_view_problems(ui.restore_modal(pending_id="abcdef0123456789",
                                                 database="azora_prod",
                                                 environment="production")) == []
-    assert modal_view_problems(ui.eta_modal(run_id=12, current="TBD")) == []
+    notice = NoticeRef(run=12, channel="C0INCIDENTS", ts="1795776389.866742")
+    assert modal_view_problems(ui.eta_modal(notice=notice, current="TBD")) == []
