@@ -12,6 +12,7 @@ from bot.config import SlackConfig
 log = logging.getLogger(__name__)
 
 GroupMembers = Callable[[str], Awaitable[list[str]]]
+ChannelName = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -24,21 +25,25 @@ class Access:
     """Checks a (user, channel) pair against the runbook's [slack] table."""
 
     def __init__(self, config: SlackConfig, *, members_of: GroupMembers,
-                 channel_names: dict[str, str] | None = None,
+                 name_of: ChannelName | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._members_of = members_of
+        self._name_of = name_of
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-        # "#incidents" in the runbook is matched by name, ids by id.
-        self._names = channel_names or {}
+        self._names: dict[str, str | None] = {}
 
-    def channel_allowed(self, channel_id: str, channel_name: str | None = None) -> Decision:
-        for wanted in self._config.channels:
-            if wanted == channel_id:
-                return Decision(True)
-            if wanted.startswith("#") and channel_name and wanted[1:] == channel_name:
-                return Decision(True)
+    async def channel_allowed(self, channel_id: str, channel_name: str | None = None
+                              ) -> Decision:
+        """Ids match ids; "#incidents" in the runbook matches the channel's name."""
+        if channel_id in self._config.channels:
+            return Decision(True)
+        by_name = [c[1:] for c in self._config.channels if c.startswith("#")]
+        if by_name and channel_name is None:
+            channel_name = await self._channel_name(channel_id)
+        if channel_name is not None and channel_name in by_name:
+            return Decision(True)
         where = " and ".join(self._display(c) for c in self._config.channels)
         return Decision(False, f"rollbot only takes commands in {where}, where the incident "
                                "team can see them.")
@@ -69,6 +74,15 @@ class Access:
         if approvers is None:
             return "any allowed user other than the requester"
         return ", ".join(f"<@{u}>" for u in approvers)
+
+    async def _channel_name(self, channel_id: str) -> str | None:
+        if channel_id not in self._names and self._name_of is not None:
+            try:
+                self._names[channel_id] = await self._name_of(channel_id)
+            except Exception as exc:
+                log.warning("cannot look up the name of channel %s: %s", channel_id, exc)
+                return None
+        return self._names.get(channel_id)
 
     async def _group(self, group: str) -> frozenset[str]:
         now = self._clock()

@@ -371,7 +371,7 @@ class SlackFront:
 
     async def _refuse_if_not_allowed(self, user: str, channel: str, channel_name: str | None,
                                      text: str) -> str:
-        where = self._access.channel_allowed(channel, channel_name)
+        where = await self._access.channel_allowed(channel, channel_name)
         if not where.allowed:
             reason = f"Refused: {where.reason}"
         elif refusal := await self._user_refusal(user, "use /rollback"):

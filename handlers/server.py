@@ -126,7 +126,12 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
             users: list[Any] = response.get("users", [])
             return [str(u) for u in users]
 
-        access = Access(runbook.slack, members_of=members_of)
+        async def name_of(channel: str) -> str | None:
+            response = await client.conversations_info(channel=channel)
+            info: dict[str, Any] = response.get("channel") or {}
+            return str(info["name"]) if "name" in info else None
+
+        access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
                            access=access, min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)

@@ -23,11 +23,20 @@ class Groups:
         return self.members[group]
 
 
-def test_channels_by_id_or_name() -> None:
-    access = Access(CONFIG, members_of=Groups())
-    assert access.channel_allowed("C0INCIDENTS").allowed
-    assert access.channel_allowed("C0OTHER", "on-call").allowed
-    refused = access.channel_allowed("C0RANDOM", "random")
+async def test_channels_by_id_or_name() -> None:
+    looked_up: list[str] = []
+
+    async def name_of(channel: str) -> str | None:
+        looked_up.append(channel)
+        return {"C0ONCALL": "on-call"}.get(channel)
+
+    access = Access(CONFIG, members_of=Groups(), name_of=name_of)
+    assert (await access.channel_allowed("C0INCIDENTS")).allowed
+    assert (await access.channel_allowed("C0OTHER", "on-call")).allowed
+    assert (await access.channel_allowed("C0ONCALL")).allowed  # a mention: name looked up
+    assert (await access.channel_allowed("C0ONCALL")).allowed
+    assert looked_up == ["C0ONCALL"]  # once
+    refused = await access.channel_allowed("C0RANDOM", "random")
     assert not refused.allowed and "<#C0INCIDENTS> and #on-call" in refused.reason
 
 
