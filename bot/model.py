@@ -182,3 +182,37 @@ class AuditEntry:
     command: str
     exit_status: int | None
     detail: str
+
+
+class Tier(StrEnum):
+    """The spec's verification tiers, run at +5, +30 and +120 minutes by default."""
+
+    IMMEDIATE = "immediate"
+    EXTENDED = "extended"
+    COMPREHENSIVE = "comprehensive"
+
+
+@dataclass(frozen=True)
+class VerificationItem:
+    """One thing a verification check looked at."""
+
+    name: str
+    ok: bool
+    detail: str
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """One scheduled check of a run, as it ran."""
+
+    run_id: int
+    tier: Tier
+    due_at: datetime
+    ran_at: datetime
+    late_s: float
+    items: tuple[VerificationItem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(i.ok for i in self.items)
