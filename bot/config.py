@@ -92,6 +92,10 @@ class EnvironmentConfig(_Frozen):
     compose: ComposeConfig
     database: DatabaseConfig | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    verify_after_minutes: tuple[Annotated[float, Field(gt=0)], ...] = (5.0, 30.0, 120.0)
+    smoke_command: RunbookCommand | None = None      # the spec's `npm run test:smoke`
+    service_health_urls: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
+        default_factory=dict)                         # the spec's api/auth/payment health URLs
 
 
 _SLACK_CHANNEL = r"^(C[A-Z0-9]{2,20}|G[A-Z0-9]{2,20}|#[a-z0-9][a-z0-9_-]{0,79})$"

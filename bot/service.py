@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -64,7 +64,9 @@ class Rollbot:
                  owner: str | None = None) -> None:
         self.runbook = runbook
         self.store = store
+        self.probe = probe
         self._probe = probe
+        self.finished_hooks: list[Callable[[RunOutcome], Awaitable[None]]] = []
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._active: dict[int, Run] = {}
 
@@ -161,6 +163,11 @@ class Rollbot:
         await self.store.finish_run(outcome)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
                                run_id=run_id, detail=f"{outcome.status}: {outcome.message}")
+        for hook in self.finished_hooks:  # e.g. schedule the verification checks
+            try:
+                await hook(outcome)
+            except Exception:
+                log.exception("after-run hook failed for run #%s", run_id)
         return outcome
 
     async def _refuse(self, run_id: int, env_name: str, request: RollbackRequest,

@@ -49,6 +49,7 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool, *, dsn: str) -> None:
         self._pool = pool
+        self.pool = pool  # shared with the approvals and verification tables
         self.dsn = dsn
         self.approvals = Approvals(pool)
 

@@ -80,6 +80,12 @@ class Sandbox:
     def row_counts(self) -> dict[str, int]:
         return {t: int(self.psql(f"SELECT count(*) FROM {t}")) for t in ("users", "orders")}
 
+    def compose_up(self) -> None:
+        """What a person deploying by hand does: docker-compose up -d as prod-user."""
+        subprocess.run(["runuser", "-u", "prod-user", "--", "docker-compose", "-f",
+                        str(self.compose_file), "up", "-d"], capture_output=True, text=True,
+                       timeout=120, check=True, cwd=self.compose_file.parent)
+
     def running_image(self, service: str = "api") -> str:
         out = subprocess.run(
             ["docker", "ps", "--filter", f"label=com.docker.compose.service={service}",

@@ -1,0 +1,122 @@
+"""Runs the verification checks when they are due (APScheduler 3, ``AsyncIOScheduler``).
+
+PostgreSQL holds the schedule; APScheduler only arms timers for what the database says is pending.
+At start every pending check is armed again (a check whose time passed while rollbot was down runs
+at once and says how late it is), a sweep picks up checks scheduled by other processes, and each
+check is claimed in the database before it runs, so it runs once however many processes there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.model import RunRecord, RunStatus, Tier, VerificationResult
+from bot.service import Rollbot
+from bot.session import open_session
+from bot.verification import VerificationStore, late_by, row_counts, run_tier
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[VerificationResult, RunRecord, int], Awaitable[None]]
+
+
+class Verifier:
+    """Schedules and performs the 5/30/120-minute checks of successful rollbacks."""
+
+    def __init__(self, *, rollbot: Rollbot, announce: Announce | None = None,
+                 owner: str | None = None, sweep_s: float = 30.0) -> None:
+        self._rollbot = rollbot
+        self.store = VerificationStore(rollbot.store.pool)
+        self._announce = announce
+        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:verify"
+        self._sweep_s = sweep_s
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.start()
+        self._scheduler.add_job(self.rearm, "interval", seconds=self._sweep_s,
+                                id="rollbot-verify-sweep", max_instances=1, coalesce=True)
+        await self.rearm()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    async def schedule_run(self, run_id: int) -> list[datetime]:
+        """After a successful rollback: plan its checks (and note the row counts it left)."""
+        run = await self._rollbot.store.get_run(run_id)
+        if run is None or run.status is not RunStatus.SUCCEEDED:
+            return []
+        env_name, env = self._rollbot.environment(run.environment)
+        baseline: dict[str, int] = {}
+        try:
+            async with open_session(env_name, env, store=self._rollbot.store,
+                                    actor="rollbot:verify", run_id=run_id) as session:
+                baseline = await row_counts(session.host, env)
+        except Exception as exc:  # the checks still run; only the row comparison lacks a base
+            log.warning("run #%s: could not count rows for the verification baseline: %s",
+                        run_id, exc)
+        due = await self.store.schedule(run, after_minutes=env.verify_after_minutes,
+                                        start=run.finished_at or datetime.now(UTC),
+                                        baseline=baseline)
+        await self.rearm()
+        return due
+
+    async def rearm(self) -> None:
+        """Arm a timer for every pending check in the database (idempotent)."""
+        if self._scheduler is None:
+            return
+        now = datetime.now(UTC)
+        for check in await self.store.pending():
+            self._scheduler.add_job(
+                self._fire, "date", run_date=max(check["due_at"], now), args=[check["id"]],
+                id=f"rollbot-verify-{check['id']}", replace_existing=True,
+                misfire_grace_time=None, coalesce=True)
+
+    async def _fire(self, check_id: int) -> None:
+        claimed = await self.store.claim(check_id, owner=self._owner)
+        if claimed is None:
+            return  # another process has it, or a newer rollback superseded it
+        try:
+            result, run = await self.perform(claimed)
+        except Exception:
+            log.exception("verification check %s failed to run; released for a retry", check_id)
+            await self.store.release(check_id)
+            return
+        await self.store.record(check_id, result)
+        if self._announce is not None:
+            try:
+                await self._announce(result, run, check_id)
+            except Exception:
+                log.exception("announcing verification check %s failed", check_id)
+
+    async def perform(self, check: dict[str, Any]) -> tuple[VerificationResult, RunRecord]:
+        run = await self._rollbot.store.get_run(int(check["run_id"]))
+        assert run is not None
+        env_name, env = self._rollbot.environment(run.environment)
+        tier = Tier(check["tier"])
+        started = datetime.now(UTC)
+        async with open_session(env_name, env, store=self._rollbot.store,
+                                actor=f"rollbot:verify:{tier.value}", run_id=run.id) as session:
+            items = await run_tier(tier=tier, run=run, env=env, host=session.host,
+                                   docker=session.docker, probe=self._rollbot.probe,
+                                   baseline=await self.store.baseline(run.id),
+                                   since=run.finished_at or run.created_at)
+        result = VerificationResult(run_id=run.id, tier=tier, due_at=check["due_at"],
+                                    ran_at=started, late_s=late_by(check["due_at"], started),
+                                    items=tuple(items))
+        return result, run
+
+    async def check_now(self, run_id: int, tier: Tier) -> tuple[VerificationResult, RunRecord]:
+        """Run a check again on request (a button); not part of the schedule."""
+        now = datetime.now(UTC)
+        return await self.perform({"run_id": run_id, "tier": tier.value, "due_at": now})
