@@ -12,6 +12,7 @@ import httpx
 from bot.config import Runbook, Settings, load_runbook
 from bot.embedded_pg import EmbeddedPostgres
 from bot.http_probe import HttpxProbe
+from bot.scheduler import Verifier
 from bot.service import Rollbot
 from bot.store import Store
 
@@ -24,6 +25,7 @@ class App:
     runbook: Runbook
     store: Store
     rollbot: Rollbot
+    verifier: Verifier
 
 
 def load(settings: Settings) -> Runbook:
@@ -49,4 +51,8 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         stack.push_async_callback(store.close)
         client = await stack.enter_async_context(httpx.AsyncClient())
         rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
-        yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot)
+        # Every front schedules the checks; `rollbot serve` is the process that runs them.
+        verifier = Verifier(rollbot=rollbot)
+        rollbot.finished_hooks.append(verifier.after_run)
+        yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
+                  verifier=verifier)

@@ -111,6 +111,12 @@ class Approvals:
         current = await self.get(pending_id)
         return Transition(current, False, _not_open(current))
 
+    async def front_ref_for_run(self, run_id: int) -> dict[str, Any] | None:
+        """Where the front showed the run (its live message), if a front did."""
+        raw = await self._pool.fetchval(
+            "SELECT front_ref FROM pending_rollbacks WHERE run_id = $1", run_id)
+        return json.loads(raw) if raw is not None else None
+
     async def attach_run(self, pending_id: str, run_id: int) -> None:
         await self._pool.execute("UPDATE pending_rollbacks SET run_id = $2 WHERE id = $1",
                                  pending_id, run_id)

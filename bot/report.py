@@ -114,6 +114,7 @@ def _resolution(run: RunRecord, checks: tuple[Check, ...]) -> str:
     tried = (f"{_line(run.environment)} from {_line(run.from_version or 'an unknown version')}"
              f" to {_line(run.to_version or 'an unknown version')} with {_procedure_phrase(run)}")
     took = f" after {_duration(run.duration_s)}" if run.duration_s is not None else ""
+    spent = f" and {_duration(run.duration_s)}" if run.duration_s is not None else ""
     left = f" The host is left: {_line(run.host_state) or 'not recorded'}."
     ran, total = sum(s.started_at is not None for s in run.steps), len(run.steps)
     stopped = _stopped_step(run)
@@ -133,10 +134,10 @@ def _resolution(run: RunRecord, checks: tuple[Check, ...]) -> str:
                     f"move is {SPEC_TITLES[ProcedureName.RESTORE]}.")
         case RunStatus.CANCELLED:
             before = f", before {_step_ref(run, stopped)}" if stopped is not None else ""
-            return (f"A rollback of {tried} was cancelled{took} after {ran} of {total} steps"
-                    f"{before}.{left}")
+            return (f"A rollback of {tried} was cancelled after {ran} of {total} steps"
+                    f"{spent}{before}.{left}")
         case RunStatus.INTERRUPTED:
-            return (f"A rollback of {tried} was interrupted{took} after {ran} of {total} steps: "
+            return (f"A rollback of {tried} was interrupted after {ran} of {total} steps{spent}: "
                     f"rollbot stopped during the run.{left} Check the host before trusting it.")
         case _:
             return f"Rolling back {tried}: in progress, {ran} of {total} steps started.{left}"

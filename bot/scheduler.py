@@ -17,7 +17,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.model import RunRecord, RunStatus, Tier, VerificationResult
+from bot.model import RunOutcome, RunRecord, RunStatus, Tier, VerificationResult
 from bot.service import Rollbot
 from bot.session import open_session
 from bot.verification import VerificationStore, late_by, row_counts, run_tier
@@ -38,6 +38,14 @@ class Verifier:
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:verify"
         self._sweep_s = sweep_s
         self._scheduler: AsyncIOScheduler | None = None
+
+    def announce_with(self, announce: Announce) -> None:
+        self._announce = announce
+
+    async def after_run(self, outcome: RunOutcome) -> None:
+        """A ``Rollbot.finished_hooks`` entry: successful runs get their checks."""
+        if outcome.status is RunStatus.SUCCEEDED:
+            await self.schedule_run(outcome.run_id)
 
     async def start(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)

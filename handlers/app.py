@@ -16,7 +16,7 @@ from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, NextStep, NoticeRef, RunRef, load
+from handlers.metadata import CardRef, CheckRef, NextStep, NoticeRef, RunRef, load
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,16 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                      notice=load(NoticeRef, view.get("private_metadata")),
                                      eta=eta)
 
+    @app.action(Action.VERIFY_AGAIN.value)
+    async def verify_again(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_verify_again(user=_user(body), ref=load(CheckRef, _value(body)),
+                                    reply=respond_reply(respond))
+
+    for action, verdict in ((Action.VERDICT_HEALTHY, "healthy"),
+                            (Action.VERDICT_REGRESSED, "regressed")):
+        _register_verdict(app, front, action, verdict)
+
     for action, procedure in ((Action.NEXT_EMERGENCY, ProcedureName.EMERGENCY),
                               (Action.NEXT_RESTORE, ProcedureName.RESTORE)):
         _register_next(app, front, action, procedure)
@@ -170,6 +180,14 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         log.error("Slack listener failed: %s", error, exc_info=error)
 
     return app
+
+
+def _register_verdict(app: AsyncApp, front: SlackFront, action: Action, verdict: str) -> None:
+    @app.action(action.value)
+    async def answer(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_verdict(user=_user(body), ref=load(CheckRef, _value(body)),
+                               verdict=verdict, reply=respond_reply(respond))
 
 
 def _register_next(app: AsyncApp, front: SlackFront, action: Action,

@@ -8,11 +8,19 @@ from typing import Any
 
 from bot.approvals import Pending, PendingState
 from bot.events import StepInfo
-from bot.model import Check, ProcedureName, RunOutcome, RunRecord, RunStatus, StepStatus
+from bot.model import (
+    Check,
+    ProcedureName,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+    StepStatus,
+    VerificationResult,
+)
 from bot.service import Plan
 from handlers.grammar import HELP
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, NextStep, NoticeRef, RunRef
+from handlers.metadata import CardRef, CheckRef, NextStep, NoticeRef, RunRef
 
 Blocks = list[dict[str, Any]]
 SECTION_LIMIT = 3000
@@ -388,4 +396,48 @@ def plan_message(plan: Plan) -> Blocks:
         cmds = "\n".join(s.shows).replace("```", "'''")
         flag = "  _(changes production)_" if s.destructive else ""
         blocks.append(section(f"*{s.index + 1}. {esc(s.title)}*{flag}\n```{clip(cmds, 2700)}```"))
+    return blocks
+
+
+# --- verification -----------------------------------------------------------------------------
+
+_TIER_TEXT = {"immediate": "Immediate", "extended": "Extended", "comprehensive": "Comprehensive"}
+
+
+def verification_thread(result: VerificationResult) -> str:
+    """The full result, for the run's thread: what was checked, each result, timings."""
+    late = f", {result.late_s:.0f} s late (rollbot was down)" if result.late_s >= 60 else ""
+    head = (f"{'✅' if result.ok else '❌'} *{_TIER_TEXT[result.tier.value]} verification* "
+            f"(due {result.due_at:%H:%M:%S} UTC, ran {result.ran_at:%H:%M:%S}{late})")
+    lines = [f"{'✅' if i.ok else '❌'} *{esc(i.name)}* ({i.duration_s:.1f} s): "
+             f"{esc(clip(i.detail, 300))}" for i in result.items]
+    return clip(head + "\n" + "\n".join(lines), SECTION_LIMIT)
+
+
+def verification_status(result: VerificationResult, *, run_id: int, environment: str,
+                        version: str, requested_by: str, oncall: tuple[str, ...],
+                        check_id: int) -> Blocks:
+    """The one-line status in the incidents channel, with what a person can do next."""
+    tier = _TIER_TEXT[result.tier.value]
+    ref = CheckRef(run=run_id, check=check_id, tier=result.tier.value).dump()
+    if result.ok:
+        line = (f"✅ {tier} verification of rollback #{run_id} ({environment} {version}): "
+                f"all {len(result.items)} checks green.")
+        blocks: Blocks = [section(line)]
+    else:
+        failed = ", ".join(f"{i.name} ({clip(i.detail, 80)})" for i in result.items if not i.ok)
+        who = " ".join([mention(requested_by), *(f"<!subteam^{g}>" for g in oncall)])
+        line = (f"❌ {tier} verification of rollback #{run_id} ({environment} {version}) "
+                f"FAILED: {esc(failed)} {who}")
+        nxt = NextStep(run=run_id, environment=environment, version=version).dump()
+        blocks = [section(clip(line, SECTION_LIMIT)), actions(
+            Block.VERIFY_ACTIONS,
+            button("Run the check again", Action.VERIFY_AGAIN, ref),
+            button(f"Emergency rollback to {version}", Action.NEXT_EMERGENCY, nxt),
+            button("Restore database from backup", Action.NEXT_RESTORE, nxt, style="danger"))]
+    blocks.append({"type": "actions", "block_id": f"{Block.VERIFY_ACTIONS.value}.verdict",
+                   "elements": [button("Healthy", Action.VERDICT_HEALTHY, ref),
+                                button("Regressed", Action.VERDICT_REGRESSED, ref)]})
+    blocks.append(context("Dashboards agree? Answer Healthy or Regressed; it goes in the "
+                          "rollback report."))
     return blocks

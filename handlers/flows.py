@@ -21,15 +21,25 @@ from bot.approvals import Pending, PendingState
 from bot.config import SlackConfig
 from bot.engine import Run
 from bot.errors import InvalidInput, RollbotError, RunLocked
-from bot.model import Check, ProcedureName, RollbackRequest, RunOutcome, RunStatus
+from bot.model import (
+    Check,
+    ProcedureName,
+    RollbackRequest,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+    Tier,
+    VerificationResult,
+)
 from bot.preflight import Preflight
+from bot.scheduler import Verifier
 from bot.service import Plan, Rollbot
 from bot.versions import parse_version
 from handlers import blocks as ui
 from handlers.access import Access
 from handlers.grammar import Command, CommandKind, parse_command
 from handlers.live import LiveRun
-from handlers.metadata import NoticeRef
+from handlers.metadata import CheckRef, NoticeRef
 from handlers.slack_writer import SlackWriter
 
 log = logging.getLogger(__name__)
@@ -42,8 +52,9 @@ class SlackFront:
     """Everything the Slack front does after ``ack()``."""
 
     def __init__(self, *, rollbot: Rollbot, client: AsyncWebClient, config: SlackConfig,
-                 access: Access, min_update_interval_s: float = 1.0) -> None:
+                 access: Access, verifier: Verifier, min_update_interval_s: float = 1.0) -> None:
         self._rollbot = rollbot
+        self._verifier = verifier
         self._store = rollbot.store
         self._client = client
         self._config = config
@@ -343,6 +354,50 @@ class SlackFront:
                                            text=ui.notice_text(blocks), blocks=blocks)
         except SlackApiError as exc:
             log.error("could not update the notice of run #%s: %s", notice.run, exc)
+
+    # --- verification announcements --------------------------------------------------------
+
+    async def announce_verification(self, result: VerificationResult, run: RunRecord,
+                                    check_id: int) -> None:
+        """The result in the run's thread, and a one-line status in the incidents channel."""
+        ref = await self._store.approvals.front_ref_for_run(run.id)
+        if ref and "ts" in ref:
+            try:
+                await self._client.chat_postMessage(channel=ref["channel"], thread_ts=ref["ts"],
+                                                    text=ui.verification_thread(result))
+            except SlackApiError as exc:
+                log.error("could not post verification of run #%s in its thread: %s",
+                          run.id, exc)
+        blocks = ui.verification_status(
+            result, run_id=run.id, environment=run.environment, version=run.to_version or "?",
+            requested_by=run.requested_by, oncall=self._config.allowed_usergroups,
+            check_id=check_id)
+        try:
+            await self._client.chat_postMessage(channel=self._config.incidents_channel,
+                                                text=blocks[0]["text"]["text"], blocks=blocks)
+        except SlackApiError as exc:
+            log.error("could not announce verification of run #%s: %s", run.id, exc)
+
+    async def on_verify_again(self, *, user: str, ref: CheckRef, reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "run a verification check"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        await reply([ui.section(f"⏳ Running the {ref.tier} check of rollback #{ref.run} "
+                                "again…")], "checking")
+        result, run = await self._verifier.check_now(ref.run, Tier(ref.tier))
+        await self.announce_verification(result, run, 0)
+
+    async def on_verdict(self, *, user: str, ref: CheckRef, verdict: str, reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "answer for the dashboards"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        if ref.check > 0:
+            await self._verifier.store.set_verdict(ref.check, verdict=verdict, by=user)
+        await self._store.audit(environment=self._rollbot.runbook.default_environment,
+                                actor=user, kind="verdict", run_id=ref.run,
+                                detail=f"{ref.tier} check: {verdict}")
+        await reply([ui.section(f"Recorded: rollback #{ref.run} looks *{verdict}* to you.")],
+                    verdict)
 
     # --- helpers ---------------------------------------------------------------------------
 

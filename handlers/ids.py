@@ -14,12 +14,16 @@ class Action(StrEnum):
     SET_ETA = "rollbot.notice.set_eta"
     NEXT_EMERGENCY = "rollbot.next.emergency"     # offered after a failed run
     NEXT_RESTORE = "rollbot.next.restore"
+    VERIFY_AGAIN = "rollbot.verify.again"
+    VERDICT_HEALTHY = "rollbot.verify.healthy"
+    VERDICT_REGRESSED = "rollbot.verify.regressed"
 
 
 class Block(StrEnum):
     CARD_ACTIONS = "rollbot.card.actions"
     RUN_ACTIONS = "rollbot.run.actions"
     NOTICE_ACTIONS = "rollbot.notice.actions"
+    VERIFY_ACTIONS = "rollbot.verify.actions"
     DB_NAME = "rollbot.modal.db_name"
     ETA = "rollbot.modal.eta"
 

@@ -34,6 +34,14 @@ class NoticeRef(_Meta):
     ts: str = Field(pattern=r"^[0-9]{1,12}\.[0-9]{1,8}$")
 
 
+class CheckRef(_Meta):
+    """A verification check of a run (for "run again" and the Healthy/Regressed answers)."""
+
+    run: int = Field(gt=0)
+    check: int = Field(ge=0)  # 0: an on-demand check outside the schedule
+    tier: str = Field(pattern=r"^(immediate|extended|comprehensive)$")
+
+
 class NextStep(_Meta):
     """A follow-up offered after a failed run: open a new card with this procedure."""
 

@@ -133,8 +133,12 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
 
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
-                           access=access, min_update_interval_s=min_update_interval_s)
+                           access=access, verifier=app.verifier,
+                           min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
+        app.verifier.announce_with(front.announce_verification)
+        await app.verifier.start()
+        stack.push_async_callback(app.verifier.stop)
         bolt = build_app(front=front, client=client, signing_secret=secret)
 
         async def audit(detail: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -291,3 +291,49 @@ async def test_healthz(world: SlackWorld) -> None:
     async with httpx.AsyncClient() as client:
         r = await client.get(f"http://127.0.0.1:{world.service.port}/healthz")
     assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+def _verify_quickly(minutes: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        marker = "[environments.production.ssh]"
+        return text.replace(marker, f"verify_after_minutes = {minutes}\n{marker}", 1)
+    return edit
+
+
+async def test_verification_is_announced_and_answers_are_recorded(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with slack_world(production, store.dsn, tmp_path,
+                           runbook_text=_verify_quickly("[0.02]")) as world:
+        channel, ts = await roll_back_by_slack(world)
+        await wait_final(world, ts)
+        status = await world.wait_message(
+            lambda m: m.text.startswith("✅ Immediate verification of rollback #"), timeout=60)
+        assert "all " in status.text and "checks green" in status.text
+        thread = world.emu.thread(channel, ts)
+        assert any("Immediate verification" in m.text and "Health" in m.text for m in thread)
+        await world.click(BOB, status, Action.VERDICT_HEALTHY)
+        await world.emu.wait_for(lambda: any("looks *healthy*" in message_text(m)
+                                             for m in world.emu.ephemerals(INCIDENTS, BOB)))
+        assert any(a.kind == "verdict" and a.actor == BOB for a in await store.audit_entries())
+        assert world.problems() == []
+
+
+async def test_a_failed_check_mentions_people_and_offers_next_steps(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with slack_world(production, store.dsn, tmp_path,
+                           runbook_text=_verify_quickly("[0.06]")) as world:
+        _, ts = await roll_back_by_slack(world)
+        await wait_final(world, ts)
+        text = production.compose_file.read_text().replace("azora-api:v1.2.2",
+                                                           "azora-api:v1.2.3")
+        production.compose_file.write_text(text)  # the bad release is back
+        await asyncio.to_thread(production.compose_up)
+        status = await world.wait_message(
+            lambda m: m.text.startswith("❌ Immediate verification"), timeout=60)
+        assert f"<@{ALICE}>" in status.text and "<!subteam^S0ONCALL>" in status.text
+        assert button_labels(status) == [
+            "Run the check again", "Emergency rollback to v1.2.2",
+            "Restore database from backup", "Healthy", "Regressed"]
+        assert world.problems() == []
