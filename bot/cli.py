@@ -115,7 +115,8 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
         return EXIT_OK
     env_name, env = svc.environment(args.environment)
     if args.command == "status":
-        render_status(console, env_name, await svc.status(env_name))
+        render_status(console, env_name, await svc.status(env_name),
+                      await app.verifier.store.pending(env_name))
         return EXIT_OK
     if args.command == "versions":
         render_versions(console, await svc.versions(env_name, actor=_actor(args)))

@@ -41,8 +41,9 @@ _STEP_RESULT = {
     StepStatus.RUNNING: "⏳ running",
     StepStatus.PENDING: "not started",
 }
-# Text that would start a heading, quote, list, fence, HTML block, table or rule at a line start.
-_BLOCK_START = re.compile(r"[#>+*=<`~|_\[\\-]|\d{1,9}(?=[.)])")
+# What would open a heading, quote, list, fence, HTML block or rule at the start of a line.
+_BLOCK_START = re.compile(r"#{1,6}(?:\s|$)|>|[-+*](?:\s|$)|(?P<number>\d{1,9})[.)](?:\s|$)|<"
+                          r"|`{3}|~{3}|([-*_])(?:\s*\2){2,}\s*$")
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ def _step_ref(run: RunRecord, step: StepResult | None) -> str:
 
 
 def _step_error(step: StepResult | None) -> str:
-    return _line(step.error if step else "") or "no error was recorded."
+    error = _line(step.error if step else "") or "no error was recorded"
+    return error if error.endswith((".", "!", "?")) else error + "."
 
 
 def _outcome(run: RunRecord) -> str:
@@ -271,8 +273,8 @@ def _paragraph(text: str) -> str:
     m = _BLOCK_START.match(text)
     if m is None:
         return text
-    if m.group().isdigit():  # "1. x" would be a list: escape its dot or parenthesis
-        return f"{m.group()}\\{text[m.end():]}"
+    if m["number"]:  # "1. x" would be a list: escape its dot or parenthesis instead
+        return f"{m['number']}\\{text[m.end('number'):]}"
     return f"\\{text}"
 
 

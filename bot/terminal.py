@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -101,7 +102,11 @@ def render_history(console: Console, runs: list[RunRecord]) -> None:
     console.print(table)
 
 
-def render_status(console: Console, environment: str, run: RunRecord | None) -> None:
+def render_status(console: Console, environment: str, run: RunRecord | None,
+                  pending: list[dict[str, Any]] | None = None) -> None:
+    for p in pending or []:
+        console.print(f"Pending: {p['tier']} verification of run #{p['run_id']} due "
+                      f"{p['due_at']:%Y-%m-%d %H:%M:%S} UTC")
     if run is None:
         console.print(f"No rollback is running in {escape(environment)}.")
         return

@@ -376,13 +376,21 @@ def history_message(runs: list[RunRecord]) -> Blocks:
     return [section("*Last rollbacks*\n" + "\n".join(lines))]
 
 
-def status_message(environment: str, run: RunRecord | None) -> Blocks:
+def status_message(environment: str, run: RunRecord | None,
+                   pending: list[dict[str, Any]] | None = None) -> Blocks:
     if run is None:
-        return [section(f"No rollback is running in {esc(environment)}.")]
-    steps = "\n".join(f"{_ICON[s.status]} {esc(s.title)}" for s in run.steps)
-    return [section(f"⏳ Run #{run.id} in {esc(run.environment)}: {run.procedure.value} "
-                    f"{run.from_version or '?'} → {run.to_version or '?'}, by "
-                    f"{mention(run.requested_by)} since {run.created_at:%H:%M:%S} UTC\n{steps}")]
+        blocks = [section(f"No rollback is running in {esc(environment)}.")]
+    else:
+        steps = "\n".join(f"{_ICON[s.status]} {esc(s.title)}" for s in run.steps)
+        blocks = [section(f"⏳ Run #{run.id} in {esc(run.environment)}: {run.procedure.value} "
+                          f"{run.from_version or '?'} → {run.to_version or '?'}, by "
+                          f"{mention(run.requested_by)} since {run.created_at:%H:%M:%S} UTC"
+                          f"\n{steps}")]
+    if pending:
+        lines = [f"• {_TIER_TEXT.get(str(p['tier']), p['tier'])} check of rollback "
+                 f"#{p['run_id']} due {p['due_at']:%H:%M:%S} UTC" for p in pending[:10]]
+        blocks.append(section("*Pending verification checks*\n" + "\n".join(lines)))
+    return blocks
 
 
 def plan_message(plan: Plan) -> Blocks:

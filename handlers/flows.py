@@ -94,7 +94,9 @@ class SlackFront:
             await reply(ui.help_message(), "rollbot help")
         elif kind is CommandKind.STATUS:
             env, _ = self._rollbot.environment(command.environment)
-            await reply(ui.status_message(env, await self._rollbot.status(env)), "status")
+            pending = await self._verifier.store.pending(env)
+            await reply(ui.status_message(env, await self._rollbot.status(env), pending),
+                        "status")
         elif kind is CommandKind.HISTORY:
             await reply(ui.history_message(await self._rollbot.history(limit=10)), "history")
         elif kind is CommandKind.VERSIONS:

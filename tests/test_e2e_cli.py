@@ -43,6 +43,10 @@ def test_plan_changes_nothing_then_rollback_succeeds(production: Sandbox, dsn: s
     assert "SUCCEEDED" in run.stdout
     assert production.running_image() == "azora-api:v1.2.2"
 
+    status = rollbot_cli(production, dsn, "status", cwd=tmp_path)
+    assert "Pending: immediate verification of run #1 due" in status.stdout
+    assert "Pending: comprehensive verification of run #1 due" in status.stdout
+
     again = rollbot_cli(production, dsn, "rollback", "v1.2.2", "--yes", cwd=tmp_path)
     assert again.returncode == 1
     assert "already runs v1.2.2" in again.stdout
