@@ -185,6 +185,14 @@ class Store:
             "SELECT * FROM run_steps WHERE run_id = $1 ORDER BY position", run_id)
         return _record(row, steps)
 
+    async def run_checks(self, run_id: int) -> tuple[Check, ...]:
+        raw = await self._pool.fetchval("SELECT checks FROM runs WHERE id = $1", run_id)
+        return tuple(Check(**c) for c in json.loads(raw or "[]"))
+
+    async def notice_posted(self, run_id: int) -> bool:
+        return bool(await self._pool.fetchval(
+            "SELECT true FROM run_notices WHERE run_id = $1", run_id))
+
     async def active_run(self, environment: str) -> RunRecord | None:
         row = await self._pool.fetchrow(
             "SELECT id FROM runs WHERE environment = $1 AND state = ANY($2::text[])",

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.approvals import Pending, PendingState
+from bot.checklist import ITEMS as CHECKLIST
+from bot.checklist import Tick
 from bot.events import StepInfo
 from bot.model import (
     Check,
@@ -20,7 +22,7 @@ from bot.model import (
 from bot.service import Plan
 from handlers.grammar import HELP
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, CheckRef, NextStep, NoticeRef, RunRef
+from handlers.metadata import CardRef, ChecklistRef, CheckRef, NextStep, NoticeRef, RunRef
 
 Blocks = list[dict[str, Any]]
 SECTION_LIMIT = 3000
@@ -448,4 +450,28 @@ def verification_status(result: VerificationResult, *, run_id: int, environment:
                                 button("Regressed", Action.VERDICT_REGRESSED, ref)]})
     blocks.append(context("Dashboards agree? Answer Healthy or Regressed; it goes in the "
                           "rollback report."))
+    return blocks
+
+
+# --- checklist --------------------------------------------------------------------------------
+
+def checklist_message(run_id: int, ticks: dict[str, Tick]) -> Blocks:
+    """The spec's Rollback Checklist: rollbot's ticks with by-what and when, buttons for people."""
+    blocks: Blocks = [header(f"Rollback checklist · run #{run_id}")]
+    for phase in ("Pre-Rollback", "During Rollback", "Post-Rollback"):
+        lines = []
+        for item in (i for i in CHECKLIST if i.phase == phase and not i.human):
+            t = ticks.get(item.key)
+            lines.append(f"☑️ {item.text} · _{esc(t.done_by)}, {t.done_at:%H:%M} UTC_" if t
+                         else f"⬜ {item.text}")
+        blocks.append(section(f"*{phase}*\n" + "\n".join(lines)))
+        for item in (i for i in CHECKLIST if i.phase == phase and i.human):
+            t = ticks.get(item.key)
+            text = (f"☑️ {item.text} · _{mention(t.done_by)}, {t.done_at:%H:%M} UTC_" if t
+                    else f"⬜ {item.text}")
+            block = section(text)
+            block["accessory"] = button("Untick" if t else "Tick", Action.CHECKLIST_TOGGLE,
+                                        ChecklistRef(run=run_id, item=item.key).dump())
+            blocks.append(block)
+    blocks.append(context("rollbot ticks what it did itself; anyone here can tick the rest."))
     return blocks

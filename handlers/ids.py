@@ -15,6 +15,7 @@ class Action(StrEnum):
     NEXT_EMERGENCY = "rollbot.next.emergency"     # offered after a failed run
     NEXT_RESTORE = "rollbot.next.restore"
     VERIFY_AGAIN = "rollbot.verify.again"
+    CHECKLIST_TOGGLE = "rollbot.checklist.toggle"
     VERDICT_HEALTHY = "rollbot.verify.healthy"
     VERDICT_REGRESSED = "rollbot.verify.regressed"
 

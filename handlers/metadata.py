@@ -42,6 +42,11 @@ class CheckRef(_Meta):
     tier: str = Field(pattern=r"^(immediate|extended|comprehensive)$")
 
 
+class ChecklistRef(_Meta):
+    run: int = Field(gt=0)
+    item: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
+
+
 class NextStep(_Meta):
     """A follow-up offered after a failed run: open a new card with this procedure."""
 
