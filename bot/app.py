@@ -12,6 +12,8 @@ import httpx
 from bot.config import Runbook, Settings, load_runbook
 from bot.embedded_pg import EmbeddedPostgres
 from bot.http_probe import HttpxProbe
+from bot.model import RunOutcome, RunStatus
+from bot.reporting import Reporter
 from bot.scheduler import Verifier
 from bot.service import Rollbot
 from bot.store import Store
@@ -26,6 +28,7 @@ class App:
     store: Store
     rollbot: Rollbot
     verifier: Verifier
+    reporter: Reporter
 
 
 def load(settings: Settings) -> Runbook:
@@ -53,6 +56,13 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
         # Every front schedules the checks; `rollbot serve` is the process that runs them.
         verifier = Verifier(rollbot=rollbot)
+        reporter = Reporter(store=store, directory=runbook.incident_logs_dir)
+
+        async def write_report(outcome: RunOutcome) -> None:
+            if outcome.status is not RunStatus.REFUSED:
+                await reporter.write(outcome.run_id)
+
         rollbot.finished_hooks.append(verifier.after_run)
+        rollbot.finished_hooks.append(write_report)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
-                  verifier=verifier)
+                  verifier=verifier, reporter=reporter)

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                             ("backups", "database backups on the host")):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--env", dest="environment")
+    rep = sub.add_parser("report", help="print the rollback report of a run")
+    rep.add_argument("run_id", type=int)
     hist = sub.add_parser("history", help="the last runs")
     hist.add_argument("-n", type=int, default=10)
     serve = sub.add_parser("serve", help="serve Slack: POST /slack/events, GET /healthz")
@@ -110,6 +112,10 @@ async def _main(args: argparse.Namespace, settings: Settings, console: Console) 
 
 async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int:
     svc = app.rollbot
+    if args.command == "report":
+        _, markdown = await app.reporter.render(args.run_id)
+        console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_OK
     if args.command == "history":
         render_history(console, await svc.history(limit=args.n))
         return EXIT_OK

@@ -123,6 +123,7 @@ class Runbook(_Frozen):
     default_environment: str
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     slack: SlackConfig | None = None
+    incident_logs_dir: Path = Path("incident-logs")
 
     @model_validator(mode="after")
     def _default_exists(self) -> Runbook:

@@ -13,17 +13,17 @@ table and the "Rollback vs. Fix Forward" lists. ``assess`` applies them in this 
 
    a. Issue is critical (a CRITICAL row): the table's rollback stands, whatever the lists say.
       A rollback that loses data is still done, but the verdict says so loudly and names the
-      restore / migration trade-off; Procedure 1 (code only) becomes Procedure 2.
+      restore / migration trade-off; a recommended Procedure 1 (code only) becomes Procedure 2.
    b. Rollback would cause data loss: fix forward. Lost data cannot be rolled forward again,
       and a non-critical issue can wait for a fix.
    c. Issue is minor (the table's "Minor bug, workaround available" row): fix forward, even
       when the root cause is unknown or the fix is slow, since users have a workaround.
    d. Root cause unknown: roll back now.
    e. Fix would take > 30 minutes: roll back now.
-   f. The row's own limit, where stricter than 30 minutes, is missed (performance: "not
+   f. The row's own limit, when shorter than 30 minutes, is missed (performance: "not
       fixable in 15 min"): roll back now.
-   g. Fix is quick (< 15 minutes) and root cause identified: fix forward, keeping the row's
-      limit as the point to roll back at.
+   g. Fix is quick (< 15 minutes) and root cause identified (d guarantees the latter when g
+      decides): fix forward, keeping the row's limit as the point to roll back at.
 
    When no rule matches, the table's row stands (e.g. "roll back if not fixed in 15 min" while
    nobody knows yet how long a fix takes). Urgency always comes from the table.
@@ -271,10 +271,12 @@ RULES: tuple[Rule, ...] = (
         name="the quick-fix rule",
         side=Side.FIX_FORWARD, source=_FIX_FORWARD_WHEN,
         spec="Fix is quick (< 15 minutes)” and “Root cause identified",
-        applies=lambda a, row: (a.root_cause_known and a.minutes_to_fix is not None
+        # Only decides when the root cause is known: the unknown-root-cause rule comes first.
+        applies=lambda a, row: (a.minutes_to_fix is not None
                                 and a.minutes_to_fix < QUICK_FIX_MINUTES),
-        finding=lambda a, row: (f"the root cause is identified and a fix is expected in "
-                                f"{a.minutes_to_fix} minutes"),
+        finding=lambda a, row: (f"a fix is expected in {a.minutes_to_fix} minutes"
+                                + (" and the root cause is identified"
+                                   if a.root_cause_known else "")),
         action=Action.FIX_FORWARD,
         advice=_keep_limit,
     ),
@@ -345,8 +347,8 @@ def _also(rule: Rule, a: Assessment, row: TableRow, *, decider: Rule, side: Side
     if rule.outweighed is not None:
         return rule.outweighed(a, row)
     finding = rule.finding(a, row)
-    return (f"{finding[:1].upper()}{finding[1:]}, which on its own would mean "
-            f"{rule.side.value} {quoted}, but {decider.name} takes precedence.")
+    return (f"{finding[:1].upper()}{finding[1:]}, which points to {rule.side.value} "
+            f"{quoted}, but {decider.name} takes precedence.")
 
 
 def _procedure_reason(procedure: ProcedureName) -> str:

@@ -189,6 +189,21 @@ class Store:
         raw = await self._pool.fetchval("SELECT checks FROM runs WHERE id = $1", run_id)
         return tuple(Check(**c) for c in json.loads(raw or "[]"))
 
+    async def approvers(self, run_id: int) -> tuple[str, ...]:
+        raw = await self._pool.fetchval("SELECT approved_by FROM runs WHERE id = $1", run_id)
+        return tuple(raw or ())
+
+    async def save_report(self, run_id: int, *, path: str, markdown: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO run_reports (run_id, path, markdown) VALUES ($1, $2, $3)"
+            " ON CONFLICT (run_id) DO UPDATE SET path = EXCLUDED.path,"
+            " markdown = EXCLUDED.markdown, updated_at = now()", run_id, path, markdown)
+
+    async def report(self, run_id: int) -> str | None:
+        value = await self._pool.fetchval("SELECT markdown FROM run_reports WHERE run_id = $1",
+                                          run_id)
+        return str(value) if value is not None else None
+
     async def notice_posted(self, run_id: int) -> bool:
         return bool(await self._pool.fetchval(
             "SELECT true FROM run_notices WHERE run_id = $1", run_id))

@@ -16,7 +16,15 @@ from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, CheckRef, NextStep, NoticeRef, RunRef, load
+from handlers.metadata import (
+    CardRef,
+    ChecklistRef,
+    CheckRef,
+    NextStep,
+    NoticeRef,
+    RunRef,
+    load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +168,13 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         await front.on_eta_submitted(user=_user(body),
                                      notice=load(NoticeRef, view.get("private_metadata")),
                                      eta=eta)
+
+    @app.action(re.compile(rf"^{re.escape(Action.CHECKLIST_TOGGLE.value)}\.[a-z0-9_]+$"))
+    async def checklist_toggle(ack: AsyncAck, body: dict[str, Any],
+                               respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_checklist_toggle(user=_user(body), ref=load(ChecklistRef, _value(body)),
+                                        reply=respond_reply(respond))
 
     @app.action(Action.VERIFY_AGAIN.value)
     async def verify_again(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:

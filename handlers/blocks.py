@@ -470,8 +470,10 @@ def checklist_message(run_id: int, ticks: dict[str, Tick]) -> Blocks:
             text = (f"☑️ {item.text} · _{mention(t.done_by)}, {t.done_at:%H:%M} UTC_" if t
                     else f"⬜ {item.text}")
             block = section(text)
-            block["accessory"] = button("Untick" if t else "Tick", Action.CHECKLIST_TOGGLE,
-                                        ChecklistRef(run=run_id, item=item.key).dump())
+            toggle = button("Untick" if t else "Tick", Action.CHECKLIST_TOGGLE,
+                            ChecklistRef(run=run_id, item=item.key).dump())
+            toggle["action_id"] = f"{Action.CHECKLIST_TOGGLE.value}.{item.key}"  # unique
+            block["accessory"] = toggle
             blocks.append(block)
     blocks.append(context("rollbot ticks what it did itself; anyone here can tick the rest."))
     return blocks

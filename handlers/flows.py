@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import Pending, PendingState
+from bot.checklist import ChecklistStore, automatic_ticks
 from bot.config import SlackConfig
 from bot.engine import Run
 from bot.errors import InvalidInput, RollbotError, RunLocked
@@ -32,6 +33,7 @@ from bot.model import (
     VerificationResult,
 )
 from bot.preflight import Preflight
+from bot.reporting import Reporter
 from bot.scheduler import Verifier
 from bot.service import Plan, Rollbot
 from bot.versions import parse_version
@@ -39,7 +41,7 @@ from handlers import blocks as ui
 from handlers.access import Access
 from handlers.grammar import Command, CommandKind, parse_command
 from handlers.live import LiveRun
-from handlers.metadata import CheckRef, NoticeRef
+from handlers.metadata import ChecklistRef, CheckRef, NoticeRef
 from handlers.slack_writer import SlackWriter
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,12 @@ class SlackFront:
     """Everything the Slack front does after ``ack()``."""
 
     def __init__(self, *, rollbot: Rollbot, client: AsyncWebClient, config: SlackConfig,
-                 access: Access, verifier: Verifier, min_update_interval_s: float = 1.0) -> None:
+                 access: Access, verifier: Verifier, reporter: Reporter,
+                 min_update_interval_s: float = 1.0) -> None:
         self._rollbot = rollbot
         self._verifier = verifier
+        self._reporter = reporter
+        self._checklist = ChecklistStore(rollbot.store.pool)
         self._store = rollbot.store
         self._client = client
         self._config = config
@@ -301,6 +306,9 @@ class SlackFront:
                 live.render()
             await writer.drain(timeout_s=_FINAL_DELIVERY_S)
             await self._notify(outcome, request, writer)
+            if outcome.status is not RunStatus.REFUSED:
+                await self._after_run_records(outcome.run_id, channel=channel, thread_ts=ts,
+                                              first=True)
         finally:
             if live is not None:
                 self._live.pop(live.state.run_id, None)
@@ -379,6 +387,56 @@ class SlackFront:
                                                 text=blocks[0]["text"]["text"], blocks=blocks)
         except SlackApiError as exc:
             log.error("could not announce verification of run #%s: %s", run.id, exc)
+        if ref and "ts" in ref and check_id > 0:
+            await self._after_run_records(run.id, channel=ref["channel"], thread_ts=ref["ts"],
+                                          first=False)
+
+    async def _after_run_records(self, run_id: int, *, channel: str, thread_ts: str,
+                                 first: bool) -> None:
+        """The report (uploaded into the thread) and the checklist, posted or refreshed."""
+        try:
+            path, markdown = await self._reporter.write(run_id)
+            await self._client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, filename=path.name, content=markdown,
+                title=f"Rollback report, run #{run_id}",
+                initial_comment="📝 Rollback report" + ("" if first else " (updated)"))
+        except Exception:
+            log.exception("could not write or upload the report of run #%s", run_id)
+        await self.refresh_checklist(run_id, channel=channel, thread_ts=thread_ts)
+
+    async def refresh_checklist(self, run_id: int, *, channel: str | None = None,
+                                thread_ts: str | None = None) -> None:
+        run = await self._store.get_run(run_id)
+        if run is None:
+            return
+        checklist = self._checklist
+        done = automatic_ticks(
+            run, checks=await self._store.run_checks(run_id),
+            notified=await self._store.notice_posted(run_id),
+            documented=await self._store.report(run_id) is not None,
+            verifications=tuple(await self._verifier.store.results(run_id)))
+        await checklist.tick_automatic(run_id, done)
+        blocks = ui.checklist_message(run_id, await checklist.ticks(run_id))
+        text = f"Rollback checklist, run #{run_id}"
+        ref = await checklist.message(run_id)
+        try:
+            if ref is not None:
+                await self._client.chat_update(channel=ref["channel"], ts=ref["ts"],
+                                               text=text, blocks=blocks)
+            elif channel is not None:
+                posted = await self._client.chat_postMessage(
+                    channel=channel, thread_ts=thread_ts, text=text, blocks=blocks)
+                await checklist.save_message(run_id, {"channel": channel, "ts": posted["ts"]})
+        except SlackApiError as exc:
+            log.error("could not show the checklist of run #%s: %s", run_id, exc)
+
+    async def on_checklist_toggle(self, *, user: str, ref: ChecklistRef, reply: Reply) -> None:
+        try:
+            await self._checklist.toggle(ref.run, ref.item, by=user)
+        except ValueError as exc:
+            await reply(ui.refusal(str(exc)), str(exc))
+            return
+        await self.refresh_checklist(ref.run)
 
     async def on_verify_again(self, *, user: str, ref: CheckRef, reply: Reply) -> None:
         if refusal := await self._user_refusal(user, "run a verification check"):

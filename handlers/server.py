@@ -133,7 +133,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
 
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
-                           access=access, verifier=app.verifier,
+                           access=access, verifier=app.verifier, reporter=app.reporter,
                            min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
         app.verifier.announce_with(front.announce_verification)

@@ -102,7 +102,8 @@ async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
                       runbook_text: Callable[[str], str] = lambda t: t,
                       min_update_interval_s: float = 1.0) -> AsyncIterator[SlackWorld]:
     runbook_path = tmp / "rollbot.toml"
-    runbook_path.write_text(runbook_text(sandbox.runbook.read_text()) + SLACK_TABLE)
+    runbook_path.write_text(f'incident_logs_dir = "{tmp / "incident-logs"}"\n'
+                            + runbook_text(sandbox.runbook.read_text()) + SLACK_TABLE)
     async with Emulator(token=TOKEN, signing_secret=SECRET) as emu:
         emu.add_channel(INCIDENTS, "incidents")
         emu.add_channel(ONCALL, "on-call")

@@ -337,3 +337,37 @@ async def test_a_failed_check_mentions_people_and_offers_next_steps(
             "Run the check again", "Emergency rollback to v1.2.2",
             "Restore database from backup", "Healthy", "Regressed"]
         assert world.problems() == []
+
+
+async def test_report_uploaded_and_checklist_ticked(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with slack_world(production, store.dsn, tmp_path) as world:
+        channel, ts = await roll_back_by_slack(world)
+        await wait_final(world, ts)
+        checklist = await world.wait_message(
+            lambda m: m.text.startswith("Rollback checklist, run #"), timeout=60)
+        text = message_text(checklist)
+        assert "☑️ Stop services · _rollbot (step 'Stop services')" in text
+        assert "☑️ Ensure SSH access to production" in text
+        assert "☑️ Notify stakeholders · _rollbot (stakeholder notice posted)" in text
+        assert "☑️ Document incident" in text
+        assert "⬜ Schedule post-mortem" in text
+        await world.sender.block_action(BOB, checklist.channel, checklist.ts,
+                                        f"{Action.CHECKLIST_TOGGLE.value}.postmortem")
+        await world.wait_message(lambda m: m.ts == checklist.ts
+                                 and f"☑️ Schedule post-mortem · _<@{BOB}>" in message_text(m))
+        [uploaded] = world.emu.files()
+        assert uploaded.name.startswith("rollback-") and uploaded.name.endswith(".md")
+        body = uploaded.content.decode()
+        assert body.startswith("# Rollback Report")
+        assert "- Deployment version: v1.2.3" in body and "- Rollback to version: v1.2.2" in body
+        assert (tmp_path / "incident-logs" / uploaded.name).read_text() == body
+        run_id = (await store.history())[0].id
+        assert await store.report(run_id) == body
+    # rollbot restarts: the human tick is still there
+    from bot.checklist import ChecklistStore
+    from handlers.blocks import checklist_message
+    ticks = await ChecklistStore(store.pool).ticks(run_id)
+    assert ticks["postmortem"].done_by == BOB and not ticks["postmortem"].automatic
+    assert "☑️ Schedule post-mortem" in str(checklist_message(run_id, ticks))
