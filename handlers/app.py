@@ -13,6 +13,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
 from handlers import blocks as ui
+from handlers.assess import (
+    AssessAction,
+    AssessBlock,
+    AssessCardRef,
+    AssessView,
+    parse_assess_submission,
+)
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, Block, Field, View
@@ -94,7 +101,8 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
             await ack()
         await front.on_command(user=str(command["user_id"]), channel=str(command["channel_id"]),
                                channel_name=command.get("channel_name"), text=text,
-                               reply=respond_reply(respond))
+                               reply=respond_reply(respond),
+                               trigger_id=command.get("trigger_id"))
 
     @app.event("app_mention")
     async def mention(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any],
@@ -174,6 +182,29 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                respond: AsyncRespond) -> None:
         await ack()
         await front.on_checklist_toggle(user=_user(body), ref=load(ChecklistRef, _value(body)),
+                                        reply=respond_reply(respond))
+
+    @app.view(AssessView.ASSESS.value)
+    async def assessed(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            parse_assess_submission(view["state"]["values"])  # pure: errors go in the ack
+        except InvalidInput as exc:
+            text = str(exc)
+            block = (AssessBlock.ENVIRONMENT if "environment" in text.lower() else
+                     AssessBlock.MINUTES_TO_FIX if "minute" in text.lower() else
+                     AssessBlock.SCENARIO)
+            await ack(response_action="errors", errors={block.value: text[:150]})
+            return
+        await ack()
+        await front.on_assessed(user=_user(body), values=view["state"]["values"])
+
+    @app.action(AssessAction.OPEN_CARD.value)
+    async def assess_open_card(ack: AsyncAck, body: dict[str, Any],
+                               respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_assess_open_card(user=_user(body),
+                                        channel=str(body.get("channel", {}).get("id", "")),
+                                        ref=load(AssessCardRef, _value(body)),
                                         reply=respond_reply(respond))
 
     @app.action(Action.VERIFY_AGAIN.value)

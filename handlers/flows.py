@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.approvals import Pending, PendingState
 from bot.checklist import ChecklistStore, automatic_ticks
 from bot.config import SlackConfig
+from bot.decision import assess
 from bot.engine import Run
 from bot.errors import InvalidInput, RollbotError, RunLocked
 from bot.model import (
@@ -39,6 +40,13 @@ from bot.service import Plan, Rollbot
 from bot.versions import parse_version
 from handlers import blocks as ui
 from handlers.access import Access
+from handlers.assess import (
+    AssessCardRef,
+    assess_modal,
+    parse_assess_submission,
+    verdict_message,
+)
+from handlers.blocks import mention
 from handlers.grammar import Command, CommandKind, parse_command
 from handlers.live import LiveRun
 from handlers.metadata import ChecklistRef, CheckRef, NoticeRef
@@ -71,7 +79,7 @@ class SlackFront:
     # --- commands --------------------------------------------------------------------------
 
     async def on_command(self, *, user: str, channel: str, channel_name: str | None, text: str,
-                         reply: Reply) -> None:
+                         reply: Reply, trigger_id: str | None = None) -> None:
         refusal = await self._refuse_if_not_allowed(user, channel, channel_name, text)
         if refusal:
             await reply(ui.refusal(refusal), refusal)
@@ -83,6 +91,10 @@ class SlackFront:
             await reply(ui.help_message(str(exc)), str(exc))
             return
         try:
+            if command.kind is CommandKind.ASSESS:
+                await self._open_assess(trigger_id, environment=command.environment,
+                                        reply=reply)
+                return
             await self._dispatch(command, user=user, channel=channel, reply=reply)
         except RollbotError as exc:
             await reply(ui.refusal(str(exc)), str(exc))
@@ -166,6 +178,37 @@ class SlackFront:
             await reply(ui.refusal(f"No rollback is running in {env}."), "nothing to cancel")
             return
         await self.cancel_run(user=user, run_id=active.id, reply=reply)
+
+    async def _open_assess(self, trigger_id: str | None, *, environment: str | None,
+                           reply: Reply) -> None:
+        if trigger_id is None:
+            await reply(ui.refusal("Use `/rollback assess` (the slash command): it opens a "
+                                   "form."), "assess")
+            return
+        env, _ = self._rollbot.environment(environment)
+        await self._client.views_open(trigger_id=trigger_id, view=assess_modal(environment=env))
+
+    async def on_assessed(self, *, user: str, values: dict[str, Any]) -> None:
+        """The decision matrix's verdict, in the incidents channel for the whole team."""
+        assessment = parse_assess_submission(values)
+        verdict = assess(assessment)
+        self._rollbot.environment(assessment.environment)  # unknown: InvalidInput
+        blocks = verdict_message(verdict, assessment, version_hint="the previous version")
+        await self._store.audit(environment=assessment.environment, actor=user, kind="assess",
+                                detail=f"{assessment.scenario.value}: {verdict.action.value}")
+        await self._client.chat_postMessage(
+            channel=self._config.incidents_channel, blocks=blocks,
+            text=f"Decision matrix for {mention(user)}: {verdict.action.value}")
+
+    async def on_assess_open_card(self, *, user: str, channel: str, ref: AssessCardRef,
+                                  reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "start a rollback"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        request = RollbackRequest(environment=ref.environment,
+                                  procedure=ProcedureName(ref.procedure), target=None,
+                                  requested_by=user, reason="decision matrix: roll back")
+        await self.post_card(await self._plan(request), channel=channel)
 
     # --- clicks on the card ----------------------------------------------------------------
 

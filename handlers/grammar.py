@@ -36,10 +36,12 @@ class CommandKind(StrEnum):
     VERSIONS = "versions"
     BACKUPS = "backups"
     CANCEL = "cancel"
+    ASSESS = "assess"
 
 
 _SIMPLE_KINDS = {CommandKind.HELP, CommandKind.STATUS, CommandKind.HISTORY,
-                 CommandKind.VERSIONS, CommandKind.BACKUPS, CommandKind.CANCEL}
+                 CommandKind.VERSIONS, CommandKind.BACKUPS, CommandKind.CANCEL,
+                 CommandKind.ASSESS}
 
 _FLAG_PROCEDURE = {
     "--migrations": ProcedureName.MIGRATIONS,
@@ -70,6 +72,7 @@ HELP = """*rollbot* rolls production back, step by step, with its safeguards.
 • `/rollback v1.2.2 --emergency`: fastest path, one confirmation
 • `--env NAME` picks another environment from the runbook
 • `/rollback plan v1.2.2`: the exact steps and commands, nothing runs
+• `/rollback assess`: roll back or fix forward? The spec's decision matrix
 • `/rollback status` · `history` · `versions` · `backups` · `cancel`"""
 
 

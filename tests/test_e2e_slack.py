@@ -371,3 +371,36 @@ async def test_report_uploaded_and_checklist_ticked(
     ticks = await ChecklistStore(store.pool).ticks(run_id)
     assert ticks["postmortem"].done_by == BOB and not ticks["postmortem"].automatic
     assert "☑️ Schedule post-mortem" in str(checklist_message(run_id, ticks))
+
+
+async def test_assess_answers_with_the_decision_matrix_and_opens_the_card(
+    world: SlackWorld, store: Store
+) -> None:
+    from handlers.assess import AssessAction, AssessBlock, AssessField
+
+    def pick(value: str) -> dict[str, object]:
+        return {"type": "radio_buttons", "selected_option": {"value": value}}
+
+    await world.command(ALICE, "assess")
+    view = await world.emu.wait_for(lambda: next(iter(world.emu.views(ALICE, open_only=True)),
+                                                 None))
+    answers = {
+        AssessBlock.ENVIRONMENT.value: {AssessField.ENVIRONMENT.value: "production"},
+        AssessBlock.SCENARIO.value: {AssessField.SCENARIO.value: {
+            "type": "static_select", "selected_option": {"value": "service_down"}}},
+        AssessBlock.USERS_AFFECTED.value: {AssessField.USERS_AFFECTED.value: pick("yes")},
+        AssessBlock.ROOT_CAUSE_KNOWN.value: {AssessField.ROOT_CAUSE_KNOWN.value: pick("no")},
+        AssessBlock.DATA_LOSS.value: {AssessField.DATA_LOSS.value: pick("no")},
+        AssessBlock.PREVIOUS_STABLE.value: {AssessField.PREVIOUS_STABLE.value: pick("yes")},
+        AssessBlock.MINUTES_TO_FIX.value: {AssessField.MINUTES_TO_FIX.value: "soon"},
+    }
+    bad = await world.sender.view_submission(ALICE, view.id, answers)
+    assert bad.json["response_action"] == "errors"
+    answers[AssessBlock.MINUTES_TO_FIX.value] = {AssessField.MINUTES_TO_FIX.value: "45"}
+    ok = await world.sender.view_submission(ALICE, view.id, answers)
+    assert ok.status == 200 and not ok.json, ok.json
+    verdict = await world.wait_message(lambda m: "Decision matrix" in m.text)
+    assert "CRITICAL" in message_text(verdict)
+    await world.sender.block_action(ALICE, INCIDENTS, verdict.ts, AssessAction.OPEN_CARD.value)
+    card = await world.wait_card("🚨 Rollback production: v1.2.3 → v1.2.2")
+    assert "EMERGENCY" in message_text(card)
