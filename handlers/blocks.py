@@ -365,7 +365,11 @@ def eta_modal(*, notice: NoticeRef, current: str) -> dict[str, Any]:
 
 # --- status, history ------------------------------------------------------------------------
 
-def history_message(runs: list[RunRecord]) -> Blocks:
+def permalink(channel: str, ts: str) -> str:
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+def history_message(runs: list[RunRecord], links: dict[int, str] | None = None) -> Blocks:
     if not runs:
         return [section("No rollbacks yet.")]
     lines = []
@@ -374,7 +378,8 @@ def history_message(runs: list[RunRecord]) -> Blocks:
         lines.append(f"{_RUN_ICON.get(r.status, '•')} #{r.id} {r.created_at:%m-%d %H:%M} "
                      f"{esc(r.environment)} {mention(r.requested_by)} "
                      f"{r.from_version or '?'} → {r.to_version or '?'} {r.procedure.value} "
-                     f"*{r.status.value}* {took}")
+                     f"*{r.status.value}* {took}"
+                     + (f" <{links[r.id]}|live message>" if links and r.id in links else ""))
     return [section("*Last rollbacks*\n" + "\n".join(lines))]
 
 

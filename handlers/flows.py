@@ -115,7 +115,13 @@ class SlackFront:
             await reply(ui.status_message(env, await self._rollbot.status(env), pending),
                         "status")
         elif kind is CommandKind.HISTORY:
-            await reply(ui.history_message(await self._rollbot.history(limit=10)), "history")
+            runs = await self._rollbot.history(limit=10)
+            links = {}
+            for r in runs:
+                ref = await self._store.approvals.front_ref_for_run(r.id)
+                if ref and "ts" in ref:
+                    links[r.id] = ui.permalink(ref["channel"], ref["ts"])
+            await reply(ui.history_message(runs, links), "history")
         elif kind is CommandKind.VERSIONS:
             v = await self._rollbot.versions(command.environment, actor=user)
             tags = ", ".join(t.tag for t in v.tags[:15]) or "none"

@@ -51,6 +51,13 @@ def test_plan_changes_nothing_then_rollback_succeeds(production: Sandbox, dsn: s
     assert again.returncode == 1
     assert "already runs v1.2.2" in again.stdout
 
+    report = rollbot_cli(production, dsn, "report", "1", cwd=tmp_path)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert report.stdout.startswith("# Rollback Report")
+    assert "- Rollback to version: v1.2.2" in report.stdout
+    assert "cli:alice" in report.stdout
+    assert list((tmp_path / "incident-logs").glob("rollback-*.md"))  # written by the run
+
     history = rollbot_cli(production, dsn, "history", cwd=tmp_path)
     assert history.returncode == 0
     assert "cli:alice" in history.stdout and "succeeded" in history.stdout

@@ -94,6 +94,16 @@ async def test_rollback_from_slack_card_confirm_live_message_and_notice(
     runs = await store.history(limit=5)
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     assert runs[0].requested_by == ALICE
+    await world.command(BOB, "history")
+    said = await world.emu.wait_for(lambda: next(
+        (m for m in world.emu.ephemerals(INCIDENTS, BOB) if "Last rollbacks" in message_text(m)),
+        None))
+    assert f"/archives/{channel}/p{ts.replace('.', '')}|live message" in message_text(said)
+    await world.command(BOB, "status")
+    status = await world.emu.wait_for(lambda: next(
+        (m for m in world.emu.ephemerals(INCIDENTS, BOB)
+         if "Pending verification checks" in message_text(m)), None))
+    assert "Immediate check of rollback #1 due" in message_text(status)
     print(world.transcript())
 
 
@@ -343,7 +353,7 @@ async def test_report_uploaded_and_checklist_ticked(
     production: Sandbox, store: Store, tmp_path: Path
 ) -> None:
     async with slack_world(production, store.dsn, tmp_path) as world:
-        channel, ts = await roll_back_by_slack(world)
+        _, ts = await roll_back_by_slack(world)
         await wait_final(world, ts)
         checklist = await world.wait_message(
             lambda m: m.text.startswith("Rollback checklist, run #"), timeout=60)
