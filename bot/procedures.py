@@ -347,6 +347,17 @@ def _restore_steps(i: ProcedureInputs, stopped: str) -> tuple[Step, ...]:
 
 # --- the four procedures --------------------------------------------------------------------
 
+def _bring_up(i: ProcedureInputs, switched: str) -> tuple[Step, ...]:
+    """The spec's common ending: edit the compose file, start, wait for health, confirm."""
+    return (
+        _switch(i, switched),
+        _start(i),
+        _wait_healthy(i, deadline_s=i.env.timeouts.health_s),
+        _verify_version(i),
+        _confirm_services(i),
+    )
+
+
 def simple(i: ProcedureInputs) -> Procedure:
     s = i.env.service
     return Procedure(
@@ -355,11 +366,7 @@ def simple(i: ProcedureInputs) -> Procedure:
         steps=(
             _check_current(i),
             _stop(i, f"services STOPPED; compose file still names {i.current}"),
-            _switch(i, f"services STOPPED; compose file names {i.target}"),
-            _start(i),
-            _wait_healthy(i, deadline_s=i.env.timeouts.health_s),
-            _verify_version(i),
-            _confirm_services(i),
+            *_bring_up(i, f"services STOPPED; compose file names {i.target}"),
         ),
         succeeded_state=f"{s} runs {i.target}, healthy, all services up",
     )
@@ -380,11 +387,8 @@ def migrations(i: ProcedureInputs) -> Procedure:
             _migrate_down(i, f"{stopped}; newest migration rolled back"),
             _migration_status(i, key="verify_migration", title="Verify migration rolled back",
                               leaves=f"{stopped}; newest migration rolled back", after=True),
-            _switch(i, f"services STOPPED; migration rolled back; compose file names {i.target}"),
-            _start(i),
-            _wait_healthy(i, deadline_s=i.env.timeouts.health_s),
-            _verify_version(i),
-            _confirm_services(i),
+            *_bring_up(i, f"services STOPPED; migration rolled back; compose file names "
+                          f"{i.target}"),
         ),
         succeeded_state=f"{s} runs {i.target} on the previous schema, healthy, all services up",
     )
@@ -402,11 +406,7 @@ def restore(i: ProcedureInputs) -> Procedure:
             _stop(i, stopped),
             _safety_backup(i, stopped),
             *_restore_steps(i, stopped),
-            _switch(i, f"services STOPPED; database restored; compose file names {i.target}"),
-            _start(i),
-            _wait_healthy(i, deadline_s=i.env.timeouts.health_s),
-            _verify_version(i),
-            _confirm_services(i),
+            *_bring_up(i, f"services STOPPED; database restored; compose file names {i.target}"),
         ),
         succeeded_state=f"{s} runs {i.target} on data restored from "
                         f"{i.backup.name if i.backup else '?'}, healthy, all services up",

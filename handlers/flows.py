@@ -344,9 +344,12 @@ class SlackFront:
 
             try:
                 outcome = await self._rollbot.rollback(request, observers=[live], on_run=on_run)
-            except RunLocked as exc:
+            except RollbotError as exc:
+                # Refused before the lock (another run holds it) or the store failed: nothing
+                # ran under this card; say so where the card was.
+                what = "🚫" if isinstance(exc, RunLocked) else "⚠️ rollbot could not start:"
                 writer.set(message, text=str(exc), blocks=[
-                    *pending.front_ref.get("body", []), ui.section(f"🚫 {ui.esc(str(exc))}")])
+                    *pending.front_ref.get("body", []), ui.section(f"{what} {ui.esc(str(exc))}")])
                 await writer.drain(timeout_s=60)
                 return
             if outcome.status is RunStatus.REFUSED:
