@@ -82,6 +82,16 @@ class TimeoutsConfig(_Frozen):
     health_interval_s: float = Field(default=0.2, gt=0)
 
 
+class AutoRollbackConfig(_Frozen):
+    """The watch after a deploy announced by CI, and the countdown before rolling back."""
+
+    enabled: bool = True
+    checks: int = Field(default=5, ge=1, le=100)
+    interval_seconds: float = Field(default=10.0, gt=0)
+    countdown_seconds: float = Field(default=60.0, ge=0)
+    max_5xx_ratio: float = Field(default=0.2, ge=0, le=1)
+
+
 class EnvironmentConfig(_Frozen):
     service: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$")
@@ -92,6 +102,7 @@ class EnvironmentConfig(_Frozen):
     compose: ComposeConfig
     database: DatabaseConfig | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    auto_rollback: AutoRollbackConfig = AutoRollbackConfig()
     verify_after_minutes: tuple[Annotated[float, Field(gt=0)], ...] = (5.0, 30.0, 120.0)
     smoke_command: RunbookCommand | None = None      # the spec's `npm run test:smoke`
     service_health_urls: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
@@ -160,6 +171,7 @@ class Settings(BaseSettings):
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    rollbot_webhook_secret: str | None = None
     port: int = 3000
 
 

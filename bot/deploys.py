@@ -1,0 +1,143 @@
+"""Deploys announced by CI (watch and countdown state) and the quarantine of rolled-back versions.
+
+Every state change is a conditional UPDATE: the countdown's timer, a "Roll back now" click and a
+restarted process cannot start two rollbacks for one deploy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+
+class DeployState(StrEnum):
+    WATCHING = "watching"
+    HEALTHY = "healthy"
+    COUNTDOWN = "countdown"
+    ROLLING_BACK = "rolling_back"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Deploy:
+    id: int
+    environment: str
+    version: str
+    previous_version: str
+    stage: str
+    commit: str
+    actor: str
+    run_url: str
+    state: DeployState
+    detail: str
+    deadline: datetime | None
+    decided_by: str | None
+    front_ref: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    environment: str
+    version: str
+    by: str
+    reason: str
+    at: datetime
+
+
+class DeployStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, *, environment: str, version: str, previous_version: str,
+                     stage: str, commit: str, actor: str, run_url: str) -> tuple[Deploy, bool]:
+        """The deploy, and whether it is new (the same deploy sent twice is watched once)."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO deploys (environment, version, previous_version, stage, commit, actor,"
+            " run_url, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'watching')"
+            " ON CONFLICT DO NOTHING RETURNING *",
+            environment, version, previous_version, stage, commit, actor, run_url)
+        if row is not None:
+            return _deploy(row), True
+        row = await self._pool.fetchrow(
+            "SELECT * FROM deploys WHERE environment = $1 AND version = $2 AND"
+            " previous_version = $3 AND stage = $4 AND commit = $5",
+            environment, version, previous_version, stage, commit)
+        return _deploy(row), False
+
+    async def get(self, deploy_id: int) -> Deploy:
+        row = await self._pool.fetchrow("SELECT * FROM deploys WHERE id = $1", deploy_id)
+        if row is None:
+            raise LookupError(f"no deploy #{deploy_id}")
+        return _deploy(row)
+
+    async def set_front_ref(self, deploy_id: int, front_ref: dict[str, Any]) -> None:
+        await self._pool.execute("UPDATE deploys SET front_ref = $2::jsonb WHERE id = $1",
+                                 deploy_id, json.dumps(front_ref))
+
+    async def move(self, deploy_id: int, frm: tuple[DeployState, ...], to: DeployState, *,
+                   detail: str | None = None, by: str | None = None,
+                   countdown_s: float | None = None) -> bool:
+        """Change state only from one of ``frm``; True when this call made the change."""
+        row = await self._pool.fetchval(
+            "UPDATE deploys SET state = $3, detail = COALESCE($4, detail),"
+            " decided_by = COALESCE($5, decided_by),"
+            " deadline = CASE WHEN $6::float8 IS NULL THEN deadline"
+            " ELSE now() + make_interval(secs => $6::float8) END"
+            " WHERE id = $1 AND state = ANY($2::text[]) RETURNING true",
+            deploy_id, [s.value for s in frm], to.value, detail, by, countdown_s)
+        return bool(row)
+
+    async def attach_run(self, deploy_id: int, run_id: int) -> None:
+        await self._pool.execute("UPDATE deploys SET run_id = $2 WHERE id = $1",
+                                 deploy_id, run_id)
+
+    async def interrupt_countdowns(self) -> list[Deploy]:
+        """At start: countdowns of a process that died wait for a person; never resumed twice."""
+        rows = await self._pool.fetch(
+            "UPDATE deploys SET state = 'interrupted', detail = 'rollbot restarted during the"
+            " countdown; nothing was rolled back' WHERE state IN ('countdown', 'watching')"
+            " RETURNING *")
+        return [_deploy(r) for r in rows]
+
+    # --- quarantine -----------------------------------------------------------------------
+
+    async def quarantine(self, *, environment: str, version: str, by: str, reason: str,
+                         run_id: int | None) -> None:
+        await self._pool.execute(
+            "INSERT INTO quarantine (environment, version, by, reason, run_id) VALUES"
+            " ($1, $2, $3, $4, $5) ON CONFLICT (environment, version) DO UPDATE SET"
+            " by = EXCLUDED.by, reason = EXCLUDED.reason, at = now(), run_id = EXCLUDED.run_id",
+            environment, version, by, reason, run_id)
+
+    async def quarantined(self, environment: str, version: str) -> Quarantined | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM quarantine WHERE environment = $1 AND version = $2",
+            environment, version)
+        return Quarantined(row["environment"], row["version"], row["by"], row["reason"],
+                           row["at"]) if row else None
+
+    async def lift(self, environment: str, version: str) -> bool:
+        return bool(await self._pool.fetchval(
+            "DELETE FROM quarantine WHERE environment = $1 AND version = $2 RETURNING true",
+            environment, version))
+
+
+def _deploy(row: asyncpg.Record) -> Deploy:
+    return Deploy(id=row["id"], environment=row["environment"], version=row["version"],
+                  previous_version=row["previous_version"], stage=row["stage"],
+                  commit=row["commit"], actor=row["actor"], run_url=row["run_url"],
+                  state=DeployState(row["state"]), detail=row["detail"],
+                  deadline=row["deadline"], decided_by=row["decided_by"],
+                  front_ref=json.loads(row["front_ref"]))
+
+
+def countdown_left(deploy: Deploy, now: datetime) -> timedelta:
+    return (deploy.deadline - now) if deploy.deadline else timedelta(0)
