@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -36,6 +38,7 @@ from handlers.metadata import (
 log = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
+Listener = Callable[..., Awaitable[None]]
 _SLOW_KINDS = {CommandKind.ROLLBACK, CommandKind.PLAN, CommandKind.VERSIONS, CommandKind.BACKUPS}
 
 
@@ -68,6 +71,29 @@ class SeenEvents:
         return True
 
 
+def guarded(front: SlackFront) -> Callable[[Listener], Listener]:
+    """Errors after the ack become a sentence for the person, never an unanswered request.
+
+    (Bolt takes back an ack when the listener raises soon after it, and Slack then shows an error
+    after 3 s.) Bolt reads the listener's parameter names, which ``functools.wraps`` keeps.
+    """
+    def decorate(listener: Listener) -> Listener:
+        @functools.wraps(listener)
+        async def wrapper(**kwargs: Any) -> None:
+            respond = kwargs.get("respond")
+
+            async def reply(blocks: ui.Blocks, text: str) -> None:
+                if respond is not None:
+                    await respond(text=text, blocks=blocks, response_type="ephemeral",
+                                  replace_original=False)
+                else:
+                    log.warning("listener %s: %s", listener.__name__, text)
+
+            await front.after_ack(listener(**kwargs), reply)
+        return wrapper
+    return decorate
+
+
 def _ack_text(text: str) -> str | None:
     """A quick word for commands that take a moment (SSH pre-flight); parsing is pure, no I/O."""
     try:
@@ -89,8 +115,10 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
     app = AsyncApp(client=client, signing_secret=signing_secret,
                    raise_error_for_unhandled_request=False)
     seen = SeenEvents()
+    safe = guarded(front)
 
     @app.command("/rollback")
+    @safe
     async def rollback_command(ack: AsyncAck, command: dict[str, Any],
                                respond: AsyncRespond) -> None:
         text = str(command.get("text", ""))
@@ -105,6 +133,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                trigger_id=command.get("trigger_id"))
 
     @app.event("app_mention")
+    @safe
     async def mention(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any],
                       client: AsyncWebClient) -> None:
         await ack()
@@ -116,12 +145,14 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                reply=ephemeral_reply(client, channel=channel, user=user))
 
     @app.action(Action.CONFIRM.value)
+    @safe
     async def confirm(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.on_confirm(user=_user(body), card=load(CardRef, _value(body)).card,
                                reply=respond_reply(respond))
 
     @app.action(Action.CONFIRM_RESTORE.value)
+    @safe
     async def confirm_restore(ack: AsyncAck, body: dict[str, Any],
                               respond: AsyncRespond) -> None:
         await ack()
@@ -130,6 +161,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                        reply=respond_reply(respond))
 
     @app.view(View.RESTORE_CONFIRM.value)
+    @safe
     async def restore_submitted(ack: AsyncAck, body: dict[str, Any],
                                 view: dict[str, Any]) -> None:
         card = load(CardRef, view.get("private_metadata")).card
@@ -144,24 +176,28 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         await front.on_restore_confirmed(user=_user(body), card=card)
 
     @app.action(Action.APPROVE_RESTORE.value)
+    @safe
     async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.on_approve(user=_user(body), card=load(CardRef, _value(body)).card,
                                reply=respond_reply(respond))
 
     @app.action(Action.CANCEL_CARD.value)
+    @safe
     async def cancel_card(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.on_cancel_card(user=_user(body), card=load(CardRef, _value(body)).card,
                                    reply=respond_reply(respond))
 
     @app.action(Action.CANCEL_RUN.value)
+    @safe
     async def cancel_run(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.cancel_run(user=_user(body), run_id=load(RunRef, _value(body)).run,
                                reply=respond_reply(respond))
 
     @app.action(Action.SET_ETA.value)
+    @safe
     async def set_eta(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         notice = NoticeRef(run=load(RunRef, _value(body)).run,
@@ -170,6 +206,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         await front.on_set_eta(notice=notice, trigger_id=str(body["trigger_id"]))
 
     @app.view(View.SET_ETA.value)
+    @safe
     async def eta_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
         eta = str(view["state"]["values"][Block.ETA.value][Field.ETA.value].get("value") or "")
@@ -178,6 +215,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                      eta=eta)
 
     @app.action(re.compile(rf"^{re.escape(Action.CHECKLIST_TOGGLE.value)}\.[a-z0-9_]+$"))
+    @safe
     async def checklist_toggle(ack: AsyncAck, body: dict[str, Any],
                                respond: AsyncRespond) -> None:
         await ack()
@@ -185,6 +223,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                         reply=respond_reply(respond))
 
     @app.view(AssessView.ASSESS.value)
+    @safe
     async def assessed(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         try:
             parse_assess_submission(view["state"]["values"])  # pure: errors go in the ack
@@ -199,6 +238,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         await front.on_assessed(user=_user(body), values=view["state"]["values"])
 
     @app.action(AssessAction.OPEN_CARD.value)
+    @safe
     async def assess_open_card(ack: AsyncAck, body: dict[str, Any],
                                respond: AsyncRespond) -> None:
         await ack()
@@ -208,6 +248,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                         reply=respond_reply(respond))
 
     @app.action(Action.VERIFY_AGAIN.value)
+    @safe
     async def verify_again(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.on_verify_again(user=_user(body), ref=load(CheckRef, _value(body)),
@@ -230,6 +271,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
 
 def _register_verdict(app: AsyncApp, front: SlackFront, action: Action, verdict: str) -> None:
     @app.action(action.value)
+    @guarded(front)
     async def answer(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await front.on_verdict(user=_user(body), ref=load(CheckRef, _value(body)),
@@ -239,6 +281,7 @@ def _register_verdict(app: AsyncApp, front: SlackFront, action: Action, verdict:
 def _register_next(app: AsyncApp, front: SlackFront, action: Action,
                    procedure: ProcedureName) -> None:
     @app.action(action.value)
+    @guarded(front)
     async def next_step(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         ref = load(NextStep, _value(body))

@@ -583,6 +583,33 @@ class SlackFront:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def after_ack(self, work: Awaitable[None], reply: Reply) -> None:
+        """Run a listener's work after its ack: errors become a sentence, never a Slack error."""
+        try:
+            await work
+        except RollbotError as exc:
+            await self._safe_reply(reply, str(exc))
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("Slack action failed (ref %s)", ref)
+            await self._safe_reply(reply, f"Something went wrong inside rollbot (ref {ref}); "
+                                          "nothing was changed by this click.")
+
+    async def _safe_reply(self, reply: Reply, text: str) -> None:
+        try:
+            await reply(ui.refusal(text), text)
+        except Exception as exc:
+            log.warning("could not answer the user: %s (%s)", text, exc)
+
+    async def user_refusal(self, user: str, doing: str) -> str:
+        return await self._user_refusal(user, doing)
+
+    async def run_pending(self, pending: Pending, *, confirmed_by: tuple[str, ...]
+                          ) -> int | None:
+        """Run a confirmed pending rollback with its live message; returns the run id."""
+        await self._run(pending, confirmed_by=confirmed_by)
+        return (await self._store.approvals.get(pending.id)).run_id
+
     async def wait_idle(self, timeout_s: float) -> None:
         """Let running rollbacks finish (used at shutdown and by tests)."""
         if self._tasks:

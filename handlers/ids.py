@@ -16,6 +16,9 @@ class Action(StrEnum):
     NEXT_RESTORE = "rollbot.next.restore"
     VERIFY_AGAIN = "rollbot.verify.again"
     CHECKLIST_TOGGLE = "rollbot.checklist.toggle"
+    AUTO_ROLL_BACK_NOW = "rollbot.auto.roll_back_now"
+    AUTO_CANCEL = "rollbot.auto.cancel"
+    NEXT_MIGRATIONS = "rollbot.next.migrations"
     VERDICT_HEALTHY = "rollbot.verify.healthy"
     VERDICT_REGRESSED = "rollbot.verify.regressed"
 
@@ -25,6 +28,7 @@ class Block(StrEnum):
     RUN_ACTIONS = "rollbot.run.actions"
     NOTICE_ACTIONS = "rollbot.notice.actions"
     VERIFY_ACTIONS = "rollbot.verify.actions"
+    AUTO_ACTIONS = "rollbot.auto.actions"
     DB_NAME = "rollbot.modal.db_name"
     ETA = "rollbot.modal.eta"
 

@@ -47,6 +47,10 @@ class ChecklistRef(_Meta):
     item: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
 
 
+class DeployRef(_Meta):
+    deploy: int = Field(gt=0)
+
+
 class NextStep(_Meta):
     """A follow-up offered after a failed run: open a new card with this procedure."""
 

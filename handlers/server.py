@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ class ReplayGuard:
     def __init__(self, signing_secret: str, *,
                  audit: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         self._verifier = SignatureVerifier(signing_secret)
-        self._seen: dict[str, float] = {}
+        self._seen: set[str] = set()
+        self._order: deque[tuple[float, str]] = deque()
         self._audit = audit
         self._background: set[asyncio.Task[None]] = set()
 
@@ -60,14 +62,16 @@ class ReplayGuard:
                          f"{_MAX_AGE_S // 60} minutes old (timestamp {stamp[:20]!r})")
             return web.json_response({"error": "invalid request"}, status=401)
         now = time.monotonic()
-        self._seen = {k: t for k, t in self._seen.items() if now - t < 2 * _MAX_AGE_S}
+        while self._order and now - self._order[0][0] > 2 * _MAX_AGE_S:  # O(1) per request
+            self._seen.discard(self._order.popleft()[1])
         if signature in self._seen:
             if request.headers.get("X-Slack-Retry-Num"):
                 # Slack re-delivering what we already took: answer so it stops, run nothing.
                 return web.Response(status=200)
             self._record("refused a replayed Slack request (same signature as an earlier one)")
             return web.json_response({"error": "replayed request"}, status=401)
-        self._seen[signature] = now
+        self._seen.add(signature)
+        self._order.append((now, signature))
         return await handler(request)
 
     def _record(self, detail: str) -> None:

@@ -414,3 +414,14 @@ async def test_assess_answers_with_the_decision_matrix_and_opens_the_card(
     await world.sender.block_action(ALICE, INCIDENTS, verdict.ts, AssessAction.OPEN_CARD.value)
     card = await world.wait_card("🚨 Rollback production: v1.2.3 → v1.2.2")
     assert "EMERGENCY" in message_text(card)
+
+
+async def test_a_click_for_an_unknown_card_is_answered_not_dropped(world: SlackWorld) -> None:
+    await world.command(ALICE, "v1.2.2")
+    card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")
+    click = await world.click(ALICE, card, Action.CANCEL_CARD, value='{"card":"0123456789abcdef"}')
+    forged = await world.click(ALICE, card, Action.CANCEL_CARD, value='{"card":"../etc"}')
+    assert click.status == 200 and click.elapsed < 2.5 and forged.status == 200
+    said = await world.emu.wait_for(lambda: [m.text for m in world.emu.ephemerals(INCIDENTS,
+                                                                                 ALICE)])
+    assert any("unknown to rollbot" in t for t in said)
