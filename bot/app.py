@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.config import Runbook, Settings, load_runbook
+from bot.deploys import DeployStore
 from bot.embedded_pg import EmbeddedPostgres
 from bot.http_probe import HttpxProbe
 from bot.model import RunOutcome, RunStatus
@@ -29,6 +30,7 @@ class App:
     rollbot: Rollbot
     verifier: Verifier
     reporter: Reporter
+    deploys: DeployStore
 
 
 def load(settings: Settings) -> Runbook:
@@ -62,7 +64,19 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
             if outcome.status is not RunStatus.REFUSED:
                 await reporter.write(outcome.run_id)
 
+        deploys = DeployStore(store.pool)
+
+        async def quarantine(outcome: RunOutcome) -> None:
+            # A version that was rolled back is marked bad, so CI can refuse to deploy it again.
+            run = await store.get_run(outcome.run_id)
+            if (run is not None and outcome.status is RunStatus.SUCCEEDED
+                    and run.from_version and run.from_version != run.to_version):
+                await deploys.quarantine(environment=run.environment, version=run.from_version,
+                                         by=run.requested_by, run_id=run.id,
+                                         reason=run.reason or "rolled back")
+
         rollbot.finished_hooks.append(verifier.after_run)
         rollbot.finished_hooks.append(write_report)
+        rollbot.finished_hooks.append(quarantine)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
-                  verifier=verifier, reporter=reporter)
+                  verifier=verifier, reporter=reporter, deploys=deploys)

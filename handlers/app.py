@@ -22,6 +22,7 @@ from handlers.assess import (
     AssessView,
     parse_assess_submission,
 )
+from handlers.autorollback import AutoRollback
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, Block, Field, View
@@ -29,6 +30,7 @@ from handlers.metadata import (
     CardRef,
     ChecklistRef,
     CheckRef,
+    DeployRef,
     NextStep,
     NoticeRef,
     RunRef,
@@ -111,7 +113,8 @@ def _value(body: dict[str, Any]) -> str:
     return str(body["actions"][0].get("value", ""))
 
 
-def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
+              auto: AutoRollback) -> AsyncApp:
     app = AsyncApp(client=client, signing_secret=signing_secret,
                    raise_error_for_unhandled_request=False)
     seen = SeenEvents()
@@ -247,6 +250,21 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
                                         ref=load(AssessCardRef, _value(body)),
                                         reply=respond_reply(respond))
 
+    @app.action(Action.AUTO_ROLL_BACK_NOW.value)
+    @safe
+    async def auto_now(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await auto.on_roll_back_now(user=_user(body), deploy_id=load(DeployRef,
+                                                                     _value(body)).deploy,
+                                    reply=respond_reply(respond))
+
+    @app.action(Action.AUTO_CANCEL.value)
+    @safe
+    async def auto_cancel(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await auto.on_cancel(user=_user(body), deploy_id=load(DeployRef, _value(body)).deploy,
+                             reply=respond_reply(respond))
+
     @app.action(Action.VERIFY_AGAIN.value)
     @safe
     async def verify_again(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -259,6 +277,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str)
         _register_verdict(app, front, action, verdict)
 
     for action, procedure in ((Action.NEXT_EMERGENCY, ProcedureName.EMERGENCY),
+                              (Action.NEXT_MIGRATIONS, ProcedureName.MIGRATIONS),
                               (Action.NEXT_RESTORE, ProcedureName.RESTORE)):
         _register_next(app, front, action, procedure)
 

@@ -21,6 +21,7 @@ from bot.approvals import Pending, PendingState
 from bot.checklist import ChecklistStore, automatic_ticks
 from bot.config import SlackConfig
 from bot.decision import assess
+from bot.deploys import DeployStore
 from bot.engine import Run
 from bot.errors import InvalidInput, RollbotError, RunLocked
 from bot.model import (
@@ -133,6 +134,19 @@ class SlackFront:
             lines = [f"`{b.name}` {b.size / 1e6:.1f} MB, {b.modified:%Y-%m-%d %H:%M} UTC"
                      for b in backups[:20]] or ["no backups found"]
             await reply([ui.section("*Backups*\n" + "\n".join(lines))], "backups")
+        elif kind is CommandKind.UNQUARANTINE:
+            env, _ = self._rollbot.environment(command.environment)
+            version = str(command.version)
+            deploys = DeployStore(self._store.pool)
+            if not await deploys.lift(env, version):
+                await reply(ui.refusal(f"{version} is not quarantined in {env}."), "no-op")
+                return
+            await self._store.audit(environment=env, actor=user, kind="unquarantine",
+                                    detail=f"{version}: {command.reason or 'no reason given'}")
+            text = f"✅ {version} may be deployed to {env} again (quarantine lifted by " \
+                   f"{ui.mention(user)})."
+            await self._client.chat_postMessage(channel=channel, text=text,
+                                                blocks=[ui.section(text)])
         elif kind is CommandKind.CANCEL:
             await self._cancel_active(user=user, environment=command.environment, reply=reply)
         else:

@@ -37,6 +37,7 @@ class CommandKind(StrEnum):
     BACKUPS = "backups"
     CANCEL = "cancel"
     ASSESS = "assess"
+    UNQUARANTINE = "unquarantine"
 
 
 _SIMPLE_KINDS = {CommandKind.HELP, CommandKind.STATUS, CommandKind.HISTORY,
@@ -73,6 +74,7 @@ HELP = """*rollbot* rolls production back, step by step, with its safeguards.
 • `--env NAME` picks another environment from the runbook
 • `/rollback plan v1.2.2`: the exact steps and commands, nothing runs
 • `/rollback assess`: roll back or fix forward? The spec's decision matrix
+• `/rollback unquarantine v1.2.3`: let CI deploy a rolled-back version again
 • `/rollback status` · `history` · `versions` · `backups` · `cancel`"""
 
 
@@ -86,6 +88,16 @@ def parse_command(text: str) -> Command:
         if len(tokens) > 1:
             raise GrammarError(f"`{head}` takes no arguments (got `{_show(tokens[1])}`).")
         return Command(kind=CommandKind(head))
+    if head == CommandKind.UNQUARANTINE:
+        if len(tokens) < 2:
+            raise GrammarError("Say which version: `/rollback unquarantine v1.2.3`.")
+        # After the version: `--env NAME` and a reason, as for a rollback ("previous" is a
+        # placeholder so the shared parser reads the rest).
+        rest = _parse_rollback(["previous", *tokens[2:]], kind=CommandKind.UNQUARANTINE)
+        if rest.procedure is not ProcedureName.SIMPLE:
+            raise GrammarError("`unquarantine` takes a version, `--env` and a reason only.")
+        return Command(kind=CommandKind.UNQUARANTINE, version=parse_version(tokens[1]),
+                       environment=rest.environment, reason=rest.reason)
     if head == CommandKind.PLAN:
         return _parse_rollback(tokens[1:], kind=CommandKind.PLAN)
     return _parse_rollback(tokens, kind=CommandKind.ROLLBACK)

@@ -29,7 +29,9 @@ from bot.errors import ConfigError
 from bot.store import Store
 from handlers.access import Access
 from handlers.app import build_app
+from handlers.autorollback import AutoRollback
 from handlers.flows import SlackFront
+from handlers.hooks import DeployHooks
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class ReplayGuard:
         task.add_done_callback(self._background.discard)
 
 
-def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard) -> web.Application:
+def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard,
+            hooks: DeployHooks | None = None) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(
             await to_bolt_request(request)))
@@ -93,6 +96,8 @@ def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard) -> web.Applicat
 
     app = web.Application(middlewares=[guard.middleware])
     app.add_routes([web.post(EVENTS_PATH, events), web.get("/healthz", healthz)])
+    if hooks is not None:
+        app.add_routes(hooks.routes())
     return app
 
 
@@ -104,6 +109,7 @@ class SlackService:
     front: SlackFront
     bolt: AsyncApp
     port: int
+    auto: AutoRollback
 
 
 def _require(settings: Settings, runbook: Runbook) -> tuple[str, str]:
@@ -143,14 +149,20 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         app.verifier.announce_with(front.announce_verification)
         await app.verifier.start()
         stack.push_async_callback(app.verifier.stop)
-        bolt = build_app(front=front, client=client, signing_secret=secret)
+        auto = AutoRollback(rollbot=app.rollbot, front=front, deploys=app.deploys,
+                            client=client, config=runbook.slack)
+        stack.push_async_callback(auto.wait_idle, 3600.0)
+        await auto.resume_after_restart()
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, rollbot=app.rollbot,
+                            deploys=app.deploys, auto=auto)
+        bolt = build_app(front=front, client=client, signing_secret=secret, auto=auto)
 
         async def audit(detail: str) -> None:
             await app.store.audit(environment=runbook.default_environment, actor="slack",
                                   kind="refusal", detail=detail)
 
         guard = ReplayGuard(secret, audit=audit)
-        runner = web.AppRunner(web_app(bolt=bolt, store=app.store, guard=guard),
+        runner = web.AppRunner(web_app(bolt=bolt, store=app.store, guard=guard, hooks=hooks),
                                access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -165,7 +177,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
             stack.push_async_callback(socket_mode.close_async)
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
         log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
-        yield SlackService(app=app, front=front, bolt=bolt, port=port)
+        yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=auto)
 
 
 async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:

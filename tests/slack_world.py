@@ -100,7 +100,8 @@ def button_labels(m: Message) -> list[str]:
 @asynccontextmanager
 async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
                       runbook_text: Callable[[str], str] = lambda t: t,
-                      min_update_interval_s: float = 1.0) -> AsyncIterator[SlackWorld]:
+                      min_update_interval_s: float = 1.0,
+                      webhook_secret: str | None = None) -> AsyncIterator[SlackWorld]:
     runbook_path = tmp / "rollbot.toml"
     runbook_path.write_text(f'incident_logs_dir = "{tmp / "incident-logs"}"\n'
                             + runbook_text(sandbox.runbook.read_text()) + SLACK_TABLE)
@@ -114,7 +115,8 @@ async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
         emu.add_usergroup("S0ONCALL", [CAROL])
         settings = Settings(database_url=dsn, rollbot_config=runbook_path,
                             slack_bot_token=TOKEN, slack_signing_secret=SECRET,
-                            slack_api_url=emu.api_url, port=0)
+                            slack_api_url=emu.api_url, port=0,
+                            rollbot_webhook_secret=webhook_secret)
         async with running(settings, load_runbook(runbook_path),
                            min_update_interval_s=min_update_interval_s) as service:
             sender = SlackSender(f"http://127.0.0.1:{service.port}/slack/events", SECRET, emu)
