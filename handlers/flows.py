@@ -316,6 +316,7 @@ class SlackFront:
         move = await self._store.approvals.cancel(card, by=user)
         if not move.moved:
             await reply(ui.refusal(move.reason), move.reason)
+            return  # the card already shows its final state
         await self._refresh_card(move.pending)
 
     async def on_next_step(self, *, user: str, channel: str, procedure: ProcedureName,
