@@ -232,7 +232,7 @@ CLIENT_TOOLS = ("bash", "curl", "openssl", "date", "sed", "mktemp", "rm")
 def tool_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "with-jq":
         if shutil.which("jq") is None:
-            pytest.skip("jq is not installed here")
+            pytest.fail("jq is missing: ./run installs it (Debian package jq)")
         return os.environ["PATH"]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
