@@ -186,3 +186,16 @@ async def test_a_restart_during_the_countdown_waits_for_a_person(
         await world.service.front.wait_idle(60)
         assert len(await store.history()) == 1
         assert production.running_image() == "azora-api:v1.2.2"
+
+
+@pytest.mark.parametrize("world", [0.0], indirect=True)
+async def test_a_zero_countdown_rolls_back_at_once(world: SlackWorld, production: Sandbox,
+                                                  store: Store) -> None:
+    started = time.monotonic()
+    await hook(world, "/hooks/deploy", deploy(stage="start_failed"))
+    await world.wait_message(lambda m: "Rollback completed. Service restored to v1.2.2" in m.text,
+                             timeout=120)
+    assert time.monotonic() - started < 30
+    assert production.running_image() == "azora-api:v1.2.2"
+    [run] = await store.history()
+    assert run.requested_by == "rollbot (automatic)"
