@@ -173,8 +173,11 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+            stack.push_async_callback(socket_mode.close_async)  # also when connecting fails
+            # apps.connections.open once, outside slack_sdk's connect(), which retries a refused
+            # token forever: a wrong SLACK_APP_TOKEN stops start-up with Slack's error instead.
+            socket_mode.client.wss_uri = await socket_mode.client.issue_new_wss_url()
             await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-            stack.push_async_callback(socket_mode.close_async)
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
         log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
         yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=auto)

@@ -4,6 +4,8 @@
   the workspace state, the call log, fault modes, transcripts (``server``).
 - ``SlackSender``: Slack's signed requests to the app: slash commands, button clicks,
   modal submissions, events (``sender``).
+- Socket Mode: ``apps.connections.open`` and the WebSocket (``emu.socket_send``, acks);
+  ``SocketModeSender`` sends ``SlackSender``'s requests as envelopes (``socket_mode``).
 - ``EmulatorClient``: the emulator's controls over HTTP, from another process (``client``).
 - ``block_kit_problems`` / ``modal_view_problems``: Block Kit limits, pure (``limits``).
 
@@ -16,6 +18,13 @@ from slack_emulator.modes import CallRecord, RateLimitRule
 from slack_emulator.sender import SendOptions, SendResult, SentRequest, SlackSender
 from slack_emulator.server import Emulator
 from slack_emulator.signing import signature, signed_headers, verify
+from slack_emulator.socket_mode import (
+    SocketAck,
+    SocketConnection,
+    SocketEnvelope,
+    SocketModeSender,
+    SocketSendResult,
+)
 from slack_emulator.state import Message, UploadedFile, View
 
 __all__ = [
@@ -29,6 +38,11 @@ __all__ = [
     "SendResult",
     "SentRequest",
     "SlackSender",
+    "SocketAck",
+    "SocketConnection",
+    "SocketEnvelope",
+    "SocketModeSender",
+    "SocketSendResult",
     "UploadedFile",
     "View",
     "block_kit_problems",

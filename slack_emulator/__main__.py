@@ -33,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--token", default="xoxb-test", help="the bot token the API accepts")
     p.add_argument(
+        "--app-token",
+        action="append",
+        default=[],
+        help="an app-level token apps.connections.open accepts (Socket Mode)",
+    )
+    p.add_argument(
         "--signing-secret", help="lets POST /_emulator/send/... sign requests to the app"
     )
     p.add_argument("--app-url", help="the app's request URL for /_emulator/send/...")
@@ -56,6 +62,7 @@ async def serve(args: argparse.Namespace) -> None:
         bot_name=args.bot_name,
         signing_secret=args.signing_secret,
         app_url=args.app_url,
+        app_tokens=tuple(args.app_token),
     )
     for cid, name in args.channel:
         emu.add_channel(cid, name)

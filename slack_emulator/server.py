@@ -7,7 +7,8 @@
         print(emu.transcript("C0INCIDENTS"))
 
 Routes: ``POST|GET /api/<method>`` (the Web API), ``POST /upload/v1/<file>`` (files upload
-v2), ``POST /response/<id>`` (response URLs), ``GET /files/<id>/...`` (uploaded bytes) and
+v2), ``POST /response/<id>`` (response URLs), ``GET /files/<id>/...`` (uploaded bytes),
+``GET /socket-mode/<ticket>`` (Socket Mode's WebSocket, see ``socket_mode``) and
 ``/_emulator/...`` (the same controls as JSON, see ``control``).
 """
 
@@ -24,6 +25,7 @@ from aiohttp import web
 from slack_emulator import interactions
 from slack_emulator.modes import Answer, CallRecord, Faults, MethodFault, RateLimitRule
 from slack_emulator.render import transcript as render_transcript
+from slack_emulator.socket_mode import SOCKET_PATH, SocketConnection, SocketEnvelope, SocketModeHub
 from slack_emulator.state import (
     JSON,
     SLACKBOT,
@@ -36,6 +38,9 @@ from slack_emulator.state import (
 from slack_emulator.webapi import ApiError, WebApi, decode_params
 
 T = TypeVar("T")
+
+# Methods that take an app-level token (xapp-...) only, in the Authorization header.
+APP_TOKEN_METHODS = ("apps.connections.open",)
 
 
 class Emulator:
@@ -54,6 +59,7 @@ class Emulator:
         app_id: str = "A0ROLLBOT",
         bot_name: str = "rollbot",
         extra_tokens: tuple[str, ...] = (),
+        app_tokens: tuple[str, ...] = (),
         trigger_ttl: float = 3.0,
         response_url_ttl: float = interactions.RESPONSE_URL_TTL,
         response_url_max_uses: int = interactions.RESPONSE_URL_MAX_USES,
@@ -70,9 +76,12 @@ class Emulator:
             bot_name=bot_name,
         )
         self.tokens = {token, *extra_tokens}
+        self.app_tokens = set(app_tokens)  # app-level tokens: apps.connections.open only
         self.host, self.port = host, port
         self.ws = Workspace(self.ident)
         self.api = WebApi(self.ws, lambda: self.base_url, trigger_ttl)
+        self.socket_mode = SocketModeHub(self.ident, lambda: self.base_url)
+        self.api.methods["apps.connections.open"] = self.socket_mode.connections_open
         self.faults = Faults()
         self.calls: list[CallRecord] = []
         self.response_url_ttl = response_url_ttl
@@ -93,9 +102,12 @@ class Emulator:
                 web.post("/upload/v1/{file_id}", self._handle_upload),
                 web.post("/response/{rid:.+}", self._handle_response_url),
                 web.get("/files/{file_id}/{tail:.*}", self._handle_file_download),
+                web.get(SOCKET_PATH + "{ticket}", self.socket_mode.handle),
                 *control_routes(self),
             ]
         )
+        app.on_shutdown.append(self.socket_mode.on_shutdown)  # the site stopped listening
+        self.socket_mode.closing = False  # a restarted emulator takes connections again
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -147,6 +159,59 @@ class Emulator:
 
     def add_usergroup(self, group_id: str, users: list[str], handle: str | None = None) -> None:
         self.ws.add_usergroup(group_id, users, handle)
+
+    # -- Socket Mode -------------------------------------------------------------------------
+
+    def add_app_token(self, token: str) -> None:
+        """An app-level token (``xapp-...``) ``apps.connections.open`` accepts."""
+        self.app_tokens.add(token)
+
+    async def socket_send(
+        self,
+        kind: str,
+        payload: JSON,
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> SocketEnvelope:
+        """Deliver an envelope (``slash_commands``, ``interactive``, ``events_api``) to the app.
+
+        ``accepts_response_payload`` defaults to Slack's: slash commands and view submissions.
+        Returns the envelope record (``envelope_id``; later its ``ack``). LookupError when no
+        Socket Mode connection is open.
+        """
+        return await self.socket_mode.send(
+            kind,
+            payload,
+            accepts_response_payload=accepts_response_payload,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+        )
+
+    async def wait_socket_connected(self, timeout: float = 5.0) -> SocketConnection:
+        """The newest open Socket Mode connection (hello sent), waiting for one if need be."""
+
+        def newest() -> SocketConnection | None:
+            connections = self.socket_mode.open_connections()
+            return connections[-1] if connections else None
+
+        return await self.wait_for(newest, timeout)
+
+    async def wait_socket_ack(self, envelope_id: str, timeout: float = 5.0) -> SocketEnvelope:
+        """The envelope once Slack knows its outcome: acked, or 3 s passed without an ack.
+
+        Check ``acked_in_time`` / ``status``; ``elapsed`` is the ack's delay.
+        """
+        envelope = self.socket_mode.envelopes[envelope_id]
+        return await self.wait_for(lambda: envelope if envelope.decided else None, timeout)
+
+    def socket_envelopes(self, kind: str | None = None) -> list[SocketEnvelope]:
+        return [e for e in self.socket_mode.envelopes.values() if kind is None or e.type == kind]
+
+    async def socket_disconnect(self, reason: str = "refresh_requested") -> int:
+        """Slack's ``disconnect`` message to every open connection; how many got it."""
+        return await self.socket_mode.disconnect(reason)
 
     # -- fault modes -------------------------------------------------------------------------
 
@@ -350,9 +415,10 @@ class Emulator:
             return self._record(method, params, Answer(200, {"ok": False, "error": "invalid_json"}))
         params = decode_params(params)
         token = params.pop("token", None)
+        in_header = False
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
-            token = auth[len("Bearer ") :].strip()
+            token, in_header = auth[len("Bearer ") :].strip(), True
         canned = self.faults.check(method, params, self.ws.now())
         if canned is not None:
             return self._record(method, params, canned)
@@ -360,15 +426,35 @@ class Emulator:
             return self._record(
                 method, params, Answer(200, {"ok": False, "error": "unknown_method"})
             )
-        if not token:
-            return self._record(method, params, Answer(200, {"ok": False, "error": "not_authed"}))
-        if token not in self.tokens:
-            return self._record(method, params, Answer(200, {"ok": False, "error": "invalid_auth"}))
+        refusal = self._token_refusal(method, token, in_header=in_header)
+        if refusal is not None:
+            return self._record(method, params, Answer(200, {"ok": False, "error": refusal}))
         try:
             body = self.api.call(method, params)
         except ApiError as e:
             body = e.body()
         return self._record(method, params, Answer(200, body))
+
+    def _token_refusal(self, method: str, token: str | None, *, in_header: bool) -> str | None:
+        """Slack's error for a missing or wrong token, or None.
+
+        A token of the wrong kind (bot token for apps.connections.open, app-level token for
+        anything else) answers ``not_allowed_token_type`` as Slack does; apps.connections.open
+        takes its token in the Authorization header only (as a form field: ``invalid_auth``).
+        """
+        if not token:
+            return "not_authed"
+        if method in APP_TOKEN_METHODS:
+            if token in self.tokens:
+                return "not_allowed_token_type"
+            if token not in self.app_tokens or not in_header:
+                return "invalid_auth"
+            return None
+        if token in self.app_tokens:
+            return "not_allowed_token_type"
+        if token not in self.tokens:
+            return "invalid_auth"
+        return None
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
