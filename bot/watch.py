@@ -61,7 +61,7 @@ async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
 
 
 def triggers_of(observations: list[Observation], *, max_5xx_ratio: float, checks: int,
-                final: bool) -> list[str]:
+                final: bool, deployed: str = "") -> list[str]:
     """What the spec's triggers say about the observations so far."""
     found: list[str] = []
     last = observations[-1]
@@ -72,6 +72,10 @@ def triggers_of(observations: list[Observation], *, max_5xx_ratio: float, checks
     if len(streak) == need and not any(o.healthy for o in streak):
         found.append(f"health checks fail: {need} in a row "
                      f"(last answer {streak[-1].health or 'none'})")
+    wrong = [o.version for o in streak if o.version and deployed and o.version != deployed]
+    if len(streak) == need and len(wrong) == need:
+        found.append(f"the service reports {wrong[-1]}, not the deployed {deployed}, "
+                     f"{need} checks in a row")
     answers = sum(o.answers for o in observations)
     ratio = sum(o.answers_5xx for o in observations) / answers if answers else 0.0
     if final and ratio > max_5xx_ratio:
@@ -80,7 +84,7 @@ def triggers_of(observations: list[Observation], *, max_5xx_ratio: float, checks
     return found
 
 
-async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts,
+async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts, deployed: str,
                 on_observation: Callable[[Observation], Awaitable[None]],
                 cancelled: Callable[[], bool] = lambda: False,
                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> WatchResult:
@@ -97,7 +101,7 @@ async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts
         await on_observation(obs)
         final = i == config.checks - 1
         result.triggers = triggers_of(result.observations, max_5xx_ratio=config.max_5xx_ratio,
-                                      checks=config.checks, final=final)
+                                      checks=config.checks, final=final, deployed=deployed)
         if result.triggers:
             break
     return result

@@ -102,7 +102,7 @@ class AutoRollback:
         async with open_session(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
                                 run_id=None) as session:
             result = await watch(env=env, probe=self._rollbot.probe, docker=session.docker,
-                                 on_observation=shown)
+                                 deployed=deploy.version, on_observation=shown)
         if not result.failed:
             await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
                                      detail=f"{len(result.observations)} checks green")
