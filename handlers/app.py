@@ -15,18 +15,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
 from handlers import blocks as ui
-from handlers.assess import (
-    AssessAction,
-    AssessBlock,
-    AssessCardRef,
-    AssessView,
-    parse_assess_submission,
-)
+from handlers.assess import parse_assess_submission
 from handlers.autorollback import AutoRollback
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
-from handlers.ids import Action, Block, Field, View
+from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, View
 from handlers.metadata import (
+    AssessCardRef,
     CardRef,
     ChecklistRef,
     CheckRef,

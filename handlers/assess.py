@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
-
-from pydantic import Field
 
 from bot.decision import (
     DECISION_TABLE,
@@ -26,45 +23,10 @@ from bot.decision import (
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
 from handlers.blocks import Blocks, clip, context, esc, header, section
-from handlers.metadata import _Meta
+from handlers.ids import AssessAction, AssessBlock, AssessField, AssessView
+from handlers.metadata import AssessCardRef
 
 # These ids move to handlers/ids.py; until then they live here, never as bare strings.
-
-
-class AssessView(StrEnum):
-    ASSESS = "rollbot.view.assess"
-
-
-class AssessBlock(StrEnum):
-    ENVIRONMENT = "rollbot.assess.environment"
-    SCENARIO = "rollbot.assess.scenario"
-    USERS_AFFECTED = "rollbot.assess.users_affected"
-    ROOT_CAUSE_KNOWN = "rollbot.assess.root_cause_known"
-    MINUTES_TO_FIX = "rollbot.assess.minutes_to_fix"
-    DATA_LOSS = "rollbot.assess.data_loss"
-    PREVIOUS_STABLE = "rollbot.assess.previous_stable"
-    ACTIONS = "rollbot.assess.actions"
-
-
-class AssessField(StrEnum):
-    ENVIRONMENT = "environment"
-    SCENARIO = "scenario"
-    USERS_AFFECTED = "users_affected"
-    ROOT_CAUSE_KNOWN = "root_cause_known"
-    MINUTES_TO_FIX = "minutes_to_fix"
-    DATA_LOSS = "data_loss"
-    PREVIOUS_STABLE = "previous_stable"
-
-
-class AssessAction(StrEnum):
-    OPEN_CARD = "rollbot.assess.open_card"
-
-
-class AssessCardRef(_Meta):
-    """The open-card button's value: which pre-flight card to open, where."""
-
-    procedure: ProcedureName
-    environment: str = Field(min_length=1, max_length=64)
 
 
 _YES, _NO = "yes", "no"

@@ -41,16 +41,11 @@ from bot.service import Plan, Rollbot
 from bot.versions import parse_version
 from handlers import blocks as ui
 from handlers.access import Access
-from handlers.assess import (
-    AssessCardRef,
-    assess_modal,
-    parse_assess_submission,
-    verdict_message,
-)
+from handlers.assess import assess_modal, parse_assess_submission, verdict_message
 from handlers.blocks import mention
 from handlers.grammar import Command, CommandKind, parse_command
 from handlers.live import LiveRun
-from handlers.metadata import ChecklistRef, CheckRef, NoticeRef
+from handlers.metadata import AssessCardRef, ChecklistRef, CheckRef, NoticeRef
 from handlers.slack_writer import SlackWriter
 
 log = logging.getLogger(__name__)

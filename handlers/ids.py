@@ -41,3 +41,33 @@ class Field(StrEnum):
 class View(StrEnum):
     RESTORE_CONFIRM = "rollbot.view.restore_confirm"
     SET_ETA = "rollbot.view.set_eta"
+
+
+# The decision-matrix modal (`/rollback assess`).
+class AssessView(StrEnum):
+    ASSESS = "rollbot.view.assess"
+
+
+class AssessBlock(StrEnum):
+    ENVIRONMENT = "rollbot.assess.environment"
+    SCENARIO = "rollbot.assess.scenario"
+    USERS_AFFECTED = "rollbot.assess.users_affected"
+    ROOT_CAUSE_KNOWN = "rollbot.assess.root_cause_known"
+    MINUTES_TO_FIX = "rollbot.assess.minutes_to_fix"
+    DATA_LOSS = "rollbot.assess.data_loss"
+    PREVIOUS_STABLE = "rollbot.assess.previous_stable"
+    ACTIONS = "rollbot.assess.actions"
+
+
+class AssessField(StrEnum):
+    ENVIRONMENT = "environment"
+    SCENARIO = "scenario"
+    USERS_AFFECTED = "users_affected"
+    ROOT_CAUSE_KNOWN = "root_cause_known"
+    MINUTES_TO_FIX = "minutes_to_fix"
+    DATA_LOSS = "data_loss"
+    PREVIOUS_STABLE = "previous_stable"
+
+
+class AssessAction(StrEnum):
+    OPEN_CARD = "rollbot.assess.open_card"

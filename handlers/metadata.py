@@ -7,6 +7,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import InvalidInput
+from bot.model import ProcedureName
 
 
 class _Meta(BaseModel):
@@ -49,6 +50,13 @@ class ChecklistRef(_Meta):
 
 class DeployRef(_Meta):
     deploy: int = Field(gt=0)
+
+
+class AssessCardRef(_Meta):
+    """The open-card button's value: which pre-flight card to open, where."""
+
+    procedure: ProcedureName
+    environment: str = Field(min_length=1, max_length=64)
 
 
 class NextStep(_Meta):

@@ -23,15 +23,8 @@ from bot.decision import (
 )
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
-from handlers.assess import (
-    AssessAction,
-    AssessBlock,
-    AssessField,
-    AssessView,
-    assess_modal,
-    parse_assess_submission,
-    verdict_message,
-)
+from handlers.assess import assess_modal, parse_assess_submission, verdict_message
+from handlers.ids import AssessAction, AssessBlock, AssessField, AssessView
 from slack_emulator.limits import block_kit_problems, modal_view_problems
 
 

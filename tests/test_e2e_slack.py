@@ -386,7 +386,7 @@ async def test_report_uploaded_and_checklist_ticked(
 async def test_assess_answers_with_the_decision_matrix_and_opens_the_card(
     world: SlackWorld, store: Store
 ) -> None:
-    from handlers.assess import AssessAction, AssessBlock, AssessField
+    from handlers.ids import AssessAction, AssessBlock, AssessField
 
     def pick(value: str) -> dict[str, object]:
         return {"type": "radio_buttons", "selected_option": {"value": value}}
