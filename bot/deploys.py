@@ -107,6 +107,16 @@ class DeployStore:
             " RETURNING *")
         return [_deploy(r) for r in rows]
 
+    async def first_sighting(self, signature: str) -> bool:
+        """True the first time a (fresh, valid) signature is seen by any process."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Signatures older than the 5-minute freshness window can never be valid again.
+            await conn.execute("DELETE FROM hook_signatures WHERE seen_at < now() - interval"
+                               " '15 minutes'")
+            return bool(await conn.fetchval(
+                "INSERT INTO hook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING"
+                " RETURNING true", signature))
+
     # --- quarantine -----------------------------------------------------------------------
 
     async def quarantine(self, *, environment: str, version: str, by: str, reason: str,

@@ -341,7 +341,7 @@ class SlackFront:
             message = writer.message(channel, ts=ts)
             live = LiveRun(writer=writer, message=message, state=ui.LiveState(
                 run_id=0, environment=request.environment, procedure=request.procedure,
-                from_version="?", to_version=str(request.target or "previous"),
+                from_version="(pre-flight)", to_version=str(request.target or "previous"),
                 requested_by=request.requested_by, confirmed_by=confirmed_by,
                 reason=request.reason, started_at=_now()))
             live.render()

@@ -1,15 +1,15 @@
 """CI's side door: `POST /hooks/deploy` and `POST /hooks/deploy/allowed`, signed like Slack.
 
-A missing or wrong signature, a timestamp over 5 minutes old, or a replayed request → 401 and an
-audit entry; a malformed body or an unknown environment → 400 with the reason. `allowed` changes
-nothing, so it needs a valid, fresh signature but no replay check.
+A missing or wrong signature, a timestamp over 5 minutes old, or a replayed request (remembered in
+the database, so every rollbot process refuses it) → 401 and an audit entry; a malformed body or an
+unknown environment → 400 with the reason. `allowed` changes nothing, so it needs a valid, fresh
+signature but no replay check.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,6 @@ from bot.webhook import (
 from handlers.autorollback import AutoRollback
 
 log = logging.getLogger(__name__)
-_REPLAY_WINDOW_S = 600
 
 
 class DeployHooks:
@@ -38,8 +37,6 @@ class DeployHooks:
         self._rollbot = rollbot
         self._deploys = deploys
         self._auto = auto
-        self._seen: set[str] = set()
-        self._order: deque[tuple[float, str]] = deque()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/hooks/deploy", self.deploy),
@@ -57,15 +54,9 @@ class DeployHooks:
         except BadSignature as exc:
             await self._refused(f"deploy hook refused: {exc}")
             return web.json_response({"error": str(exc)}, status=401)
-        if replay_check and signature:
-            now = time.monotonic()
-            while self._order and now - self._order[0][0] > _REPLAY_WINDOW_S:
-                self._seen.discard(self._order.popleft()[1])
-            if signature in self._seen:
-                await self._refused("deploy hook refused: replayed request")
-                return web.json_response({"error": "replayed request"}, status=401)
-            self._seen.add(signature)
-            self._order.append((now, signature))
+        if replay_check and signature and not await self._deploys.first_sighting(signature):
+            await self._refused("deploy hook refused: replayed request")
+            return web.json_response({"error": "replayed request"}, status=401)
         return None
 
     async def deploy(self, request: web.Request) -> web.Response:
