@@ -97,6 +97,16 @@ def button_labels(m: Message) -> list[str]:
             for e in b["elements"]]
 
 
+def populate(emu: Emulator) -> None:
+    """The workspace of the stories: three channels, four people, the on-call group."""
+    emu.add_channel(INCIDENTS, "incidents")
+    emu.add_channel(ONCALL, "on-call")
+    emu.add_channel(RANDOM, "random")
+    for uid, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"), (MALLORY, "mallory")):
+        emu.add_user(uid, name)
+    emu.add_usergroup("S0ONCALL", [CAROL])
+
+
 @asynccontextmanager
 async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
                       runbook_text: Callable[[str], str] = lambda t: t,
@@ -106,13 +116,7 @@ async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
     runbook_path.write_text(f'incident_logs_dir = "{tmp / "incident-logs"}"\n'
                             + runbook_text(sandbox.runbook.read_text()) + SLACK_TABLE)
     async with Emulator(token=TOKEN, signing_secret=SECRET) as emu:
-        emu.add_channel(INCIDENTS, "incidents")
-        emu.add_channel(ONCALL, "on-call")
-        emu.add_channel(RANDOM, "random")
-        for uid, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"),
-                          (MALLORY, "mallory")):
-            emu.add_user(uid, name)
-        emu.add_usergroup("S0ONCALL", [CAROL])
+        populate(emu)
         settings = Settings(database_url=dsn, rollbot_config=runbook_path,
                             slack_bot_token=TOKEN, slack_signing_secret=SECRET,
                             slack_api_url=emu.api_url, port=0,

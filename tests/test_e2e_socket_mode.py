@@ -26,32 +26,11 @@ from handlers.server import SlackService, running
 from slack_emulator import Emulator, SocketModeSender
 from slack_emulator.state import Message
 from tests.sandbox import Sandbox
+from tests.slack_world import ALICE, INCIDENTS, SECRET, SLACK_TABLE, TOKEN, header, populate
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-TOKEN = "xoxb-rollbot-test"
 APP_TOKEN = "xapp-test-1-A0ROLLBOT-socket-mode"
-INCIDENTS, ONCALL, RANDOM = "C0INCIDENTS", "C0ONCALL", "C0RANDOM"
-ALICE, BOB, CAROL, MALLORY = "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"
-
-SLACK_TABLE = f"""
-[slack]
-incidents_channel = "{INCIDENTS}"
-oncall_channel = "#on-call"
-allowed_users = ["{ALICE}", "{BOB}"]
-allowed_usergroups = ["S0ONCALL"]
-restore_approvers = ["{BOB}", "{CAROL}"]
-restore_requires_second_approver = true
-card_ttl_minutes = 15
-"""
-
-
-def header(m: Message) -> str:
-    for b in m.blocks or []:
-        if b.get("type") == "header":
-            return str(b["text"]["text"])
-    return ""
 
 
 def buttons(m: Message) -> list[dict[str, Any]]:
@@ -60,12 +39,7 @@ def buttons(m: Message) -> list[dict[str, Any]]:
 
 def emulator() -> Emulator:
     emu = Emulator(token=TOKEN, signing_secret=SECRET, app_tokens=(APP_TOKEN,))
-    emu.add_channel(INCIDENTS, "incidents")
-    emu.add_channel(ONCALL, "on-call")
-    emu.add_channel(RANDOM, "random")
-    for uid, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"), (MALLORY, "mallory")):
-        emu.add_user(uid, name)
-    emu.add_usergroup("S0ONCALL", [CAROL])
+    populate(emu)
     return emu
 
 
