@@ -63,15 +63,11 @@ from handlers.server import EVENTS_PATH  # noqa: E402
 from slack_emulator import Emulator, SendResult, SlackSender  # noqa: E402
 from tests.slack_world import (  # noqa: E402
     ALICE,
-    BOB,
-    CAROL,
     INCIDENTS,
-    MALLORY,
-    ONCALL,
-    RANDOM,
     SECRET,
     SLACK_TABLE,
     TOKEN,
+    populate,
 )
 
 APPS = ("bare", "rollbot")
@@ -409,13 +405,7 @@ async def drive(args: argparse.Namespace) -> None:
         runbook = tmp / "rollbot.toml"
         runbook.write_text(RUNBOOK.format(tmp=tmp) + SLACK_TABLE)
         async with Emulator(token=TOKEN, signing_secret=SECRET) as emu:
-            emu.add_channel(INCIDENTS, "incidents")
-            emu.add_channel(ONCALL, "on-call")
-            emu.add_channel(RANDOM, "random")
-            for uid, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"),
-                              (MALLORY, "mallory")):
-                emu.add_user(uid, name)
-            emu.add_usergroup("S0ONCALL", [CAROL])
+            populate(emu)
             children.append(spawn("bare", ["--api-url", emu.api_url], tmp))
             children.append(spawn("rollbot", ["--api-url", emu.api_url, "--dsn", dsn,
                                               "--runbook", str(runbook)], tmp))
