@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import fcntl
+
 import asyncpg
 import httpx
 import pytest
@@ -20,9 +22,19 @@ from bot.store import Store
 from tests.sandbox import Sandbox
 
 
+# The sandbox is one production host on this machine: two pytest sessions (say, two checkouts)
+# that drive it at once would reset it under each other. The second waits for the first.
+E2E_LOCK = Path(os.environ.get("ROLLBOT_E2E_LOCK", "/tmp/rollbot-sandbox-e2e.lock"))
+
+
 @pytest.fixture(scope="session")
-def sandbox_host() -> Sandbox:
-    return Sandbox.start()
+def sandbox_host() -> Iterator[Sandbox]:
+    with E2E_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield Sandbox.start()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
