@@ -6,6 +6,7 @@ and every problem becomes one ``ConfigError`` naming the file and the key.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -86,10 +87,27 @@ class AutoRollbackConfig(_Frozen):
     """The watch after a deploy announced by CI, and the countdown before rolling back."""
 
     enabled: bool = True
-    checks: int = Field(default=5, ge=1, le=100)
+    # The spec: "monitor for 30 minutes", a look every `interval_seconds`.
+    watch_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    # Older runbooks counted checks instead; when set, the watch is exactly this many checks.
+    checks: int | None = Field(default=None, ge=1, le=100_000)
     interval_seconds: float = Field(default=10.0, gt=0)
     countdown_seconds: float = Field(default=60.0, ge=0)
     max_5xx_ratio: float = Field(default=0.2, ge=0, le=1)
+    # The 5xx ratio is judged over the last N checks: one minute at the default interval, so a
+    # single bad answer does not roll back, and an hour of good answers does not hide a bad minute.
+    window_checks: int = Field(default=6, ge=1, le=10_000)
+    # `start_failed` / `migration_failed` are CI's word only: without trust they are offered as
+    # buttons; with it they count down like a trigger rollbot saw itself.
+    trust_ci_failures: bool = False
+
+    @property
+    def planned_checks(self) -> int:
+        """How many looks the watch takes: ``checks``, else one now and one per interval after."""
+        if self.checks is not None:
+            return self.checks
+        # The epsilon keeps 0.9 / 0.3 at 3 intervals, not 3.0000000000000004 -> 3 or 2.99… -> 2.
+        return math.floor(self.watch_minutes * 60 / self.interval_seconds + 1e-9) + 1
 
 
 class EnvironmentConfig(_Frozen):

@@ -19,6 +19,7 @@ class DeployState(StrEnum):
     WATCHING = "watching"
     HEALTHY = "healthy"
     COUNTDOWN = "countdown"
+    OFFERED = "offered"  # CI's failure report, untrusted: buttons only, no countdown
     ROLLING_BACK = "rolling_back"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
@@ -77,6 +78,22 @@ class DeployStore:
         if row is None:
             raise LookupError(f"no deploy #{deploy_id}")
         return _deploy(row)
+
+    async def find(self, *, environment: str, version: str, previous_version: str, stage: str,
+                   commit: str) -> Deploy | None:
+        """The deploy already received with these facts, if any."""
+        row = await self._pool.fetchrow(
+            "SELECT * FROM deploys WHERE environment = $1 AND version = $2 AND"
+            " previous_version = $3 AND stage = $4 AND commit = $5",
+            environment, version, previous_version, stage, commit)
+        return _deploy(row) if row else None
+
+    async def last_deployed(self, environment: str, *, other_than: str = "") -> str | None:
+        """The version of the newest deploy CI reported as deployed and not rolled back."""
+        return await self._pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT version FROM deploys WHERE environment = $1 AND stage = 'deployed' AND"
+            " state <> 'rolled_back' AND version <> $2 ORDER BY created_at DESC, id DESC"
+            " LIMIT 1", environment, other_than)
 
     async def set_front_ref(self, deploy_id: int, front_ref: dict[str, Any]) -> None:
         await self._pool.execute("UPDATE deploys SET front_ref = $2::jsonb WHERE id = $1",

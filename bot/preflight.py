@@ -20,12 +20,14 @@ from bot.host_facts import (
 )
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.ports import DockerFacts, RemoteHost
+from bot.versions import try_parse_version
 
 
 @dataclass(frozen=True)
 class Preflight:
     checks: tuple[Check, ...]
-    current: str          # what runs now (or what the compose file names when nothing runs)
+    current: str          # what runs now; what the compose file names when nothing runs or a
+                          # deploy did not finish (the file names a higher release)
     target: str           # "" when it could not be resolved
     backup: Backup | None
 
@@ -51,10 +53,18 @@ async def run_preflight(
     in_file = await compose_tag(host, env)
     running = running_tag(containers, env)
     current = running or in_file
+    unfinished = unfinished_deploy(running=running, in_file=in_file)
     if running is None:
         checks.append(Check("Current version", True,
                             f"no {env.service} container is running; the compose file names "
                             f"{in_file}"))
+    elif unfinished:
+        # The spec's CI order: the tag is written, then migrations run; they failed, so the old
+        # containers still serve. The version to roll back from is the one the file names.
+        current = in_file
+        checks.append(Check("Current version", True,
+                            f"{running} still runs; the compose file already names {in_file} "
+                            "(a deploy that did not finish)"))
     elif running != in_file:
         checks.append(Check("Current version", True,
                             f"{env.service} runs {running}, but the compose file names {in_file}"))
@@ -63,7 +73,8 @@ async def run_preflight(
 
     target = _resolve_target(request, tags, current, checks)
     if target:
-        _check_target(request, target, tags, running, env, checks)
+        _check_target(request, target, tags, running, env, checks,
+                      unfinished_from=in_file if unfinished else None)
     backup = None
     if request.procedure in (ProcedureName.MIGRATIONS, ProcedureName.RESTORE):
         backup = await _check_database(host=host, env=env, request=request, now=now,
@@ -86,8 +97,15 @@ def _resolve_target(request: RollbackRequest, tags: list, current: str,  # type:
     return previous.tag
 
 
+def unfinished_deploy(*, running: str | None, in_file: str) -> bool:
+    """The compose file names a higher release than the one still running: a deploy stopped."""
+    now, named = try_parse_version(running or ""), try_parse_version(in_file)
+    return now is not None and named is not None and named > now
+
+
 def _check_target(request: RollbackRequest, target: str, tags: list,  # type: ignore[type-arg]
-                  running: str | None, env: EnvironmentConfig, checks: list[Check]) -> None:
+                  running: str | None, env: EnvironmentConfig, checks: list[Check], *,
+                  unfinished_from: str | None = None) -> None:
     from bot.versions import parse_version
 
     found = find_tag(tags, parse_version(target))
@@ -99,7 +117,17 @@ def _check_target(request: RollbackRequest, target: str, tags: list,  # type: ig
         checks.append(Check("Target image present", True,
                             f"{env.image}:{target} present, built "
                             f"{found.created:%Y-%m-%d %H:%M} UTC"))
-    if running == target and request.procedure is not ProcedureName.RESTORE:
+    if unfinished_from is not None:
+        if target == unfinished_from:
+            checks.append(Check("Target differs", False,
+                                f"the compose file already names {target}; roll back to the "
+                                f"version that still runs ({running}) or an older one"))
+        else:
+            # Converging: the file goes back to the target, and the services restart on it.
+            checks.append(Check("Target differs", True,
+                                f"{unfinished_from} (compose file) → {target}; {running} runs "
+                                "until the services are stopped"))
+    elif running == target and request.procedure is not ProcedureName.RESTORE:
         checks.append(Check("Target differs", False,
                             f"{env.service} already runs {target}; nothing to roll back"))
     elif running == target:

@@ -13,6 +13,7 @@ from bot.docker_facts import open_docker_facts
 from bot.errors import HostError
 from bot.model import CommandResult
 from bot.ports import DockerFacts, LineSink
+from bot.sightings import RecordingDocker, Sightings
 from bot.ssh import SshHost
 from bot.store import Store
 
@@ -93,5 +94,8 @@ async def open_session(env_name: str, env: EnvironmentConfig, *, store: Store, a
         ssh = await stack.enter_async_context(SshHost(env.ssh))
         host = AuditedHost(ssh, store=store, environment=env_name, actor=actor, run_id=run_id)
         docker = await open_docker_facts(ssh, commands=host, stack=stack)
-        yield HostSession(host=host, docker=docker)
+        # Every look at the containers also remembers what runs (the deploy hook's reference).
+        seen = RecordingDocker(docker, sightings=Sightings(store.pool), environment=env_name,
+                               env=env, actor=actor)
+        yield HostSession(host=host, docker=seen)
 

@@ -3,15 +3,21 @@
 Triggers (spec, "Automatic Rollback Triggers"): health checks fail, services return 500 errors,
 the image fails to start (containers exited, restarting or unhealthy). Database migrations failing
 arrive as their own stage from CI and need no watch.
+
+The watch lasts ``watch_minutes`` (the spec's "monitor for 30 minutes"), one look every
+``interval_seconds``; the 5xx ratio is judged on a sliding window of the last ``window_checks``
+looks, so a bad minute late in the watch is seen and an early blip is forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.config import EnvironmentConfig
+from bot.host_facts import running_tag
 from bot.ports import DockerFacts, HttpProbe
 from bot.procedures import reported_version
 
@@ -28,6 +34,7 @@ class Observation:
     answers_5xx: int
     answers: int
     containers_bad: tuple[str, ...]
+    running: str = ""   # the image tag Docker says the service runs ("" when none runs)
 
     @property
     def healthy(self) -> bool:
@@ -36,12 +43,33 @@ class Observation:
 
 @dataclass
 class WatchResult:
+    planned: int = 0
     observations: list[Observation] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return bool(self.triggers)
+
+
+@dataclass(frozen=True)
+class WindowRatio:
+    """5xx answers over the last checks of the sliding window."""
+
+    fives: int
+    answers: int
+    checks: int
+
+    @property
+    def ratio(self) -> float:
+        return self.fives / self.answers if self.answers else 0.0
+
+
+def window_ratio(observations: Sequence[Observation], window_checks: int) -> WindowRatio:
+    """The 5xx ratio of the last ``window_checks`` observations."""
+    recent = observations[-window_checks:]
+    return WindowRatio(fives=sum(o.answers_5xx for o in recent),
+                       answers=sum(o.answers for o in recent), checks=len(recent))
 
 
 async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
@@ -57,17 +85,19 @@ async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
     return Observation(index=index, health=health,
                        version=reported_version(v_body) if v_status == 200 else "",
                        answers_5xx=sum(1 for s in statuses if s is not None and s >= 500),
-                       answers=len(statuses), containers_bad=bad)
+                       answers=len(statuses), containers_bad=bad,
+                       running=running_tag(containers, env) or "")
 
 
-def triggers_of(observations: list[Observation], *, max_5xx_ratio: float, checks: int,
-                final: bool, deployed: str = "") -> list[str]:
+def triggers_of(observations: Sequence[Observation], *, max_5xx_ratio: float,
+                window_checks: int, planned_checks: int, final: bool,
+                deployed: str = "") -> list[str]:
     """What the spec's triggers say about the observations so far."""
     found: list[str] = []
     last = observations[-1]
     if last.containers_bad:
         found.append("image fails to start: " + ", ".join(last.containers_bad))
-    need = min(CONSECUTIVE_HEALTH_FAILURES, checks)
+    need = min(CONSECUTIVE_HEALTH_FAILURES, planned_checks)
     streak = observations[-need:]
     if len(streak) == need and not any(o.healthy for o in streak):
         found.append(f"health checks fail: {need} in a row "
@@ -76,32 +106,37 @@ def triggers_of(observations: list[Observation], *, max_5xx_ratio: float, checks
     if len(streak) == need and len(wrong) == need:
         found.append(f"the service reports {wrong[-1]}, not the deployed {deployed}, "
                      f"{need} checks in a row")
-    answers = sum(o.answers for o in observations)
-    ratio = sum(o.answers_5xx for o in observations) / answers if answers else 0.0
-    if final and ratio > max_5xx_ratio:
-        found.append(f"services return 500 errors: {ratio:.0%} of answers were 5xx "
-                     f"(limit {max_5xx_ratio:.0%})")
+    # Judged once the window is full (fewer answers would make one bad answer a high ratio),
+    # and at the end of a watch shorter than the window.
+    window = window_ratio(observations, window_checks)
+    if (window.checks >= window_checks or final) and window.ratio > max_5xx_ratio:
+        found.append(f"services return 500 errors: {window.ratio:.0%} of answers were 5xx "
+                     f"over the last {window.checks} checks (limit {max_5xx_ratio:.0%})")
     return found
 
 
 async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts, deployed: str,
-                on_observation: Callable[[Observation], Awaitable[None]],
+                on_observation: Callable[[Observation, WatchResult], Awaitable[None]],
                 cancelled: Callable[[], bool] = lambda: False,
-                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> WatchResult:
-    """Look ``checks`` times, ``interval_seconds`` apart; stop early when a trigger fires."""
+                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                clock: Callable[[], float] = time.monotonic) -> WatchResult:
+    """Look every ``interval_seconds`` for ``watch_minutes``; stop early when a trigger fires."""
     config = env.auto_rollback
-    result = WatchResult()
-    for i in range(config.checks):
+    result = WatchResult(planned=config.planned_checks)
+    started = clock()
+    for i in range(result.planned):
         if i:
-            await sleep(config.interval_seconds)
+            # On a fixed cadence: a slow look does not stretch the watch.
+            await sleep(max(0.0, started + i * config.interval_seconds - clock()))
         if cancelled():
             break
         obs = await observe(i, env=env, probe=probe, docker=docker)
         result.observations.append(obs)
-        await on_observation(obs)
-        final = i == config.checks - 1
         result.triggers = triggers_of(result.observations, max_5xx_ratio=config.max_5xx_ratio,
-                                      checks=config.checks, final=final, deployed=deployed)
+                                      window_checks=config.window_checks,
+                                      planned_checks=result.planned,
+                                      final=i == result.planned - 1, deployed=deployed)
+        await on_observation(obs, result)
         if result.triggers:
             break
     return result

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import SlackConfig
+from bot.config import AutoRollbackConfig, SlackConfig
 from bot.deploys import Deploy, DeployState, DeployStore
 from bot.model import ProcedureName, RollbackRequest
 from bot.service import Rollbot
 from bot.session import open_session
 from bot.versions import parse_version
-from bot.watch import Observation, watch
+from bot.watch import Observation, WatchResult, watch, window_ratio
 from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.ids import Action, Block
@@ -73,31 +74,36 @@ class AutoRollback:
             triggers = await self._watch(deploy)
             if not triggers:
                 return
-        elif deploy.stage == "migration_failed":
-            triggers = ["database migrations failed during the deploy"]
         else:
-            triggers = ["the new image failed to start during the deploy"]
+            triggers = [ci_failure(deploy)]
+            _, env = self._rollbot.environment(deploy.environment)
+            if not env.auto_rollback.trust_ci_failures:
+                # Only CI says so: a person decides, nothing runs by itself.
+                await self._offer(deploy, triggers)
+                return
         await self._countdown(deploy, triggers)
 
     async def _watch(self, deploy: Deploy) -> list[str]:
         env_name, env = self._rollbot.environment(deploy.environment)
         cfg = env.auto_rollback
-        seen: list[Observation] = []
-        head = (f"🚀 {deploy.environment}: {deploy.previous_version} → {deploy.version} deployed"
-                f"{f' by {ui.esc(deploy.actor)}' if deploy.actor else ''}. Watching: "
-                f"{cfg.checks} checks, {cfg.interval_seconds:g} s apart.")
+        text, blocks = watch_message(deploy, cfg, WatchResult(planned=cfg.planned_checks),
+                                     elapsed_s=0.0)
         posted = await self._client.chat_postMessage(channel=self._config.incidents_channel,
-                                                     text=head, blocks=[ui.section(head)])
+                                                     text=text, blocks=blocks)
         ref = {"channel": self._config.incidents_channel, "ts": str(posted["ts"])}
         await self._deploys.set_front_ref(deploy.id, ref)
+        started = time.monotonic()
+        shown_slot = -1
 
-        async def shown(obs: Observation) -> None:
-            seen.append(obs)
-            lines = [f"{'✅' if o.healthy else '❌'} check {o.index + 1}: health "
-                     f"{o.health or 'no answer'}, version {o.version or '?'}"
-                     f"{', ' + ', '.join(o.containers_bad) if o.containers_bad else ''}"
-                     for o in seen]
-            await self._update(ref, head, [ui.section(head), ui.section("\n".join(lines))])
+        async def shown(_obs: Observation, result: WatchResult) -> None:
+            # In place, at most once per interval: a 30-minute watch edits one bounded message.
+            nonlocal shown_slot
+            elapsed = time.monotonic() - started
+            slot = int(elapsed // cfg.interval_seconds)
+            if slot <= shown_slot and not result.triggers:
+                return
+            shown_slot = slot
+            await self._update(ref, *watch_message(deploy, cfg, result, elapsed_s=elapsed))
 
         async with open_session(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
                                 run_id=None) as session:
@@ -106,10 +112,22 @@ class AutoRollback:
         if not result.failed:
             await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
                                      detail=f"{len(result.observations)} checks green")
-            done = f"✅ {deploy.version} in {deploy.environment} is healthy: " \
-                   f"{len(result.observations)} checks green. Nothing to roll back."
-            await self._update(ref, done, [ui.section(done)])
+            await self._update(ref, *watch_message(deploy, cfg, result,
+                                                   elapsed_s=time.monotonic() - started,
+                                                   done=True))
         return result.triggers
+
+    async def _offer(self, deploy: Deploy, triggers: list[str]) -> None:
+        """CI's own failure report without trust: posted with the rollback as buttons."""
+        if not await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.OFFERED,
+                                        detail="; ".join(triggers)):
+            return
+        deploy = await self._deploys.get(deploy.id)
+        text, blocks = offer_message(deploy, triggers)
+        posted = await self._client.chat_postMessage(channel=self._config.incidents_channel,
+                                                     text=text, blocks=blocks)
+        await self._deploys.set_front_ref(deploy.id, {"channel": self._config.incidents_channel,
+                                                      "ts": str(posted["ts"])})
 
     async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
         _, env = self._rollbot.environment(deploy.environment)
@@ -159,7 +177,8 @@ class AutoRollback:
             await reply(ui.refusal(refusal), refusal)
             return
         if not await self._deploys.move(deploy_id, (DeployState.COUNTDOWN,
-                                                    DeployState.INTERRUPTED),
+                                                    DeployState.INTERRUPTED,
+                                                    DeployState.OFFERED),
                                         DeployState.ROLLING_BACK, by=user):
             deploy = await self._deploys.get(deploy_id)
             reason = f"Nothing to do: this deploy is {deploy.state.value.replace('_', ' ')}."
@@ -173,17 +192,22 @@ class AutoRollback:
             return
         deploy = await self._deploys.get(deploy_id)
         if not await self._deploys.move(deploy_id, (DeployState.COUNTDOWN,
-                                                    DeployState.INTERRUPTED),
+                                                    DeployState.INTERRUPTED,
+                                                    DeployState.OFFERED),
                                         DeployState.CANCELLED, by=user):
             reason = f"Too late to cancel: this deploy is {deploy.state.value.replace('_', ' ')}."
             await reply(ui.refusal(reason), reason)
             return
+        offered = deploy.state is DeployState.OFFERED
+        did = ("dismissed the rollback offered for" if offered
+               else "cancelled the automatic rollback of")
         await self._rollbot.store.audit(environment=deploy.environment, actor=user,
                                         kind="auto_cancel",
-                                        detail=f"cancelled the automatic rollback of "
-                                               f"{deploy.version}: {deploy.detail}")
-        text = (f"🛑 Automatic rollback of {deploy.version} cancelled by {ui.mention(user)}. "
-                f"Nothing was rolled back; {deploy.version} stays in {deploy.environment}.")
+                                        detail=f"{did} {deploy.version}: {deploy.detail}")
+        what = "Rollback offered for" if offered else "Automatic rollback of"
+        done = "dismissed" if offered else "cancelled"
+        text = (f"🛑 {what} {deploy.version} {done} by {ui.mention(user)}. "
+                f"Nothing was rolled back; {deploy.environment} stays as CI left it.")
         await self._update(deploy.front_ref, text, [ui.section(text)])
 
     async def resume_after_restart(self) -> None:
@@ -248,3 +272,86 @@ def countdown_message(deploy: Deploy, triggers: list[str], *, seconds: float
     if deploy.run_url:
         blocks.append(ui.context(f"CI: {ui.esc(deploy.run_url)}"))
     return text, blocks
+
+
+def ci_failure(deploy: Deploy) -> str:
+    """What CI reported, in the words the on-call person reads."""
+    if deploy.stage == "migration_failed":
+        return "CI reports: database migrations failed during the deploy"
+    return "CI reports: the new version failed to start during the deploy"
+
+
+def offer_message(deploy: Deploy, triggers: list[str]) -> tuple[str, ui.Blocks]:
+    """CI's failure report, with the rollback offered as buttons and no countdown."""
+    seen = "\n".join(f"• {ui.esc(t)}" for t in triggers)
+    text = (f"⚠️ {deploy.version} in {deploy.environment} failed to deploy"
+            f"{f' (CI run by {ui.esc(deploy.actor)})' if deploy.actor else ''}. Nothing rolls "
+            f"back by itself: choose below.")
+    blocks: ui.Blocks = [ui.section(
+        f"{text}\n*What CI reported:*\n{seen}\nrollbot did not see this failure itself and "
+        "`auto_rollback.trust_ci_failures` is off, so a person decides.")]
+    ref = DeployRef(deploy=deploy.id).dump()
+    buttons = []
+    if deploy.stage == "migration_failed":
+        blocks.append(ui.section(
+            f"The compose file may already name {deploy.version} and some of its migrations may "
+            f"be applied. *Roll back with migrations…* opens the `migrations` card to "
+            f"{deploy.previous_version} (migration rollback may lose data: coordinate with the "
+            "DBA)."))
+        buttons.append(ui.button("Roll back with migrations…", Action.NEXT_MIGRATIONS,
+                                 NextStep(run=1, environment=deploy.environment,
+                                          version=deploy.previous_version).dump(),
+                                 style="primary"))
+        buttons.append(ui.button(f"Roll back code only to {deploy.previous_version}",
+                                 Action.AUTO_ROLL_BACK_NOW, ref))
+    else:
+        buttons.append(ui.button(f"Roll back to {deploy.previous_version} now",
+                                 Action.AUTO_ROLL_BACK_NOW, ref, style="danger"))
+    buttons.append(ui.button("Dismiss", Action.AUTO_CANCEL, ref))
+    blocks.append(ui.actions(Block.AUTO_ACTIONS, *buttons))
+    if deploy.run_url:
+        blocks.append(ui.context(f"CI: {ui.esc(deploy.run_url)}"))
+    return text, blocks
+
+
+_RECENT = 12  # checks shown as icons: enough to see a trend, bounded for a 30-minute watch
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+
+
+def watch_message(deploy: Deploy, cfg: AutoRollbackConfig, result: WatchResult, *,
+                  elapsed_s: float, done: bool = False) -> tuple[str, ui.Blocks]:
+    """The watch in one message of bounded size, however long the watch lasts."""
+    length = (f"{cfg.planned_checks} checks" if cfg.checks is not None
+              else f"{cfg.watch_minutes:g} min")
+    head = (f"🚀 {deploy.environment}: {deploy.previous_version} → {deploy.version} deployed"
+            f"{f' by {ui.esc(deploy.actor)}' if deploy.actor else ''}. Watching for {length}: "
+            f"a check every {cfg.interval_seconds:g} s.")
+    seen = result.observations
+    if done and not result.failed:
+        text = (f"✅ {deploy.version} in {deploy.environment} is healthy: {len(seen)} checks "
+                f"green over {_duration(elapsed_s)}. Nothing to roll back.")
+        return text, [ui.section(text)]
+    if not seen:
+        return head, [ui.section(head)]
+    last = seen[-1]
+    good = sum(1 for o in seen if o.healthy)
+    window = window_ratio(seen, cfg.window_checks)
+    recent = "".join("✅" if o.healthy else "❌" for o in seen[-_RECENT:])
+    lines = [
+        f"Check {len(seen)} of {result.planned} · {_duration(elapsed_s)} elapsed",
+        f"Healthy {good} · not healthy {len(seen) - good} · last {min(len(seen), _RECENT)}: "
+        f"{recent}",
+        f"Last: health {last.health or 'no answer'}, version {ui.esc(last.version) or '?'}, "
+        + (f"containers: {ui.esc(', '.join(last.containers_bad))}" if last.containers_bad
+           else "containers up"),
+        f"5xx over the last {window.checks} checks: {window.fives} of {window.answers} answers "
+        f"({window.ratio:.0%}; limit {cfg.max_5xx_ratio:.0%})",
+    ]
+    if result.triggers:
+        lines.append("❌ Watch stopped: " + "; ".join(ui.esc(t) for t in result.triggers))
+    return head, [ui.section(head), ui.section("\n".join(lines))]

@@ -2,8 +2,9 @@
 
 A missing or wrong signature, a timestamp over 5 minutes old, or a replayed request (remembered in
 the database, so every rollbot process refuses it) → 401 and an audit entry; a malformed body or an
-unknown environment → 400 with the reason. `allowed` changes nothing, so it needs a valid, fresh
-signature but no replay check.
+unknown environment → 400 with the reason, and so is a ``previous_version`` that is not lower
+than ``version`` or not what rollbot last saw running or deployed (``bot/sightings.py``).
+`allowed` changes nothing, so it needs a valid, fresh signature but no replay check.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from bot.deploys import DeployStore
 from bot.errors import InvalidInput
 from bot.service import Rollbot
+from bot.sightings import Sightings, check_previous_version
 from bot.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -68,10 +70,30 @@ class DeployHooks:
             self._rollbot.environment(event.environment)
         except InvalidInput as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        # The same deploy sent again is answered as before, not judged against what it caused.
+        seen_before = await self._deploys.find(
+            environment=event.environment, version=event.version,
+            previous_version=event.previous_version, stage=event.stage.value,
+            commit=event.commit)
+        note = ""
+        if seen_before is None:
+            verdict = await check_previous_version(
+                sightings=Sightings(self._rollbot.store.pool), deploys=self._deploys,
+                environment=event.environment, version=event.version,
+                previous=event.previous_version)
+            if not verdict.accepted:
+                await self._rollbot.store.audit(
+                    environment=event.environment, actor=f"ci:{event.actor or '?'}",
+                    kind="refusal", detail=f"deploy hook refused ({event.stage.value} "
+                                           f"{event.version}): {verdict.reason}")
+                return web.json_response({"error": verdict.reason}, status=400)
+            note = verdict.reason
         status, payload = await self._auto.on_deploy(
             environment=event.environment, version=event.version,
             previous_version=event.previous_version, stage=event.stage.value,
             commit=event.commit, actor=event.actor, run_url=event.run_url)
+        if note:
+            payload["previous_version"] = note
         await self._rollbot.store.audit(environment=event.environment,
                                         actor=f"ci:{event.actor or '?'}", kind="deploy",
                                         detail=f"{event.stage.value} {event.version} (from "
