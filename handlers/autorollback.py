@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,17 +94,21 @@ class AutoRollback:
         ref = {"channel": self._config.incidents_channel, "ts": str(posted["ts"])}
         await self._deploys.set_front_ref(deploy.id, ref)
         started = time.monotonic()
-        shown_slot = -1
+        last_update = -math.inf   # the post itself is not an edit
+
+        async def paced(result: WatchResult, *, done: bool = False) -> None:
+            # In place, at most once per interval: a 30-minute watch edits one bounded message.
+            # Looks come on that cadence, so waiting out the few ms of jitter drops none.
+            nonlocal last_update
+            wait = last_update + cfg.interval_seconds - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            last_update = time.monotonic()
+            await self._update(ref, *watch_message(deploy, cfg, result,
+                                                   elapsed_s=last_update - started, done=done))
 
         async def shown(_obs: Observation, result: WatchResult) -> None:
-            # In place, at most once per interval: a 30-minute watch edits one bounded message.
-            nonlocal shown_slot
-            elapsed = time.monotonic() - started
-            slot = int(elapsed // cfg.interval_seconds)
-            if slot <= shown_slot and not result.triggers:
-                return
-            shown_slot = slot
-            await self._update(ref, *watch_message(deploy, cfg, result, elapsed_s=elapsed))
+            await paced(result)
 
         async with open_session(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
                                 run_id=None) as session:
@@ -112,9 +117,7 @@ class AutoRollback:
         if not result.failed:
             await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
                                      detail=f"{len(result.observations)} checks green")
-            await self._update(ref, *watch_message(deploy, cfg, result,
-                                                   elapsed_s=time.monotonic() - started,
-                                                   done=True))
+            await paced(result, done=True)
         return result.triggers
 
     async def _offer(self, deploy: Deploy, triggers: list[str]) -> None:

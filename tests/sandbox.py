@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,34 @@ class Sandbox:
         subprocess.run(["runuser", "-u", "prod-user", "--", "docker-compose", "-f",
                         str(self.compose_file), "up", "-d"], capture_output=True, text=True,
                        timeout=120, check=True, cwd=self.compose_file.parent)
+
+    def name_in_compose_file(self, version: str) -> None:
+        """Write ``version`` as the api's tag, as the spec's deploy workflow does with sed."""
+        text = self.compose_file.read_text()
+        self.compose_file.write_text(re.sub(r"azora-api:[^\s\"']+", f"azora-api:{version}",
+                                            text, count=1))
+
+    def leave_unfinished_deploy(self, *, running: str, named: str) -> None:
+        """The CI order stopped before starting: ``running`` serves, the file names ``named``."""
+        self.name_in_compose_file(running)
+        self.compose_up()
+        deadline = time.monotonic() + 60
+        while self.running_image() != f"azora-api:{running}":
+            if time.monotonic() > deadline:
+                raise SandboxError(f"api did not start on {running}: {self.running_image()!r}")
+            time.sleep(0.2)
+        self.name_in_compose_file(named)
+
+    def deploy_by_hand(self, version: str) -> None:
+        """A deploy that finished: the file names ``version`` and it serves."""
+        self.leave_unfinished_deploy(running=version, named=version)
+
+    def compose_tag(self) -> str:
+        found = re.search(r"azora-api:([^\s\"']+)", self.compose_file.read_text())
+        return found.group(1) if found else ""
+
+    def newest_migration(self) -> str:
+        return self.psql("SELECT name FROM migrations ORDER BY executed_at DESC, id DESC LIMIT 1")
 
     def running_image(self, service: str = "api") -> str:
         out = subprocess.run(

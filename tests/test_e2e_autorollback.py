@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,32 +18,47 @@ from bot.store import Store
 from bot.webhook import sign
 from handlers.ids import Action
 from tests.sandbox import Sandbox
-from tests.slack_world import ALICE, BOB, MALLORY, SlackWorld, message_text, slack_world
-from tests.test_e2e_procedures import request
+from tests.slack_world import (
+    ALICE,
+    BOB,
+    INCIDENTS,
+    MALLORY,
+    SlackWorld,
+    button_labels,
+    message_text,
+    slack_world,
+)
 
 pytestmark = pytest.mark.e2e
 HOOK_SECRET = "ci-hook-secret-0123456789"
+# A watch of 0.9 s, a look every 0.3 s: four looks, as a 30-minute watch has 181.
 FAST = """
 [environments.production.auto_rollback]
-checks = 3
+watch_minutes = 0.015
 interval_seconds = 0.3
+window_checks = 3
 countdown_seconds = COUNTDOWN
+trust_ci_failures = TRUST
 """
 
 
-def fast(countdown: float) -> Any:
+def fast(countdown: float, *, trust: bool = False) -> Any:
     def edit(text: str) -> str:
+        table = FAST.replace("COUNTDOWN", str(countdown)).replace("TRUST", str(trust).lower())
         return text.replace("[environments.production.ssh]",
-                            FAST.replace("COUNTDOWN", str(countdown)).strip() +
-                            "\n[environments.production.ssh]", 1)
+                            table.strip() + "\n[environments.production.ssh]", 1)
     return edit
+
+
+TRUSTED = True  # a `world` parameter: CI's start_failed / migration_failed count down
 
 
 @pytest.fixture
 async def world(production: Sandbox, store: Store, tmp_path: Path,
                 request: pytest.FixtureRequest) -> AsyncIterator[SlackWorld]:
-    countdown = getattr(request, "param", 2.0)
-    async with slack_world(production, store.dsn, tmp_path, runbook_text=fast(countdown),
+    countdown, trust = getattr(request, "param", (2.0, False))
+    async with slack_world(production, store.dsn, tmp_path,
+                           runbook_text=fast(countdown, trust=trust),
                            webhook_secret=HOOK_SECRET) as w:
         yield w
         await w.service.auto.wait_idle(60)
@@ -97,17 +113,28 @@ async def test_bad_deploy_is_rolled_back_after_the_countdown_and_quarantined(
     assert again.status_code == 200
 
 
-async def test_a_good_deploy_is_watched_and_left_alone(world: SlackWorld, store: Store) -> None:
-    first = await world.service.app.rollbot.rollback(request(ProcedureName.SIMPLE))
-    assert first.status is RunStatus.SUCCEEDED  # v1.2.2 runs: the "new" deploy is healthy
+async def test_a_good_deploy_is_watched_for_watch_minutes_and_left_alone(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    # CI deploys v1.2.2 over v1.2.1 (rollbot has never seen production: it takes CI's word)
+    production.deploy_by_hand("v1.2.2")
     answer = await hook(world, "/hooks/deploy", deploy("v1.2.2", "v1.2.1"))
     assert answer.status_code == 202
-    await world.wait_message(lambda m: "v1.2.2 in production is healthy: 3 checks green"
-                             in m.text)
-    assert len(await store.history()) == 1
+    assert "taken on CI's word" in answer.json()["previous_version"]
+    done = await world.wait_message(lambda m: "v1.2.2 in production is healthy: 4 checks green"
+                                    in m.text)
+    # one message, edited in place at most once per 0.3 s interval
+    edits = [c.at for c in world.emu.calls_to("chat.update") if c.params.get("ts") == done.ts]
+    assert 2 <= len(edits) <= 5
+    assert all(b - a >= 0.28 for a, b in itertools.pairwise(edits))
+    assert await store.history() == []
+    # rollbot saw v1.2.2 running: a later deploy must name it as the previous version
+    forged = await hook(world, "/hooks/deploy", deploy("v1.2.4", "v1.2.1", "deployed"))
+    assert forged.status_code == 400
+    assert "rollbot last saw v1.2.2 running" in forged.json()["error"]
 
 
-@pytest.mark.parametrize("world", [6.0], indirect=True)
+@pytest.mark.parametrize("world", [(6.0, TRUSTED)], indirect=True)
 async def test_countdown_cancelled_by_an_allowed_user_runs_nothing(
     world: SlackWorld, production: Sandbox, store: Store
 ) -> None:
@@ -124,8 +151,8 @@ async def test_countdown_cancelled_by_an_allowed_user_runs_nothing(
     assert any(a.kind == "auto_cancel" and a.actor == BOB for a in audit)
 
 
-@pytest.mark.parametrize("world", [30.0], indirect=True)
-async def test_migration_failure_offers_the_migrations_procedure_but_does_not_run_it(
+@pytest.mark.parametrize("world", [(30.0, TRUSTED)], indirect=True)
+async def test_a_trusted_migration_failure_counts_down_and_offers_the_migrations_procedure(
     world: SlackWorld, store: Store
 ) -> None:
     await hook(world, "/hooks/deploy", deploy(stage="migration_failed"))
@@ -136,6 +163,81 @@ async def test_migration_failure_offers_the_migrations_procedure_but_does_not_ru
     await world.click(ALICE, countdown, Action.AUTO_CANCEL)
     await world.wait_message(lambda m: "cancelled by" in m.text)
     assert await store.history() == []
+
+
+@pytest.mark.parametrize("world", [(0.0, False)], indirect=True)
+async def test_an_untrusted_migration_failure_is_offered_as_buttons_and_runs_nothing_by_itself(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    answer = await hook(world, "/hooks/deploy", deploy(stage="migration_failed"))
+    assert answer.status_code == 202
+    offer = await world.wait_message(lambda m: "failed to deploy" in m.text)
+    text = message_text(offer)
+    assert "Nothing rolls back by itself" in text and "trust_ci_failures" in text
+    assert "Rolling back" not in text
+    assert button_labels(offer) == ["Roll back with migrations…",
+                                    "Roll back code only to v1.2.2", "Dismiss"]
+    # a zero countdown would have rolled back at once: nothing runs, nothing changes
+    await asyncio.sleep(3)
+    assert await store.history() == []
+    assert production.running_image() == "azora-api:v1.2.3"
+    await world.click(BOB, offer, Action.AUTO_CANCEL)
+    await world.wait_message(lambda m: "Rollback offered for v1.2.3 dismissed by <@U0BOB>"
+                             in m.text)
+    assert any(a.kind == "auto_cancel" and a.actor == BOB for a in await store.audit_entries())
+
+
+async def test_the_spec_ci_order_a_failed_migration_is_rolled_back_with_its_migration(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    # v1.2.2 serves and rollbot has seen it (on-call looked at the versions)
+    production.deploy_by_hand("v1.2.2")
+    await world.command(ALICE, "versions")
+    await world.emu.wait_for(lambda: next((m for m in world.emu.ephemerals(INCIDENTS, ALICE)
+                                           if "Running:* v1.2.2" in message_text(m)), None))
+    # the spec's workflow: write v1.2.3 into the compose file, then migrate; migrating fails
+    production.name_in_compose_file("v1.2.3")
+    assert production.newest_migration() == "003_add_orders_discount"
+    # CI cannot name a version rollbot never saw run, nor a newer one
+    wrong = await hook(world, "/hooks/deploy", deploy(stage="migration_failed",
+                                                      previous="v1.2.1"))
+    assert wrong.status_code == 400
+    assert wrong.json()["error"].startswith("previous_version v1.2.1 is not what ran before "
+                                            "v1.2.3 in production: rollbot last saw v1.2.2 "
+                                            "running")
+    newer = await hook(world, "/hooks/deploy", deploy("v1.2.3", "v1.2.4",
+                                                      stage="migration_failed"))
+    assert newer.status_code == 400 and "is not lower than" in newer.json()["error"]
+    refusals = [a.detail for a in await store.audit_entries() if a.kind == "refusal"]
+    assert sum("previous_version" in d for d in refusals) == 2
+
+    answer = await hook(world, "/hooks/deploy", deploy(stage="migration_failed"))
+    assert answer.status_code == 202
+    offer = await world.wait_message(lambda m: "failed to deploy" in m.text)
+    await world.click(ALICE, offer, Action.NEXT_MIGRATIONS)
+    card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")
+    said = message_text(card)
+    assert ("v1.2.2 still runs; the compose file already names v1.2.3 (a deploy that did not "
+            "finish)") in said
+    assert "Roll back to v1.2.2" in button_labels(card)
+    await world.click(ALICE, card, Action.CONFIRM)
+    await world.wait_message(lambda m: "Rollback completed. Service restored to v1.2.2" in m.text,
+                             timeout=180)
+    assert production.running_image() == "azora-api:v1.2.2"
+    assert production.compose_tag() == "v1.2.2"
+    assert production.newest_migration() == "002_create_orders"
+    [run] = await store.history()
+    assert (run.status, run.procedure, run.from_version, run.to_version) == (
+        RunStatus.SUCCEEDED, ProcedureName.MIGRATIONS, "v1.2.3", "v1.2.2")
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"http://127.0.0.1:{production.api_port}/health")
+    assert health.status_code == 200
+    allowed = await hook(world, "/hooks/deploy/allowed",
+                         {"environment": "production", "version": "v1.2.3"})
+    assert allowed.status_code == 409
+    still = await hook(world, "/hooks/deploy/allowed",
+                       {"environment": "production", "version": "v1.2.2"})
+    assert still.status_code == 200
 
 
 async def test_forged_stale_replayed_malformed_and_unknown_are_refused(
@@ -169,7 +271,8 @@ async def test_forged_stale_replayed_malformed_and_unknown_are_refused(
 async def test_a_restart_during_the_countdown_waits_for_a_person(
     production: Sandbox, store: Store, tmp_path: Path
 ) -> None:
-    async with slack_world(production, store.dsn, tmp_path, runbook_text=fast(30.0),
+    async with slack_world(production, store.dsn, tmp_path,
+                           runbook_text=fast(30.0, trust=True),
                            webhook_secret=HOOK_SECRET) as world:
         await hook(world, "/hooks/deploy", deploy(stage="start_failed"))
         await world.wait_message(lambda m: "is failing. Rolling back" in m.text)
@@ -177,7 +280,8 @@ async def test_a_restart_during_the_countdown_waits_for_a_person(
             task.cancel()
     (tmp_path / "again").mkdir()
     async with slack_world(production, store.dsn, tmp_path / "again",
-                           runbook_text=fast(30.0), webhook_secret=HOOK_SECRET) as world:
+                           runbook_text=fast(30.0, trust=True),
+                           webhook_secret=HOOK_SECRET) as world:
         notice = await world.wait_message(lambda m: "rollbot restarted while" in m.text)
         assert await store.history() == []  # nothing ran by itself
         await world.click(BOB, notice, Action.AUTO_ROLL_BACK_NOW)
@@ -188,7 +292,7 @@ async def test_a_restart_during_the_countdown_waits_for_a_person(
         assert production.running_image() == "azora-api:v1.2.2"
 
 
-@pytest.mark.parametrize("world", [0.0], indirect=True)
+@pytest.mark.parametrize("world", [(0.0, TRUSTED)], indirect=True)
 async def test_a_zero_countdown_rolls_back_at_once(world: SlackWorld, production: Sandbox,
                                                   store: Store) -> None:
     started = time.monotonic()
