@@ -240,6 +240,30 @@ async def test_the_spec_ci_order_a_failed_migration_is_rolled_back_with_its_migr
     assert still.status_code == 200
 
 
+async def test_code_only_rollback_of_an_unfinished_deploy_converges_and_quarantines(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    # CI wrote v1.2.3 into the compose file; its migrations failed; v1.2.2 still serves
+    production.leave_unfinished_deploy(running="v1.2.2", named="v1.2.3")
+    assert (await hook(world, "/hooks/deploy", deploy(stage="migration_failed"))).status_code \
+        == 202
+    offer = await world.wait_message(lambda m: "failed to deploy" in m.text)
+    await world.click(MALLORY, offer, Action.AUTO_ROLL_BACK_NOW)  # not allowed: nothing runs
+    await world.click(BOB, offer, Action.AUTO_ROLL_BACK_NOW)
+    await world.wait_message(lambda m: "Rollback completed. Service restored to v1.2.2" in m.text,
+                             timeout=180)
+    assert production.running_image() == "azora-api:v1.2.2"
+    assert production.compose_tag() == "v1.2.2"
+    assert production.newest_migration() == "003_add_orders_discount"  # code only
+    [run] = await store.history()
+    assert (run.procedure, run.from_version, run.to_version, run.requested_by) == (
+        ProcedureName.SIMPLE, "v1.2.3", "v1.2.2", "rollbot (automatic)")
+    allowed = await hook(world, "/hooks/deploy/allowed",
+                         {"environment": "production", "version": "v1.2.3"})
+    assert allowed.status_code == 409
+    assert any(a.kind == "refusal" and a.actor == MALLORY for a in await store.audit_entries())
+
+
 async def test_forged_stale_replayed_malformed_and_unknown_are_refused(
     world: SlackWorld, store: Store
 ) -> None:
