@@ -67,8 +67,13 @@ class AutoRollback:
                                             "environment")
             return 200, {"deploy": deploy.id, "status": "automatic rollback disabled"}
         self._spawn(self._handle(deploy))
-        return 202, {"deploy": deploy.id, "status": "watching" if stage == "deployed"
-                     else "counting down"}
+        if stage == "deployed":
+            status = "watching"
+        elif env.auto_rollback.trust_ci_failures:
+            status = "counting down"
+        else:
+            status = "offered to a person in Slack (trust_ci_failures is off)"
+        return 202, {"deploy": deploy.id, "status": status}
 
     async def _handle(self, deploy: Deploy) -> None:
         if deploy.stage == "deployed":

@@ -1,5 +1,6 @@
 """The spec's automatic-rollback triggers, decided from what the watch observed, over its length."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from bot.config import AutoRollbackConfig, load_runbook
 from bot.deploys import Deploy, DeployState
 from bot.model import ContainerState, ImageTag
 from bot.watch import Observation, WatchResult, triggers_of, watch
-from handlers.autorollback import watch_message
+from handlers.autorollback import ci_failure, offer_message, watch_message
+from slack_emulator.limits import block_kit_problems
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
     "production"]
@@ -180,6 +182,23 @@ def test_the_watch_message_stays_small_however_long_the_watch() -> None:
     assert "5xx over the last 6 checks: 0 of 18 answers" in body
     # Bounded: the same size after 20 checks as after 180, not one line per check.
     assert len(body) - len(few[1]["text"]["text"]) < 10 and len(body) < 400
+    assert block_kit_problems(many) == []
     done, _ = watch_message(deploy_row(), cfg, long, elapsed_s=1800, done=True)
     assert done == ("✅ v1.2.3 in production is healthy: 180 checks green over 30 min 00 s. "
                     "Nothing to roll back.")
+
+
+@pytest.mark.parametrize(("stage", "labels"), [
+    ("start_failed", ["Roll back to v1.2.2 now", "Dismiss"]),
+    ("migration_failed", ["Roll back with migrations…", "Roll back code only to v1.2.2",
+                          "Dismiss"]),
+])
+def test_an_untrusted_ci_failure_is_offered_as_buttons_without_a_countdown(
+        stage: str, labels: list[str]) -> None:
+    row = replace(deploy_row(), stage=stage, state=DeployState.OFFERED)
+    text, blocks = offer_message(row, [ci_failure(row)])
+    assert text == ("⚠️ v1.2.3 in production failed to deploy (CI run by ci-bot). Nothing rolls "
+                    "back by itself: choose below.")
+    assert [e["text"]["text"] for b in blocks if b["type"] == "actions"
+            for e in b["elements"]] == labels
+    assert "Rolling back" not in str(blocks) and block_kit_problems(blocks) == []
