@@ -68,6 +68,8 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
 
         async def quarantine(outcome: RunOutcome) -> None:
             # A version that was rolled back is marked bad, so CI can refuse to deploy it again.
+            # from_version is pre-flight's "current": after a deploy that did not finish (the
+            # compose file names a newer release than still runs) it is the file's, failed one.
             run = await store.get_run(outcome.run_id)
             if (run is not None and outcome.status is RunStatus.SUCCEEDED
                     and run.from_version and run.from_version != run.to_version):
