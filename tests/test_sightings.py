@@ -2,8 +2,10 @@
 
 import pytest
 
+from bot.deploys import DeployState, DeployStore
 from bot.preflight import unfinished_deploy
-from bot.sightings import judge_previous_version
+from bot.sightings import Sightings, check_previous_version, judge_previous_version
+from bot.store import Store
 
 
 def judge(previous: str, *, version: str = "v1.2.3", running: str | None = "v1.2.2",
@@ -57,3 +59,42 @@ def test_an_environment_rollbot_never_saw_takes_ci_at_its_word_and_says_so() -> 
 def test_an_unfinished_deploy_is_a_higher_release_in_the_file_than_runs(
         running: str | None, in_file: str, unfinished: bool) -> None:
     assert unfinished_deploy(running=running, in_file=in_file) is unfinished
+
+
+async def test_rollbot_remembers_what_ran_before_the_deploy_being_judged(store: Store) -> None:
+    seen, deploys = Sightings(store.pool), DeployStore(store.pool)
+    assert await check_previous_version(sightings=seen, deploys=deploys,
+                                        environment="production", version="v1.2.3",
+                                        previous="v1.2.2") == judge_previous_version(
+        environment="production", version="v1.2.3", previous="v1.2.2", last_running=None,
+        last_deployed=None)
+    await seen.record(environment="production", version="v1.2.1", seen_by="U0ALICE")
+    await seen.record(environment="production", version="v1.2.2", seen_by="U0ALICE")
+    await seen.record(environment="staging", version="v1.9.0", seen_by="U0ALICE")
+    # CI started v1.2.3 and rollbot looked before the hook arrived: v1.2.2 still ran before it
+    await seen.record(environment="production", version="v1.2.3", seen_by="rollbot")
+    last = await seen.last_running("production", other_than="v1.2.3")
+    assert last is not None and last.version == "v1.2.2"
+    verdict = await check_previous_version(sightings=seen, deploys=deploys,
+                                           environment="production", version="v1.2.3",
+                                           previous="v1.2.2")
+    assert verdict.accepted
+    refused = await check_previous_version(sightings=seen, deploys=deploys,
+                                           environment="production", version="v1.2.3",
+                                           previous="v1.2.1")
+    assert not refused.accepted and "last saw v1.2.2 running" in refused.reason
+
+
+async def test_a_deploy_that_was_rolled_back_is_not_the_last_deployed(store: Store) -> None:
+    deploys = DeployStore(store.pool)
+    await deploys.record(environment="production", version="v1.2.2", previous_version="v1.2.1",
+                         stage="deployed", commit="", actor="ci", run_url="")
+    bad, _ = await deploys.record(environment="production", version="v1.2.3",
+                                  previous_version="v1.2.2", stage="deployed", commit="",
+                                  actor="ci", run_url="")
+    assert await deploys.last_deployed("production", other_than="v1.2.4") == "v1.2.3"
+    await deploys.move(bad.id, (DeployState.WATCHING,), DeployState.ROLLED_BACK)
+    assert await deploys.last_deployed("production", other_than="v1.2.4") == "v1.2.2"
+    await deploys.record(environment="production", version="v1.2.4", previous_version="v1.2.2",
+                         stage="migration_failed", commit="", actor="ci", run_url="")
+    assert await deploys.last_deployed("production", other_than="v1.2.5") == "v1.2.2"
