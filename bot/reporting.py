@@ -73,7 +73,7 @@ class Reporter:
     async def write(self, run_id: int) -> tuple[Path, str]:
         """Render, write atomically to ``incident_logs_dir``, keep a copy in the database."""
         name, markdown = await self.render(run_id)
-        path = self._dir / name
+        path = (self._dir / name).absolute()  # the database says where, whatever the cwd
         await asyncio.to_thread(_write_atomic, path, markdown)
         await self._store.save_report(run_id, path=str(path), markdown=markdown)
         return path, markdown
