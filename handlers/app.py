@@ -232,8 +232,8 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
         root_cause = str(values.get(Block.REPORT_ROOT_CAUSE.value, {})
                          .get(Field.ROOT_CAUSE.value, {}).get("value") or "")
         # Slack takes modal errors only in the acknowledgement.
-        errors = await front.check_report_submission(user=_user(body), impact=impact,
-                                                     root_cause=root_cause)
+        errors = await front.check_report_submission(user=_user(body), run_id=run_id,
+                                                     impact=impact, root_cause=root_cause)
         if errors:
             await ack(response_action="errors", errors=errors)
             return

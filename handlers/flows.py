@@ -512,11 +512,14 @@ class SlackFront:
             root_cause=notes.root_cause if notes else "", max_impact=MAX_IMPACT,
             max_root_cause=MAX_ROOT_CAUSE))
 
-    async def check_report_submission(self, *, user: str, impact: str, root_cause: str
-                                      ) -> dict[str, str] | None:
+    async def check_report_submission(self, *, user: str, run_id: int, impact: str,
+                                      root_cause: str) -> dict[str, str] | None:
         """Validate the modal before acknowledging it: errors per block, or None when right."""
         if refusal := await self._user_refusal(user, "edit a rollback report"):
             return {Block.REPORT_IMPACT.value: refusal[:150]}
+        if await self._store.get_run(run_id) is None:
+            await self._audit_refusal(user, f"edit report: there is no run #{run_id}")
+            return {Block.REPORT_IMPACT.value: f"There is no run #{run_id}; nothing was saved."}
         if problem := check_notes(impact=impact, root_cause=root_cause):
             await self._audit_refusal(user, f"edit report: {problem}")
             block = Block.REPORT_IMPACT if problem.startswith("The Impact") else \
