@@ -13,7 +13,7 @@ from bot.config import Runbook, Settings, load_runbook
 from bot.deploys import DeployStore
 from bot.embedded_pg import EmbeddedPostgres
 from bot.http_probe import HttpxProbe
-from bot.model import RunOutcome, RunStatus
+from bot.model import RunOutcome, RunStatus, VerificationResult
 from bot.reporting import Reporter
 from bot.scheduler import Verifier
 from bot.service import Rollbot
@@ -60,9 +60,14 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         verifier = Verifier(rollbot=rollbot)
         reporter = Reporter(store=store, directory=runbook.incident_logs_dir)
 
+        # The report's one writer when a run ends and after each scheduled check; the fronts
+        # show what was written (Reporter.saved) instead of writing again.
         async def write_report(outcome: RunOutcome) -> None:
             if outcome.status is not RunStatus.REFUSED:
                 await reporter.write(outcome.run_id)
+
+        async def rewrite_report(result: VerificationResult) -> None:
+            await reporter.write(result.run_id)
 
         deploys = DeployStore(store.pool)
 
@@ -80,5 +85,6 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot.finished_hooks.append(verifier.after_run)
         rollbot.finished_hooks.append(write_report)
         rollbot.finished_hooks.append(quarantine)
+        verifier.checked_hooks.append(rewrite_report)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys)

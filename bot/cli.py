@@ -61,8 +61,13 @@ def _parser() -> argparse.ArgumentParser:
                             ("backups", "database backups on the host")):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--env", dest="environment")
-    rep = sub.add_parser("report", help="print the rollback report of a run")
+    rep = sub.add_parser("report", help="print the rollback report of a run; with --impact "
+                         "or --root-cause, write those into it first")
     rep.add_argument("run_id", type=int)
+    rep.add_argument("--impact", help="who or what was affected, e.g. \"1,200 users saw "
+                     "failed checkouts\" (\"\" clears it)")
+    rep.add_argument("--root-cause", dest="root_cause", help="what went wrong")
+    rep.add_argument("--as", dest="actor", help="who is writing (default: your login)")
     hist = sub.add_parser("history", help="the last runs")
     hist.add_argument("-n", type=int, default=10)
     serve = sub.add_parser("serve", help="serve Slack: POST /slack/events, GET /healthz")
@@ -113,7 +118,13 @@ async def _main(args: argparse.Namespace, settings: Settings, console: Console) 
 async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int:
     svc = app.rollbot
     if args.command == "report":
-        _, markdown = await app.reporter.render(args.run_id)
+        if args.impact is not None or args.root_cause is not None:
+            path, markdown = await app.reporter.fill_in(
+                args.run_id, impact=args.impact, root_cause=args.root_cause, by=_actor(args))
+            console.print(f"Report of run #{args.run_id} rewritten: {path}", markup=False,
+                          highlight=False, soft_wrap=True)
+        else:
+            _, markdown = await app.reporter.render(args.run_id)
         console.print(markdown, markup=False, highlight=False, soft_wrap=True)
         return EXIT_OK
     if args.command == "history":

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.log_scan import DEFAULT_ERROR_LOG_PATTERN, check_error_pattern
 from bot.shell import check_runbook_command
 
 RunbookCommand = Annotated[str, AfterValidator(check_runbook_command)]
@@ -122,6 +123,12 @@ class EnvironmentConfig(_Frozen):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     auto_rollback: AutoRollbackConfig = AutoRollbackConfig()
     verify_after_minutes: tuple[Annotated[float, Field(gt=0)], ...] = (5.0, 30.0, 120.0)
+    # What the checks count as an error line (see bot/log_scan.py), how many warning lines the
+    # Extended and Comprehensive checks tolerate, and how much of a verify_tables table may go.
+    error_log_pattern: Annotated[str, AfterValidator(check_error_pattern)] = (
+        DEFAULT_ERROR_LOG_PATTERN)
+    max_warning_lines: int = Field(default=20, ge=0)
+    max_row_loss_ratio: float = Field(default=0.01, ge=0, le=1)
     smoke_command: RunbookCommand | None = None      # the spec's `npm run test:smoke`
     service_health_urls: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
         default_factory=dict)                         # the spec's api/auth/payment health URLs

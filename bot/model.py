@@ -216,3 +216,15 @@ class VerificationResult:
     @property
     def ok(self) -> bool:
         return all(i.ok for i in self.items)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A person's Healthy / Regressed answer to a verification check, from the dashboards."""
+
+    run_id: int
+    tier: Tier
+    verdict: str                   # healthy | regressed
+    by: str
+    at: datetime
+    check_due_at: datetime | None  # None: an on-demand check outside the schedule

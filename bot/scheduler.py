@@ -25,6 +25,7 @@ from bot.verification import VerificationStore, late_by, row_counts, run_tier
 log = logging.getLogger(__name__)
 
 Announce = Callable[[VerificationResult, RunRecord, int], Awaitable[None]]
+Checked = Callable[[VerificationResult], Awaitable[None]]
 
 
 class Verifier:
@@ -38,6 +39,9 @@ class Verifier:
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:verify"
         self._sweep_s = sweep_s
         self._scheduler: AsyncIOScheduler | None = None
+        # Called once a scheduled check's result is stored, before it is announced
+        # (the composition root writes the report here).
+        self.checked_hooks: list[Checked] = []
 
     def announce_with(self, announce: Announce) -> None:
         self._announce = announce
@@ -101,6 +105,11 @@ class Verifier:
             await self.store.release(check_id)
             return
         await self.store.record(check_id, result)
+        for hook in self.checked_hooks:
+            try:
+                await hook(result)
+            except Exception:
+                log.exception("after-check hook failed for check %s", check_id)
         if self._announce is not None:
             try:
                 await self._announce(result, run, check_id)

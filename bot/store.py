@@ -197,7 +197,8 @@ class Store:
         await self._pool.execute(
             "INSERT INTO run_reports (run_id, path, markdown) VALUES ($1, $2, $3)"
             " ON CONFLICT (run_id) DO UPDATE SET path = EXCLUDED.path,"
-            " markdown = EXCLUDED.markdown, updated_at = now()", run_id, path, markdown)
+            " markdown = EXCLUDED.markdown, updated_at = now(),"
+            " revision = run_reports.revision + 1", run_id, path, markdown)
 
     async def report(self, run_id: int) -> str | None:
         value = await self._pool.fetchval("SELECT markdown FROM run_reports WHERE run_id = $1",

@@ -20,7 +20,8 @@ from bot import commands as cmd
 from bot.config import EnvironmentConfig
 from bot.errors import RollbotError
 from bot.host_facts import running_tag
-from bot.model import RunRecord, Tier, VerificationItem, VerificationResult
+from bot.log_scan import WARNING_LOG_PATTERN, matching
+from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationResult
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.procedures import reported_version
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 TIERS = (Tier.IMMEDIATE, Tier.EXTENDED, Tier.COMPREHENSIVE)
 STALE_CLAIM_S = 600  # a claim older than this belonged to a process that died mid-check
-_ERROR = re.compile(r"\berror\b", re.IGNORECASE)
-_WARNING = re.compile(r"\bwarn(ing)?\b", re.IGNORECASE)
 _LOG_TS = re.compile(r"\|\s*(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})")
 
 
@@ -105,10 +104,36 @@ class VerificationStore:
         raw = await self._pool.fetchval("SELECT baseline FROM runs WHERE id = $1", run_id)
         return {str(k): int(v) for k, v in json.loads(raw or "{}").items()}
 
-    async def set_verdict(self, check_id: int, *, verdict: str, by: str) -> None:
-        await self._pool.execute(
-            "UPDATE verification_checks SET verdict = $2, verdict_by = $3 WHERE id = $1",
-            check_id, verdict, by)
+    async def record_verdict(self, *, run_id: int, check_id: int, tier: Tier, verdict: str,
+                             by: str) -> bool:
+        """Keep a Healthy/Regressed answer, with who and when; False for an unknown run or check.
+
+        ``check_id`` 0 is an on-demand check outside the schedule; a scheduled check also keeps
+        its latest answer in its own row.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            if check_id > 0:
+                known = await conn.fetchval(
+                    "UPDATE verification_checks SET verdict = $3, verdict_by = $4,"
+                    " verdict_at = now() WHERE id = $1 AND run_id = $2 RETURNING true",
+                    check_id, run_id, verdict, by)
+            else:
+                known = await conn.fetchval("SELECT true FROM runs WHERE id = $1", run_id)
+            if not known:
+                return False
+            await conn.execute(
+                "INSERT INTO verification_verdicts (run_id, check_id, tier, verdict, given_by)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                run_id, check_id or None, tier.value, verdict, by)
+        return True
+
+    async def verdicts(self, run_id: int) -> list[Verdict]:
+        rows = await self._pool.fetch(
+            "SELECT v.*, c.due_at FROM verification_verdicts v LEFT JOIN verification_checks c"
+            " ON c.id = v.check_id WHERE v.run_id = $1 ORDER BY v.given_at, v.id", run_id)
+        return [Verdict(run_id=r["run_id"], tier=Tier(r["tier"]), verdict=r["verdict"],
+                        by=r["given_by"], at=r["given_at"], check_due_at=r["due_at"])
+                for r in rows]
 
 
 async def row_counts(host: RemoteHost, env: EnvironmentConfig) -> dict[str, int]:
@@ -188,23 +213,22 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
                 lines.append(line)
         return lines
 
+    error_re = re.compile(env.error_log_pattern)
+
     async def errors() -> tuple[bool, str]:
-        found = [ln for ln in await log_lines() if _ERROR.search(ln)]
+        found = matching(await log_lines(), error_re)
         return not found, (f"{len(found)} error line(s) since the rollback, e.g. "
                            f"{found[-1][-160:]}" if found else "no error lines since the rollback")
 
     await items.add("Error logs", errors)
     if tier in (Tier.EXTENDED, Tier.COMPREHENSIVE):
         async def counts() -> tuple[bool, str]:
-            now = await row_counts(host, env)
-            drops = [f"{t}: {baseline[t]} → {n}" for t, n in now.items()
-                     if t in baseline and n < baseline[t]]
-            text = ", ".join(f"{t} {n}" for t, n in now.items()) or "no verify_tables"
-            return not drops, ("rows dropped: " + "; ".join(drops)) if drops else text
+            return judge_row_counts(baseline, await row_counts(host, env),
+                                    max_loss_ratio=env.max_row_loss_ratio)
 
         async def warnings() -> tuple[bool, str]:
-            found = [ln for ln in await log_lines() if _WARNING.search(ln)]
-            return True, f"{len(found)} warning line(s) since the rollback"
+            return judge_warnings(matching(await log_lines(), WARNING_LOG_PATTERN),
+                                  max_lines=env.max_warning_lines)
 
         await items.add("Row counts", counts)
         await items.add("Warnings", warnings)
@@ -226,10 +250,45 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
         async def last_1000() -> tuple[bool, str]:
             result = await host.run(cmd.compose(env, "logs", "--no-color", "--tail=1000"),
                                     timeout=120, check=False)
-            found = [ln for ln in result.output.splitlines() if _ERROR.search(ln)]
+            found = matching(result.output.splitlines(), error_re)
             return not found, f"{len(found)} error line(s) in the last 1000 log lines"
         await items.add("Last 1000 log lines", last_1000)
     return items.items
+
+
+def judge_row_counts(baseline: dict[str, int], now: dict[str, int], *,
+                     max_loss_ratio: float) -> tuple[bool, str]:
+    """``verify_tables`` counts against right after the rollback: a loss over the ratio fails."""
+    text = ", ".join(f"{t} {n}" for t, n in now.items()) or "no verify_tables"
+    lost: list[str] = []
+    noted: list[str] = []
+    for table, before in baseline.items():
+        if table not in now:
+            lost.append(f"{table}: {before} → not counted")
+            continue
+        gone = before - now[table]
+        if gone <= 0:
+            continue
+        what = f"{table} {before} → {now[table]} (lost {gone}, {_percent(gone / before)})"
+        (lost if gone / before > max_loss_ratio else noted).append(what)
+    limit = f"more than {_percent(max_loss_ratio)} of a table's rows since the rollback"
+    if lost:
+        return False, f"rows lost, {limit}: " + "; ".join(lost) + f". Now: {text}"
+    if noted:
+        return True, f"{text}; small loss within {_percent(max_loss_ratio)}: " + "; ".join(noted)
+    return True, text
+
+
+def judge_warnings(found: list[str], *, max_lines: int) -> tuple[bool, str]:
+    """More warning lines since the rollback than ``max_warning_lines`` fail the check."""
+    text = f"{len(found)} warning line(s) since the rollback (at most {max_lines} allowed)"
+    if len(found) > max_lines:
+        return False, f"{text}, e.g. {found[-1][-160:]}"
+    return True, text
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.3g}%"
 
 
 def late_by(due: datetime, now: datetime | None = None) -> float:

@@ -212,6 +212,35 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
                                      notice=load(NoticeRef, view.get("private_metadata")),
                                      eta=eta)
 
+    @app.action(Action.EDIT_REPORT.value)
+    @safe
+    async def edit_report(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_edit_report(user=_user(body), run_id=load(RunRef, _value(body)).run,
+                                   trigger_id=str(body["trigger_id"]),
+                                   reply=respond_reply(respond))
+
+    @app.view(View.EDIT_REPORT.value)
+    @safe
+    async def report_submitted(ack: AsyncAck, body: dict[str, Any],
+                               view: dict[str, Any]) -> None:
+        run_id = load(RunRef, view.get("private_metadata")).run
+        values = view["state"]["values"]
+        # An emptied field clears it: the modal showed what the report says now.
+        impact = str(values.get(Block.REPORT_IMPACT.value, {}).get(Field.IMPACT.value, {})
+                     .get("value") or "")
+        root_cause = str(values.get(Block.REPORT_ROOT_CAUSE.value, {})
+                         .get(Field.ROOT_CAUSE.value, {}).get("value") or "")
+        # Slack takes modal errors only in the acknowledgement.
+        errors = await front.check_report_submission(user=_user(body), run_id=run_id,
+                                                     impact=impact, root_cause=root_cause)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        await front.on_report_submitted(user=_user(body), run_id=run_id, impact=impact,
+                                        root_cause=root_cause)
+
     @app.action(re.compile(rf"^{re.escape(Action.CHECKLIST_TOGGLE.value)}\.[a-z0-9_]+$"))
     @safe
     async def checklist_toggle(ack: AsyncAck, body: dict[str, Any],

@@ -482,3 +482,43 @@ def checklist_message(run_id: int, ticks: dict[str, Tick]) -> Blocks:
             blocks.append(block)
     blocks.append(context("rollbot ticks what it did itself; anyone here can tick the rest."))
     return blocks
+
+
+# --- the rollback report --------------------------------------------------------------------
+
+def report_actions(run_id: int) -> Blocks:
+    """The Edit report button, shown under the run's checklist in its thread."""
+    return [actions(Block.REPORT_ACTIONS, button("Edit report (Impact, Root Cause)",
+                                                 Action.EDIT_REPORT, RunRef(run=run_id).dump())),
+            context("The rollback report is uploaded in this thread; people write its Impact "
+                    "and Root Cause, rollbot the rest.")]
+
+
+def report_modal(*, run_id: int, impact: str, root_cause: str, max_impact: int,
+                 max_root_cause: int) -> dict[str, Any]:
+    """Impact and Root Cause of run #N's report; both optional, an empty field clears it."""
+    def field(block: Block, action: Field, label: str, value: str, limit: int,
+              hint: str, *, multiline: bool) -> dict[str, Any]:
+        element: dict[str, Any] = {"type": "plain_text_input", "action_id": action.value,
+                                   "max_length": limit, "multiline": multiline,
+                                   "placeholder": {"type": "plain_text", "text": hint}}
+        if value:
+            element["initial_value"] = value[:limit]
+        return {"type": "input", "block_id": block.value, "optional": True,
+                "label": {"type": "plain_text", "text": label}, "element": element}
+
+    return {
+        "type": "modal", "callback_id": View.EDIT_REPORT.value,
+        "private_metadata": RunRef(run=run_id).dump(),
+        "title": {"type": "plain_text", "text": f"Report of run #{run_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            field(Block.REPORT_IMPACT, Field.IMPACT, "Impact", impact, max_impact,
+                  "e.g. about 1,200 users saw failed checkouts for 25 min", multiline=False),
+            field(Block.REPORT_ROOT_CAUSE, Field.ROOT_CAUSE, "Root Cause", root_cause,
+                  max_root_cause, "What went wrong (a link to the write-up is fine)",
+                  multiline=True),
+            context("The report is rewritten and uploaded again in the run's thread."),
+        ],
+    }

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -35,7 +36,7 @@ from bot.model import (
     VerificationResult,
 )
 from bot.preflight import Preflight
-from bot.reporting import Reporter
+from bot.reporting import MAX_IMPACT, MAX_ROOT_CAUSE, Reporter, check_notes
 from bot.scheduler import Verifier
 from bot.service import Plan, Rollbot
 from bot.versions import parse_version
@@ -44,6 +45,7 @@ from handlers.access import Access
 from handlers.assess import assess_modal, parse_assess_submission, verdict_message
 from handlers.blocks import mention
 from handlers.grammar import Command, CommandKind, parse_command
+from handlers.ids import Block
 from handlers.live import LiveRun
 from handlers.metadata import AssessCardRef, ChecklistRef, CheckRef, NoticeRef
 from handlers.slack_writer import SlackWriter
@@ -455,16 +457,83 @@ class SlackFront:
 
     async def _after_run_records(self, run_id: int, *, channel: str, thread_ts: str,
                                  first: bool) -> None:
-        """The report (uploaded into the thread) and the checklist, posted or refreshed."""
+        """The report as the engine last wrote it (uploaded into the thread), and the checklist."""
         try:
-            path, markdown = await self._reporter.write(run_id)
-            await self._client.files_upload_v2(
-                channel=channel, thread_ts=thread_ts, filename=path.name, content=markdown,
-                title=f"Rollback report, run #{run_id}",
-                initial_comment="📝 Rollback report" + ("" if first else " (updated)"))
+            saved = await self._reporter.saved(run_id)
+            if saved is None:  # its writer failed (logged there): the thread still gets one
+                path, markdown = await self._reporter.write(run_id)
+            else:
+                path, markdown = saved.path, saved.markdown
+            await self._upload_report(run_id, path, markdown, channel=channel,
+                                      thread_ts=thread_ts,
+                                      comment="📝 Rollback report" + ("" if first else
+                                                                     " (updated)"))
         except Exception:
-            log.exception("could not write or upload the report of run #%s", run_id)
+            log.exception("could not upload the report of run #%s", run_id)
         await self.refresh_checklist(run_id, channel=channel, thread_ts=thread_ts)
+
+    async def _upload_report(self, run_id: int, path: Path, markdown: str, *, channel: str,
+                             thread_ts: str, comment: str) -> None:
+        await self._client.files_upload_v2(
+            channel=channel, thread_ts=thread_ts, filename=path.name, content=markdown,
+            title=f"Rollback report, run #{run_id}", initial_comment=comment)
+
+    async def _publish_rewritten_report(self, run_id: int, path: Path, markdown: str,
+                                        why: str) -> None:
+        """After a person changed the report: upload it again in the run's thread."""
+        ref = await self._store.approvals.front_ref_for_run(run_id)
+        if not ref or "ts" not in ref:
+            log.warning("run #%s has no Slack thread; its report was rewritten, not uploaded",
+                        run_id)
+            return
+        try:
+            await self._upload_report(run_id, path, markdown, channel=ref["channel"],
+                                      thread_ts=ref["ts"],
+                                      comment=f"📝 Rollback report (updated: {why})")
+        except SlackApiError as exc:
+            log.error("could not upload the report of run #%s: %s", run_id, exc)
+        await self.refresh_checklist(run_id)
+
+    # --- the report: Impact and Root Cause ----------------------------------------------------
+
+    async def on_edit_report(self, *, user: str, run_id: int, trigger_id: str,
+                             reply: Reply) -> None:
+        """Open the modal where a person writes the report's Impact and Root Cause."""
+        if refusal := await self._user_refusal(user, "edit a rollback report"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        if await self._store.get_run(run_id) is None:
+            await self._audit_refusal(user, f"edit report: there is no run #{run_id}")
+            await reply(ui.refusal(f"There is no run #{run_id}."), "unknown run")
+            return
+        notes = await self._reporter.notes(run_id)
+        await self._client.views_open(trigger_id=trigger_id, view=ui.report_modal(
+            run_id=run_id, impact=notes.impact if notes else "",
+            root_cause=notes.root_cause if notes else "", max_impact=MAX_IMPACT,
+            max_root_cause=MAX_ROOT_CAUSE))
+
+    async def check_report_submission(self, *, user: str, run_id: int, impact: str,
+                                      root_cause: str) -> dict[str, str] | None:
+        """Validate the modal before acknowledging it: errors per block, or None when right."""
+        if refusal := await self._user_refusal(user, "edit a rollback report"):
+            return {Block.REPORT_IMPACT.value: refusal[:150]}
+        if await self._store.get_run(run_id) is None:
+            await self._audit_refusal(user, f"edit report: there is no run #{run_id}")
+            return {Block.REPORT_IMPACT.value: f"There is no run #{run_id}; nothing was saved."}
+        if problem := check_notes(impact=impact, root_cause=root_cause):
+            await self._audit_refusal(user, f"edit report: {problem}")
+            block = Block.REPORT_IMPACT if problem.startswith("The Impact") else \
+                Block.REPORT_ROOT_CAUSE
+            return {block.value: problem[:150]}
+        return None
+
+    async def on_report_submitted(self, *, user: str, run_id: int, impact: str,
+                                  root_cause: str) -> None:
+        """Store what the person wrote, rewrite the report once, upload it again."""
+        path, markdown = await self._reporter.fill_in(run_id, impact=impact,
+                                                      root_cause=root_cause, by=user)
+        await self._publish_rewritten_report(run_id, path, markdown,
+                                             f"Impact and Root Cause by {mention(user)}")
 
     async def refresh_checklist(self, run_id: int, *, channel: str | None = None,
                                 thread_ts: str | None = None) -> None:
@@ -478,7 +547,8 @@ class SlackFront:
             documented=await self._store.report(run_id) is not None,
             verifications=tuple(await self._verifier.store.results(run_id)))
         await checklist.tick_automatic(run_id, done)
-        blocks = ui.checklist_message(run_id, await checklist.ticks(run_id))
+        blocks = [*ui.checklist_message(run_id, await checklist.ticks(run_id)),
+                  *ui.report_actions(run_id)]
         text = f"Rollback checklist, run #{run_id}"
         ref = await checklist.message(run_id)
         try:
@@ -513,13 +583,21 @@ class SlackFront:
         if refusal := await self._user_refusal(user, "answer for the dashboards"):
             await reply(ui.refusal(refusal), refusal)
             return
-        if ref.check > 0:
-            await self._verifier.store.set_verdict(ref.check, verdict=verdict, by=user)
+        if not await self._verifier.store.record_verdict(
+                run_id=ref.run, check_id=ref.check, tier=Tier(ref.tier), verdict=verdict,
+                by=user):
+            reason = f"Check {ref.check} is not one of rollback #{ref.run}'s; nothing recorded."
+            await self._audit_refusal(user, f"verdict {verdict}: {reason}")
+            await reply(ui.refusal(reason), reason)
+            return
         await self._store.audit(environment=self._rollbot.runbook.default_environment,
                                 actor=user, kind="verdict", run_id=ref.run,
                                 detail=f"{ref.tier} check: {verdict}")
-        await reply([ui.section(f"Recorded: rollback #{ref.run} looks *{verdict}* to you.")],
-                    verdict)
+        await reply([ui.section(f"Recorded: rollback #{ref.run} looks *{verdict}* to you; "
+                                "it goes in the rollback report.")], verdict)
+        path, markdown = await self._reporter.write(ref.run)
+        await self._publish_rewritten_report(ref.run, path, markdown,
+                                             f"{mention(user)} says {verdict}")
 
     # --- helpers ---------------------------------------------------------------------------
 

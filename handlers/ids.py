@@ -21,6 +21,7 @@ class Action(StrEnum):
     NEXT_MIGRATIONS = "rollbot.next.migrations"
     VERDICT_HEALTHY = "rollbot.verify.healthy"
     VERDICT_REGRESSED = "rollbot.verify.regressed"
+    EDIT_REPORT = "rollbot.report.edit"           # opens the Impact / Root Cause modal
 
 
 class Block(StrEnum):
@@ -31,16 +32,22 @@ class Block(StrEnum):
     AUTO_ACTIONS = "rollbot.auto.actions"
     DB_NAME = "rollbot.modal.db_name"
     ETA = "rollbot.modal.eta"
+    REPORT_ACTIONS = "rollbot.report.actions"
+    REPORT_IMPACT = "rollbot.modal.impact"
+    REPORT_ROOT_CAUSE = "rollbot.modal.root_cause"
 
 
 class Field(StrEnum):
     DB_NAME = "db_name"
     ETA = "eta"
+    IMPACT = "impact"
+    ROOT_CAUSE = "root_cause"
 
 
 class View(StrEnum):
     RESTORE_CONFIRM = "rollbot.view.restore_confirm"
     SET_ETA = "rollbot.view.set_eta"
+    EDIT_REPORT = "rollbot.view.edit_report"
 
 
 # The decision-matrix modal (`/rollback assess`).

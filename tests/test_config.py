@@ -75,3 +75,39 @@ def test_cli_exits_2_before_connecting(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stdout + out.stderr
     assert "environments.production.ssh.port" in out.stdout
     assert not (tmp_path / "data").exists()  # not even the database was started
+
+
+@pytest.mark.parametrize(("old", "new", "says"), [
+    ("max_warning_lines = 20", 'error_log_pattern = "(ERROR"',
+     "key 'environments.production.error_log_pattern': Value error, is not a valid regular "
+     "expression: missing ), unterminated subpattern at position 0"),
+    ("max_warning_lines = 20", 'error_log_pattern = "ERROR|"',
+     "matches an empty line, so every log line would count"),
+    ("max_warning_lines = 20", "max_warning_lines = -1",
+     "key 'environments.production.max_warning_lines'"),
+    ("max_row_loss_ratio = 0.01", "max_row_loss_ratio = 1.5",
+     "key 'environments.production.max_row_loss_ratio'"),
+])
+def test_verification_thresholds_are_checked_at_load(tmp_path: Path, old: str, new: str,
+                                                     says: str) -> None:
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_runbook(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert says in str(err.value)
+
+
+def test_verification_thresholds_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    from bot.log_scan import DEFAULT_ERROR_LOG_PATTERN
+
+    without = tmp_path / "without.toml"
+    without.write_text("".join(line for line in EXAMPLE.read_text().splitlines(keepends=True)
+                               if not line.startswith(("max_warning_lines",
+                                                       "max_row_loss_ratio"))))
+    _, env = load_runbook(without).environment(None)
+    assert (env.error_log_pattern, env.max_warning_lines, env.max_row_loss_ratio) == (
+        DEFAULT_ERROR_LOG_PATTERN, 20, 0.01)
+    path = _broken(tmp_path, "max_warning_lines = 20", "error_log_pattern = "
+                   "'payment declined|\\bERROR\\b'\nmax_warning_lines = 0")
+    _, env = load_runbook(path).environment(None)
+    assert (env.error_log_pattern, env.max_warning_lines) == (r"payment declined|\bERROR\b", 0)
