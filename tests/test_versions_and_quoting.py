@@ -53,7 +53,9 @@ def test_quoting_round_trips_through_a_real_shell(args: list[str]) -> None:
     assert shlex.split(join(*args)) == args
 
 
-@given(st.text(st.characters(blacklist_characters="\0"), max_size=30))
+# Lone surrogates (category Cs) cannot be passed in argv at all: the OS takes bytes, not str.
+@given(st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+               max_size=30))
 def test_a_quoted_value_is_one_inert_word_for_sh(value: str) -> None:
     out = subprocess.run(["sh", "-c", f"printf %s {quote(value)}"], capture_output=True,
                          check=True)
