@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("version", nargs="?", help="target version, e.g. v1.2.2 "
                         "(default: the previous version on the host)")
-        sp.add_argument("--procedure", choices=[p.value for p in ProcedureName],
+        sp.add_argument("--procedure", choices=[p.value for p in ProcedureName
+                                                if p is not ProcedureName.PUT_BACK],
                         default=ProcedureName.SIMPLE.value)
         sp.add_argument("--env", dest="environment")
         sp.add_argument("--backup", help="backup file name for --procedure restore "

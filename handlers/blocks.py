@@ -40,6 +40,7 @@ _PROCEDURE_TEXT = {
     ProcedureName.MIGRATIONS: "rollback with database migration rollback",
     ProcedureName.RESTORE: "full database restore from backup (DATA LOSS)",
     ProcedureName.EMERGENCY: "EMERGENCY rollback (fastest path)",
+    ProcedureName.PUT_BACK: "put back what ran before (the rollback was cancelled)",
 }
 
 
