@@ -21,6 +21,9 @@ class Action(StrEnum):
     NEXT_MIGRATIONS = "rollbot.next.migrations"
     VERDICT_HEALTHY = "rollbot.verify.healthy"
     VERDICT_REGRESSED = "rollbot.verify.regressed"
+    RECOVERY_RESUME = "rollbot.recovery.resume"        # a cancel left production down
+    RECOVERY_PUT_BACK = "rollbot.recovery.put_back"
+    RECOVERY_AGAIN = "rollbot.recovery.roll_back_again"  # after a put-back that is unhealthy
 
 
 class Block(StrEnum):
@@ -29,6 +32,7 @@ class Block(StrEnum):
     NOTICE_ACTIONS = "rollbot.notice.actions"
     VERIFY_ACTIONS = "rollbot.verify.actions"
     AUTO_ACTIONS = "rollbot.auto.actions"
+    RECOVERY_ACTIONS = "rollbot.recovery.actions"
     DB_NAME = "rollbot.modal.db_name"
     ETA = "rollbot.modal.eta"
 
