@@ -343,8 +343,10 @@ def recovery_offer(s: LiveState) -> Blocks:
     if why_not:
         lines.append(f"• {esc(why_not)}")
     else:
-        lines.append(f"• *Put back what ran before*: restore the compose file copy, start "
-                     f"{esc(old)} again and check its health.")
+        how = ("restore the compose file copy the rollback kept, start" if "switch_version" in done
+               else "the compose file still names it: start")
+        lines.append(f"• *Put back what ran before*: {how} {esc(old)} again and check its "
+                     "health.")
         buttons.append(button("Put back what ran before", Action.RECOVERY_PUT_BACK, ref,
                               confirm=confirm_dialog(
                                   "Put back what ran before?",
