@@ -421,8 +421,9 @@ class SlackFront:
             return
         # The buttons make way for who chose what, so nobody clicks the other one later.
         kept = [b for b in blocks if b.get("block_id") != Block.RECOVERY_ACTIONS.value]
-        await self._update(channel, ts, [*kept, ui.recovery_chosen(choice.label, user,
-                                                                    now=_now())])
+        if kept and ts:
+            await self._update(channel, ts, [*kept, ui.recovery_chosen(choice.label, user,
+                                                                        now=_now())])
         self._spawn(self._run_recovery(claim.offer, by=user, channel=channel,
                                        cancelled=(ts, blocks)))
 
@@ -461,15 +462,17 @@ class SlackFront:
                     f"{ui.esc(str(exc))} Nothing was run; the buttons are back on run "
                     f"#{offer.run_id}.")])
                 await writer.drain(timeout_s=60)
-                await self._update(channel, ts, original)  # offered again
+                if original and ts:
+                    await self._update(channel, ts, original)  # offered again
                 return
             if outcome.status is RunStatus.REFUSED:
                 live.state.outcome = outcome
                 live.state.host_state = outcome.host_state
                 live.render()
-                await self._update(channel, ts, [*original, ui.context(
-                    f"🚫 {ui.esc(choice.label)} was refused by its pre-flight (see below); "
-                    "nothing was run.")])
+                if original and ts:
+                    await self._update(channel, ts, [*original, ui.context(
+                        f"🚫 {ui.esc(choice.label)} was refused by its pre-flight (see below); "
+                        "nothing was run.")])
             await writer.drain(timeout_s=_FINAL_DELIVERY_S)
             if outcome.status is not RunStatus.REFUSED and resume:
                 request = RollbackRequest(environment=offer.environment,
@@ -493,6 +496,9 @@ class SlackFront:
         if offer is None:
             await reply(ui.refusal(f"Run #{run_id} left nothing to roll back again."), "no-op")
             return
+        await self._store.audit(environment=offer.environment, actor=user, kind="recovery",
+                                run_id=run_id, detail=f"roll back to {offer.to_version} again "
+                                                      "after the put-back: new card")
         request = RollbackRequest(environment=offer.environment, procedure=offer.procedure,
                                   target=parse_version(offer.to_version), requested_by=user,
                                   reason=f"rolling back again after putting back "

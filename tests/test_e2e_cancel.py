@@ -28,7 +28,7 @@ from bot.service import Rollbot
 from bot.store import Store
 from bot.versions import parse_version
 from handlers.ids import Action
-from tests.sandbox import Sandbox
+from tests.sandbox import BACKUP_COUNTS, GOOD_BACKUP, Sandbox
 from tests.slack_world import (
     ALICE,
     BOB,
@@ -228,3 +228,40 @@ def test_ctrl_c_after_stop_prints_resume_and_put_back_and_resume_finishes(
     said, _ = twice.communicate(timeout=120)
     assert twice.returncode == 1
     assert "cli:bob already chose “Resume rollback” for run #1" in said
+
+
+async def test_a_restore_cancelled_after_the_drop_resumes_only_behind_its_safeguards(
+    production: Sandbox, store: Store, rollbot: Rollbot
+) -> None:
+    """The database is gone when the cancel lands: Resume verifies again, then restores."""
+    runs: list[Run] = []
+
+    async def cancel_at_drop(event: RunEvent) -> None:
+        if isinstance(event, StepStarted) and event.step.key == "drop_database":
+            runs[0].cancel("bob")
+
+    outcome = await rollbot.rollback(
+        RollbackRequest(environment="production", procedure=ProcedureName.RESTORE,
+                        target=parse_version("v1.2.2"), requested_by="alice",
+                        backup=GOOD_BACKUP, approved_by=("bob", "carol")),
+        observers=[cancel_at_drop], on_run=runs.append)
+    assert outcome.status is RunStatus.CANCELLED
+    assert "DROPPED" in outcome.host_state or "EMPTY" in outcome.host_state
+    put_back = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.PUT_BACK,
+                                             by="bob")
+    assert not put_back.moved and "dropped the database" in put_back.reason
+    claim = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.RESUME,
+                                          by="bob")
+    assert claim.moved and claim.offer is not None
+    resumed = await rollbot.recover(claim.offer, by="bob")
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.message
+    keys = [s.key for s in resumed.steps]
+    assert keys[:2] == ["verify_backup", "verify_safety_backup"]
+    assert "drop_database" not in keys and "stop_services" not in keys
+    assert production.row_counts() == BACKUP_COUNTS
+    assert production.running_image() == "azora-api:v1.2.2"
+    sent = [a.command for a in await store.audit_entries(run_id=resumed.run_id)
+            if a.kind == "command"]
+    safety = next(i for i, c in enumerate(sent) if "_pre-restore_" in c and "gunzip -t" in c)
+    create = next(i for i, c in enumerate(sent) if "CREATE DATABASE" in c)
+    assert safety < create  # the kept safety backup was verified in this run, before CREATE
