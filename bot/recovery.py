@@ -54,6 +54,7 @@ _DATA_CHANGES = {
     "restore_backup": "restored the database from a backup",
 }
 _COMMAND_S = 60.0
+_ABANDONED_CHOICE_S = 300  # chosen, but no run began: the process died between the two
 
 
 class RecoveryChoice(StrEnum):
@@ -394,12 +395,15 @@ class RecoveryStore:
         """Take the offer for ``choice``: exactly one click ever moves it."""
         row = await self._pool.fetchrow(
             "UPDATE run_recoveries o SET state = 'chosen', choice = $2, chosen_by = $3,"
-            " chosen_at = now() WHERE o.run_id = $1 AND o.state = 'offered'"
+            " chosen_at = now() WHERE o.run_id = $1 AND (o.state = 'offered'"
+            # a choice whose run never began (its rollbot died in between) is not a lock forever
+            "   OR (o.state = 'chosen' AND o.continuation IS NULL"
+            "       AND o.chosen_at < now() - make_interval(secs => $4)))"
             " AND ($2 <> 'put_back' OR o.put_back_refusal = '')"
             " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.environment = o.environment"
             "   AND r.id > o.run_id AND r.state <> 'refused'"
             "   AND r.continues_run IS DISTINCT FROM o.run_id)"
-            " RETURNING *", run_id, choice.value, by)
+            " RETURNING *", run_id, choice.value, by, _ABANDONED_CHOICE_S)
         if row is not None:
             return Claim(_offer(row), True)
         current = await self.get(run_id)

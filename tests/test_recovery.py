@@ -235,3 +235,14 @@ async def test_a_stale_or_impossible_choice_is_refused_with_the_reason(store: St
     assert not stale.moved and "Another rollback ran in production" in stale.reason
     missing = await recoveries.claim(999, choice=RecoveryChoice.RESUME, by="U0BOB")
     assert "did not leave production down" in missing.reason
+
+
+async def test_a_choice_whose_run_never_began_can_be_made_again_later(store: Store) -> None:
+    recoveries = RecoveryStore(store.pool)
+    run_id = await _offer_run(store)
+    await recoveries.offer(offer(ProcedureName.SIMPLE, "stop_services", run_id=run_id))
+    assert (await recoveries.claim(run_id, choice=RecoveryChoice.RESUME, by="U0ALICE")).moved
+    assert not (await recoveries.claim(run_id, choice=RecoveryChoice.RESUME, by="U0BOB")).moved
+    # rollbot died between the click and the run: ten minutes later, nothing holds it
+    await store.pool.execute("UPDATE run_recoveries SET chosen_at = now() - interval '10 min'")
+    assert (await recoveries.claim(run_id, choice=RecoveryChoice.PUT_BACK, by="U0BOB")).moved
