@@ -1,4 +1,4 @@
-"""The terminal front: ``rollbot plan|rollback|status|history|versions|backups``.
+"""The terminal front: ``rollbot plan|rollback|resume|put-back|status|history|versions|backups``.
 
 Exit status: 0 only when the command (for ``rollback``: the run) succeeded; 1 when a run failed,
 was refused or cancelled; 2 for a configuration error or bad input; 130 when interrupted.
@@ -17,12 +17,14 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.app import App, load, open_app
 from bot.config import Settings
 from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
+from bot.recovery import RecoveryChoice, down_sentence
 from bot.terminal import (
     TerminalProgress,
     render_backups,
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("version", nargs="?", help="target version, e.g. v1.2.2 "
                         "(default: the previous version on the host)")
-        sp.add_argument("--procedure", choices=[p.value for p in ProcedureName],
+        sp.add_argument("--procedure", choices=[p.value for p in ProcedureName
+                                                if p is not ProcedureName.PUT_BACK],
                         default=ProcedureName.SIMPLE.value)
         sp.add_argument("--env", dest="environment")
         sp.add_argument("--backup", help="backup file name for --procedure restore "
@@ -61,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
                             ("backups", "database backups on the host")):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--env", dest="environment")
+    for name, help_text in (
+            ("resume", "after a Ctrl-C left production down: continue that rollback from the "
+                       "step where it stopped"),
+            ("put-back", "after a Ctrl-C left production down: restore the compose file copy "
+                         "and start what ran before")):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("run_id", type=int, help="the cancelled run (as printed after Ctrl-C)")
+        sp.add_argument("--as", dest="actor", help="who is doing this (default: your login)")
+        sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rep = sub.add_parser("report", help="print the rollback report of a run; with --impact "
                          "or --root-cause, write those into it first")
     rep.add_argument("run_id", type=int)
@@ -130,6 +142,8 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
     if args.command == "history":
         render_history(console, await svc.history(limit=args.n))
         return EXIT_OK
+    if args.command in ("resume", "put-back"):
+        return await _recover(app, args, console)
     env_name, env = svc.environment(args.environment)
     if args.command == "status":
         render_status(console, env_name, await svc.status(env_name),
@@ -157,6 +171,56 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
         outcome = await svc.rollback(request, observers=[progress], on_run=on_run)
     if outcome.status is RunStatus.REFUSED:
         console.print(f"[bold yellow]REFUSED[/] — {outcome.message}")
+    await _say_if_down(app, outcome.run_id, console)
+    return EXIT_OK if outcome.status is RunStatus.SUCCEEDED else EXIT_FAILED
+
+
+async def _say_if_down(app: App, run_id: int, console: Console) -> None:
+    """After a cancel that left production down: say so, and the two ways out."""
+    offer = await app.rollbot.recoveries.get(run_id)
+    if offer is None or offer.state != "offered":
+        return
+    console.print(f"[bold red]{escape(down_sentence(offer.host_state))}[/]")
+    console.print(f"  rollbot resume {run_id}     # continue the rollback to "
+                  f"{escape(offer.to_version)} from the step where it stopped")
+    if offer.put_back_refusal:
+        console.print(f"  ({escape(offer.put_back_refusal)})")
+    else:
+        console.print(f"  rollbot put-back {run_id}   # restore the compose file copy and start "
+                      f"{escape(offer.from_version)} again")
+
+
+async def _recover(app: App, args: argparse.Namespace, console: Console) -> int:
+    """``rollbot resume RUN`` / ``rollbot put-back RUN``: the Slack buttons, in the terminal."""
+    svc = app.rollbot
+    choice = RecoveryChoice.RESUME if args.command == "resume" else RecoveryChoice.PUT_BACK
+    offer = await svc.recoveries.get(args.run_id)
+    if offer is None or offer.state != "offered":
+        claim = await svc.choose_recovery(args.run_id, choice=choice, by=_actor(args))
+        console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
+        return EXIT_FAILED
+    console.print(f"Run #{offer.run_id} left production down: {escape(offer.host_state)}.")
+    what = (f"continue the rollback to {offer.to_version} from the step where it stopped"
+            if choice is RecoveryChoice.RESUME else
+            f"put back {offer.from_version} (compose file copy, up -d, health check)")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            console.print("[red]Not confirmed:[/] standard input is not a terminal; pass --yes.")
+            return EXIT_FAILED
+        if console.input(f"{what.capitalize()}? [y/N] ").strip().lower() not in ("y", "yes"):
+            console.print("Not confirmed; nothing was changed.")
+            return EXIT_FAILED
+    claim = await svc.choose_recovery(args.run_id, choice=choice, by=_actor(args))
+    if not claim.moved or claim.offer is None:
+        console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
+        return EXIT_FAILED
+    progress = TerminalProgress(console)
+    with _first_interrupt_cancels(console, by=_actor(args)) as on_run:
+        outcome = await svc.recover(claim.offer, by=_actor(args), observers=[progress],
+                                    on_run=on_run)
+    if outcome.status is RunStatus.REFUSED:
+        console.print(f"[bold yellow]REFUSED[/] — {escape(outcome.message)}")
+    await _say_if_down(app, outcome.run_id, console)
     return EXIT_OK if outcome.status is RunStatus.SUCCEEDED else EXIT_FAILED
 
 

@@ -145,7 +145,8 @@ class Run:
             )
         return self._finish(
             RunStatus.SUCCEEDED, self.procedure.succeeded_state, results,
-            f"Rolled back to {ctx.target}: {self.procedure.succeeded_state}.",
+            self.procedure.succeeded_message
+            or f"Rolled back to {ctx.target}: {self.procedure.succeeded_state}.",
         )
 
     async def _run_step(

@@ -14,6 +14,7 @@ class ProcedureName(StrEnum):
     MIGRATIONS = "migrations"  # Procedure 2: with database migration rollback
     RESTORE = "restore"      # Procedure 3: full database restore (data loss)
     EMERGENCY = "emergency"  # Procedure 4: fastest path
+    PUT_BACK = "put_back"    # after a cancel that left production down: start what ran before
 
 
 class RunStatus(StrEnum):

@@ -71,3 +71,4 @@ class Procedure:
     initial_state: str
     steps: tuple[Step, ...]
     succeeded_state: str
+    succeeded_message: str = ""  # the outcome's sentence on success; default "Rolled back to …"

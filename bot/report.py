@@ -30,6 +30,7 @@ SPEC_TITLES = {
     ProcedureName.MIGRATIONS: "Procedure 2: Rollback with Database Migration Rollback",
     ProcedureName.RESTORE: "Procedure 3: Full Database Restore from Backup",
     ProcedureName.EMERGENCY: "Procedure 4: Emergency Rollback (Fastest)",
+    ProcedureName.PUT_BACK: "Put back what ran before (after a cancelled rollback)",
 }
 # The spec template's four Next Steps, left for people to tick.
 NEXT_STEPS = ("Root cause analysis", "Fix implementation", "Testing", "Re-deployment")
@@ -239,6 +240,7 @@ def _procedure_phrase(run: RunRecord) -> str:
         ProcedureName.SIMPLE: "Procedure 1 (simple service rollback, no data changes)",
         ProcedureName.MIGRATIONS: "Procedure 2 (rollback with database migration rollback)",
         ProcedureName.EMERGENCY: "Procedure 4 (emergency rollback)",
+        ProcedureName.PUT_BACK: "put back what ran before a cancelled rollback",
     }[run.procedure]
 
 

@@ -22,6 +22,7 @@ from bot.model import (
     Check,
     ContainerState,
     ImageTag,
+    ProcedureName,
     RollbackRequest,
     RunOutcome,
     RunRecord,
@@ -31,8 +32,19 @@ from bot.ports import HttpProbe
 from bot.preflight import Preflight, run_preflight
 from bot.procedure import RunFacts, StepContext
 from bot.procedures import ProcedureInputs, build
+from bot.recovery import (
+    Claim,
+    RecoveryChoice,
+    RecoveryOffer,
+    RecoveryStore,
+    offer_recorder,
+    put_back_procedure,
+    recovery_preflight,
+    resume_procedure,
+)
 from bot.session import open_session
 from bot.store import Store
+from bot.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +81,7 @@ class Rollbot:
         self.finished_hooks: list[Callable[[RunOutcome], Awaitable[None]]] = []
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._active: dict[int, Run] = {}
+        self.recoveries = RecoveryStore(store.pool)
 
     def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
         return self.runbook.environment(name)
@@ -147,8 +160,10 @@ class Rollbot:
                                            to_version=pre.target,
                                            backup=pre.backup.name if pre.backup else None,
                                            checks=pre.checks)
+                offers = offer_recorder(self.recoveries, environment=env_name,
+                                        procedure=request.procedure, ctx=ctx, backup=pre.backup)
                 run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                          checks=pre.checks, observers=[self._recorder(), *observers])
+                          checks=pre.checks, observers=[self._recorder(), offers, *observers])
                 self._active[run_id] = run
                 if on_run is not None:
                     on_run(run)
@@ -227,6 +242,122 @@ class Rollbot:
         if run is not None:
             run.cancel(by)
         return recorded or run is not None
+
+    # --- after a cancel that left production down: Resume, or Put back --------------------
+
+    async def choose_recovery(self, run_id: int, *, choice: RecoveryChoice, by: str) -> Claim:
+        """Take one person's choice for a run cancelled with production down (once; audited)."""
+        claim = await self.recoveries.claim(run_id, choice=choice, by=by)
+        env = claim.offer.environment if claim.offer else self.runbook.default_environment
+        await self.store.audit(
+            environment=env, actor=by, kind="recovery" if claim.moved else "refusal",
+            run_id=run_id, detail=(f"chose {choice.label} for cancelled run #{run_id}"
+                                   if claim.moved else f"{choice.label}: {claim.reason}"))
+        return claim
+
+    async def recover(self, offer: RecoveryOffer, *, by: str,
+                      observers: Sequence[Observer] = (),
+                      on_run: Callable[[Run], None] | None = None) -> RunOutcome:
+        """Run the choice taken on ``offer`` as a new run that continues the cancelled one.
+
+        Takes the environment's lock like any rollback. When it changes nothing (lock held,
+        pre-flight refused) the choice is offered again.
+        """
+        choice = offer.choice or RecoveryChoice.RESUME
+        env_name, env = self.environment(offer.environment)
+        cancelled = await self.store.get_run(offer.run_id)
+        resume = choice is RecoveryChoice.RESUME
+        target = offer.to_version if resume else offer.from_version
+        why = cancelled.reason if cancelled and cancelled.reason else "-"
+        request = RollbackRequest(
+            environment=env_name, procedure=offer.procedure if resume else ProcedureName.PUT_BACK,
+            target=parse_version(target), requested_by=by, backup=offer.backup,
+            reason=f"{choice.label} after run #{offer.run_id} was cancelled (its reason: {why})",
+            approved_by=(by,))
+        try:
+            run_id = await self.store.begin_run(request, owner=self._owner)
+        except RollbotError as exc:
+            await self.recoveries.release(offer.run_id)
+            await self.store.audit(environment=env_name, actor=by, kind="refusal",
+                                   run_id=offer.run_id, detail=f"{choice.label}: {exc}")
+            raise
+        await self.recoveries.attach(offer.run_id, run_id)
+        await self.store.audit(environment=env_name, actor=by, kind="run", run_id=run_id,
+                               detail=f"{choice.label} for cancelled run #{offer.run_id}")
+        heart = asyncio.create_task(self._heartbeat(run_id))
+        try:
+            return await self._locked_recovery(run_id, env_name, env, request, offer, choice,
+                                               list(observers), on_run)
+        except BaseException as exc:
+            outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
+                                 host_state="unknown: rollbot stopped during the run",
+                                 message=f"rollbot stopped during the run: "
+                                         f"{exc or type(exc).__name__}")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.finish_run(outcome))
+            raise
+        finally:
+            heart.cancel()
+            self._active.pop(run_id, None)
+
+    async def _locked_recovery(self, run_id: int, env_name: str, env: EnvironmentConfig,
+                               request: RollbackRequest, offer: RecoveryOffer,
+                               choice: RecoveryChoice, observers: list[Observer],
+                               on_run: Callable[[Run], None] | None) -> RunOutcome:
+        resume = choice is RecoveryChoice.RESUME
+        try:
+            async with open_session(env_name, env, store=self.store, actor=request.requested_by,
+                                    run_id=run_id) as session:
+                pre = await recovery_preflight(host=session.host, docker=session.docker,
+                                               env=env, offer=offer, choice=choice)
+                if not pre.ok:
+                    await self.recoveries.release(offer.run_id)
+                    return await self._refuse(run_id, env_name, request, pre.checks,
+                                              f"Refused by pre-flight, nothing was changed. "
+                                              f"{pre.refusal}", pre.in_compose_file,
+                                              str(request.target))
+                epoch = int(time.time())
+                if resume:
+                    current, target = offer.from_version, offer.to_version
+                    full = build(offer.procedure, ProcedureInputs(
+                        env=env, current=current, target=target, epoch=epoch,
+                        backup=pre.backup))
+                    procedure = resume_procedure(full, offer)
+                else:
+                    current, target = pre.in_compose_file, offer.from_version
+                    procedure = put_back_procedure(env, offer, epoch=epoch,
+                                                   in_compose_file=pre.in_compose_file)
+                ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
+                                  env=env, current=current, target=target,
+                                  facts=offer.run_facts(), emit=lambda _line: None)
+                await self.store.start_run(run_id, from_version=current, to_version=target,
+                                           backup=offer.backup, checks=pre.checks)
+                offers = offer_recorder(self.recoveries, environment=env_name,
+                                        procedure=request.procedure, ctx=ctx, backup=None,
+                                        base=offer)
+                run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
+                          checks=pre.checks, observers=[self._recorder(), offers, *observers])
+                self._active[run_id] = run
+                if on_run is not None:
+                    on_run(run)
+                outcome = await run.execute()
+        except RollbotError as exc:
+            if run_id in self._active:
+                raise
+            await self.recoveries.release(offer.run_id)
+            return await self._refuse(run_id, env_name, request, (),
+                                      f"Refused before any step, nothing was changed: {exc}",
+                                      None, None)
+        await self.store.finish_run(outcome)
+        await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
+                               run_id=run_id, detail=f"{outcome.status}: {outcome.message}")
+        # A resumed rollback is a rollback: verification, report, quarantine. A put-back is not.
+        for hook in self.finished_hooks if resume else []:
+            try:
+                await hook(outcome)
+            except Exception:
+                log.exception("after-run hook failed for run #%s", run_id)
+        return outcome
 
     async def status(self, environment: str | None = None) -> RunRecord | None:
         env_name, _ = self.environment(environment)

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
+from bot.recovery import RecoveryChoice
 from handlers import blocks as ui
 from handlers.assess import parse_assess_submission
 from handlers.autorollback import AutoRollback
@@ -28,6 +29,7 @@ from handlers.metadata import (
     DeployRef,
     NextStep,
     NoticeRef,
+    RecoveryRef,
     RunRef,
     load,
 )
@@ -305,6 +307,20 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
                               (Action.NEXT_RESTORE, ProcedureName.RESTORE)):
         _register_next(app, front, action, procedure)
 
+    for action, choice in ((Action.RECOVERY_RESUME, RecoveryChoice.RESUME),
+                           (Action.RECOVERY_PUT_BACK, RecoveryChoice.PUT_BACK)):
+        _register_recovery(app, front, action, choice)
+
+    @app.action(Action.RECOVERY_AGAIN.value)
+    @safe
+    async def roll_back_again(ack: AsyncAck, body: dict[str, Any],
+                              respond: AsyncRespond) -> None:
+        await ack()
+        await front.on_roll_back_again(user=_user(body),
+                                       run_id=load(RecoveryRef, _value(body)).run,
+                                       channel=str(body.get("channel", {}).get("id", "")),
+                                       reply=respond_reply(respond))
+
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
         log.error("Slack listener failed: %s", error, exc_info=error)
@@ -332,3 +348,17 @@ def _register_next(app: AsyncApp, front: SlackFront, action: Action,
         await front.on_next_step(user=_user(body), channel=channel, procedure=procedure,
                                  environment=ref.environment, version=ref.version,
                                  reply=respond_reply(respond))
+
+
+def _register_recovery(app: AsyncApp, front: SlackFront, action: Action,
+                       choice: RecoveryChoice) -> None:
+    @app.action(action.value)
+    @guarded(front)
+    async def choose(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        container = body.get("container", {})
+        await front.on_recovery(user=_user(body), run_id=load(RecoveryRef, _value(body)).run,
+                                choice=choice, channel=str(container.get("channel_id", "")),
+                                ts=str(container.get("message_ts", "")),
+                                blocks=list(body.get("message", {}).get("blocks", [])),
+                                reply=respond_reply(respond))

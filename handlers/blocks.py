@@ -19,10 +19,19 @@ from bot.model import (
     StepStatus,
     VerificationResult,
 )
+from bot.recovery import left_down, put_back_refusal
 from bot.service import Plan
 from handlers.grammar import HELP
 from handlers.ids import Action, Block, Field, View
-from handlers.metadata import CardRef, ChecklistRef, CheckRef, NextStep, NoticeRef, RunRef
+from handlers.metadata import (
+    CardRef,
+    ChecklistRef,
+    CheckRef,
+    NextStep,
+    NoticeRef,
+    RecoveryRef,
+    RunRef,
+)
 
 Blocks = list[dict[str, Any]]
 SECTION_LIMIT = 3000
@@ -40,6 +49,7 @@ _PROCEDURE_TEXT = {
     ProcedureName.MIGRATIONS: "rollback with database migration rollback",
     ProcedureName.RESTORE: "full database restore from backup (DATA LOSS)",
     ProcedureName.EMERGENCY: "EMERGENCY rollback (fastest path)",
+    ProcedureName.PUT_BACK: "put back what ran before (the rollback was cancelled)",
 }
 
 
@@ -228,6 +238,11 @@ class LiveState:
     failure_tail: str = ""
     outcome: RunOutcome | None = None
     cancel_requested_by: str | None = None
+    # A run that continues one cancelled with production down (Resume / Put back):
+    started_down: bool = False
+    earlier_done: tuple[str, ...] = ()   # step keys done by the runs before it
+    continues: int = 0                   # the cancelled run's id
+    recovery_versions: tuple[str, str] | None = None  # (what ran before, the rollback's target)
 
 
 def live_message(s: LiveState, *, now: datetime) -> Blocks:
@@ -239,6 +254,12 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
     else:
         head = f"{_RUN_ICON.get(o.status, '❌')} Rollback {o.status.value.replace('_', ' ')}: " \
                f"{s.environment} {s.from_version} → {s.to_version}"
+    down = o is not None and o.status is RunStatus.CANCELLED and left_down(
+        o.steps, started_down=s.started_down)
+    if down:
+        head = f"🔴 Rollback cancelled: {s.environment} is DOWN"
+    elif s.procedure is ProcedureName.PUT_BACK:
+        head = _put_back_head(s) or head
     who = f"*Requested by:* {mention(s.requested_by)}"
     if s.confirmed_by:
         who += f" · *confirmed by:* {', '.join(mention(u) for u in s.confirmed_by)}"
@@ -266,6 +287,11 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
         blocks.append(section(f"*Host state:* {esc(s.host_state)}"))
     if o is not None:
         blocks.append(section(esc(o.message)))
+    if down:
+        blocks.extend(recovery_offer(s))
+    elif (s.procedure is ProcedureName.PUT_BACK and s.continues and o is not None
+          and o.status not in (RunStatus.SUCCEEDED, RunStatus.REFUSED)):
+        blocks.extend(roll_back_again(s))
     elapsed = ((now - s.started_at).total_seconds())
     run = f"Run #{s.run_id}" if s.run_id > 0 else "Pre-flight"
     blocks.append(context(f"{run} · started {s.started_at:%H:%M:%S} UTC · "
@@ -281,6 +307,68 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
                                        "It stops before the next step; the step running now "
                                        "finishes first.", "Cancel run", "Keep running"))))
     return blocks
+
+
+def _put_back_head(s: LiveState) -> str:
+    o = s.outcome
+    if o is None:
+        return f"⏳ Putting back {s.to_version} in {s.environment}"
+    if o.status is RunStatus.SUCCEEDED:
+        return f"✅ {s.environment} is back on {s.to_version}, healthy"
+    if any(r.key == "wait_healthy" and r.status is StepStatus.FAILED for r in o.steps):
+        return f"⚠️ {s.to_version} is back up in {s.environment} but NOT healthy"
+    return ""
+
+
+def _versions(s: LiveState) -> tuple[str, str]:
+    return s.recovery_versions or (s.from_version, s.to_version)
+
+
+def recovery_offer(s: LiveState) -> Blocks:
+    """Production is DOWN after a cancel: what state it is in, Resume and Put back."""
+    o = s.outcome
+    assert o is not None
+    old, target = _versions(s)
+    done = {r.key for r in o.steps if r.status is StepStatus.SUCCEEDED} | set(s.earlier_done)
+    why_not = put_back_refusal(done, run_id=o.run_id, from_version=old)
+    ref = RecoveryRef(run=o.run_id).dump()
+    lines = [f"🔴 *Production is DOWN.* The host is left: {esc(o.host_state)}.",
+             f"• *Resume rollback*: continue to {esc(target)} from the step where it stopped "
+             "(a new pre-flight first; steps already done are not repeated)."]
+    buttons = [button("Resume rollback", Action.RECOVERY_RESUME, ref, style="primary",
+                      confirm=confirm_dialog(
+                          "Resume the rollback?",
+                          f"It continues to {target} from the step where it stopped.",
+                          "Resume rollback", "Not now"))]
+    if why_not:
+        lines.append(f"• {esc(why_not)}")
+    else:
+        how = ("restore the compose file copy the rollback kept, start" if "switch_version" in done
+               else "the compose file still names it: start")
+        lines.append(f"• *Put back what ran before*: {how} {esc(old)} again and check its "
+                     "health.")
+        buttons.append(button("Put back what ran before", Action.RECOVERY_PUT_BACK, ref,
+                              confirm=confirm_dialog(
+                                  "Put back what ran before?",
+                                  f"It starts {old} again (the version the rollback was "
+                                  "leaving), then checks its health.",
+                                  "Put back", "Not now")))
+    return [section("\n".join(lines)), actions(Block.RECOVERY_ACTIONS, *buttons),
+            context("Allowed users only; the first click decides and is recorded.")]
+
+
+def recovery_chosen(label: str, user: str, *, now: datetime) -> dict[str, Any]:
+    return context(f"▶️ {mention(user)} chose *{esc(label)}* at {now:%H:%M:%S} UTC: it runs "
+                   "in the message below.")
+
+
+def roll_back_again(s: LiveState) -> Blocks:
+    """After a put-back that did not end healthy: offer the rollback again (a fresh card)."""
+    _, target = _versions(s)
+    return [actions(Block.RECOVERY_ACTIONS, button(
+                f"Roll back to {target} again", Action.RECOVERY_AGAIN,
+                RecoveryRef(run=s.continues).dump(), style="primary")),
+            context("Opens a new pre-flight card; nothing runs without its confirmation.")]
 
 
 def step_output(title: str, index: int, lines: list[str], *, done: StepStatus | None) -> str:

@@ -36,6 +36,7 @@ from bot.model import (
     VerificationResult,
 )
 from bot.preflight import Preflight
+from bot.recovery import RecoveryChoice, RecoveryOffer
 from bot.reporting import MAX_IMPACT, MAX_ROOT_CAUSE, Reporter, check_notes
 from bot.scheduler import Verifier
 from bot.service import Plan, Rollbot
@@ -406,6 +407,112 @@ class SlackFront:
             live.note_cancel_requested(user)
         await reply([ui.section(f"🛑 Run #{run_id} stops before its next step; the step "
                                 "running now finishes first.")], "cancel requested")
+
+    # --- after a cancel that left production down: Resume rollback, Put back -------------
+
+    async def on_recovery(self, *, user: str, run_id: int, choice: RecoveryChoice,
+                          channel: str, ts: str, blocks: ui.Blocks, reply: Reply) -> None:
+        """A click on Resume rollback / Put back what ran before: the first one decides."""
+        if refusal := await self._user_refusal(user, f"choose “{choice.label}”"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        claim = await self._rollbot.choose_recovery(run_id, choice=choice, by=user)
+        if not claim.moved or claim.offer is None:
+            await reply(ui.refusal(claim.reason), claim.reason)
+            return
+        # The buttons make way for who chose what, so nobody clicks the other one later.
+        kept = [b for b in blocks if b.get("block_id") != Block.RECOVERY_ACTIONS.value]
+        if kept and ts:
+            await self._update(channel, ts, [*kept, ui.recovery_chosen(choice.label, user,
+                                                                        now=_now())])
+        self._spawn(self._run_recovery(claim.offer, by=user, channel=channel,
+                                       cancelled=(ts, blocks)))
+
+    async def _run_recovery(self, offer: RecoveryOffer, *, by: str, channel: str,
+                            cancelled: tuple[str, ui.Blocks]) -> None:
+        """The chosen action as its own run, with its own live message in the same channel."""
+        choice = offer.choice or RecoveryChoice.RESUME
+        resume = choice is RecoveryChoice.RESUME
+        writer = SlackWriter(self._client, min_interval_s=self._interval)
+        writer.start()
+        message = writer.message(channel)
+        live = LiveRun(writer=writer, message=message, state=ui.LiveState(
+            run_id=0, environment=offer.environment,
+            procedure=offer.procedure if resume else ProcedureName.PUT_BACK,
+            from_version=offer.from_version if resume else "(pre-flight)",
+            to_version=offer.to_version if resume else offer.from_version,
+            requested_by=by, confirmed_by=(),
+            reason=f"{choice.label} after run #{offer.run_id} was cancelled with production "
+                   "down", started_at=_now(), started_down=True,
+            earlier_done=offer.done_steps, continues=offer.run_id,
+            recovery_versions=(offer.from_version, offer.to_version)))
+        live.render()
+
+        def on_run(run: Run) -> None:
+            live.state.run_id = run.run_id
+            self._live[run.run_id] = live
+
+        ts, original = cancelled
+        try:
+            try:
+                outcome = await self._rollbot.recover(offer, by=by, observers=[live],
+                                                      on_run=on_run)
+            except RollbotError as exc:
+                writer.set(message, text=str(exc), blocks=[ui.section(
+                    f"🚫 {choice.label} for run #{offer.run_id} could not start: "
+                    f"{ui.esc(str(exc))} Nothing was run; the buttons are back on run "
+                    f"#{offer.run_id}.")])
+                await writer.drain(timeout_s=60)
+                if original and ts:
+                    await self._update(channel, ts, original)  # offered again
+                return
+            if outcome.status is RunStatus.REFUSED:
+                live.state.outcome = outcome
+                live.state.host_state = outcome.host_state
+                live.render()
+                if original and ts:
+                    await self._update(channel, ts, [*original, ui.context(
+                        f"🚫 {ui.esc(choice.label)} was refused by its pre-flight (see below); "
+                        "nothing was run.")])
+            await writer.drain(timeout_s=_FINAL_DELIVERY_S)
+            if outcome.status is not RunStatus.REFUSED and resume:
+                request = RollbackRequest(environment=offer.environment,
+                                          procedure=offer.procedure, target=None,
+                                          requested_by=by)
+                await self._notify(outcome, request, writer)
+                if message.ts:
+                    await self._after_run_records(outcome.run_id, channel=channel,
+                                                  thread_ts=message.ts, first=True)
+        finally:
+            self._live.pop(live.state.run_id, None)
+            await writer.close()
+
+    async def on_roll_back_again(self, *, user: str, run_id: int, channel: str,
+                                 reply: Reply) -> None:
+        """After a put-back that is not healthy: a fresh card for the cancelled rollback."""
+        if refusal := await self._user_refusal(user, "start a rollback"):
+            await reply(ui.refusal(refusal), refusal)
+            return
+        offer = await self._rollbot.recoveries.get(run_id)
+        if offer is None:
+            await reply(ui.refusal(f"Run #{run_id} left nothing to roll back again."), "no-op")
+            return
+        await self._store.audit(environment=offer.environment, actor=user, kind="recovery",
+                                run_id=run_id, detail=f"roll back to {offer.to_version} again "
+                                                      "after the put-back: new card")
+        request = RollbackRequest(environment=offer.environment, procedure=offer.procedure,
+                                  target=parse_version(offer.to_version), requested_by=user,
+                                  reason=f"rolling back again after putting back "
+                                         f"{offer.from_version} (run #{run_id})",
+                                  backup=offer.backup)
+        await self.post_card(await self._plan(request), channel=channel)
+
+    async def _update(self, channel: str, ts: str, blocks: ui.Blocks) -> None:
+        try:
+            await self._client.chat_update(channel=channel, ts=ts, blocks=blocks,
+                                           text=ui.notice_text(blocks) or "rollback")
+        except SlackApiError as exc:
+            log.error("could not update message %s in %s: %s", ts, channel, exc)
 
     # --- stakeholder ETA -------------------------------------------------------------------
 

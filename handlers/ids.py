@@ -22,6 +22,9 @@ class Action(StrEnum):
     VERDICT_HEALTHY = "rollbot.verify.healthy"
     VERDICT_REGRESSED = "rollbot.verify.regressed"
     EDIT_REPORT = "rollbot.report.edit"           # opens the Impact / Root Cause modal
+    RECOVERY_RESUME = "rollbot.recovery.resume"        # a cancel left production down
+    RECOVERY_PUT_BACK = "rollbot.recovery.put_back"
+    RECOVERY_AGAIN = "rollbot.recovery.roll_back_again"  # after a put-back that is unhealthy
 
 
 class Block(StrEnum):
@@ -30,6 +33,7 @@ class Block(StrEnum):
     NOTICE_ACTIONS = "rollbot.notice.actions"
     VERIFY_ACTIONS = "rollbot.verify.actions"
     AUTO_ACTIONS = "rollbot.auto.actions"
+    RECOVERY_ACTIONS = "rollbot.recovery.actions"
     DB_NAME = "rollbot.modal.db_name"
     ETA = "rollbot.modal.eta"
     REPORT_ACTIONS = "rollbot.report.actions"

@@ -27,6 +27,12 @@ class RunRef(_Meta):
     run: int = Field(gt=0)
 
 
+class RecoveryRef(_Meta):
+    """A run cancelled with production down (Resume / Put back / roll back again)."""
+
+    run: int = Field(gt=0)
+
+
 class NoticeRef(_Meta):
     """The stakeholder notice a Set ETA modal will update."""
 

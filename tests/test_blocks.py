@@ -170,7 +170,8 @@ def test_notices() -> None:
     assert block_kit_problems(failed) == []
 
 
-@pytest.mark.parametrize("procedure", list(ProcedureName))
+@pytest.mark.parametrize("procedure", [p for p in ProcedureName
+                                       if p is not ProcedureName.PUT_BACK])  # not planned
 def test_plan_message_lists_every_command(procedure: ProcedureName) -> None:
     p = plan(procedure)
     blocks = ui.plan_message(p)

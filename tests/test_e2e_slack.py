@@ -239,7 +239,7 @@ async def test_cancel_on_the_live_message_stops_before_the_next_step(
     live = await world.wait_message(
         lambda m: m.ts == ts and "⏳ 2. Stop services" in message_text(m))
     await world.click(BOB, live, Action.CANCEL_RUN)
-    final = await wait_final(world, ts, prefix="🛑")
+    final = await wait_final(world, ts, prefix="🔴")  # production is DOWN (tests/test_e2e_cancel)
     assert "Cancelled by U0BOB before 'Switch compose file to v1.2.2'" in final
     assert "services STOPPED; compose file still names v1.2.3" in final
     [run] = await store.history()

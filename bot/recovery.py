@@ -1,0 +1,493 @@
+"""After a cancel that left production down: what the run left, Resume rollback, or Put back.
+
+A run cancelled after "Stop services" and before "Start services" leaves production DOWN. It is
+then *offered* two ways out, kept in ``run_recoveries``; one of them is chosen, once (a conditional
+UPDATE), and runs as a new run that names the cancelled one in ``runs.continues_run``:
+
+- **Resume** builds the same procedure again from the cancelled run's pinned inputs (target,
+  backup with its size and time) and leaves out the steps already done. The exception is a step
+  that establishes a safeguard a remaining step needs: a safeguard holds only in the run that
+  established it, so the resumed run verifies the backup again and writes a fresh safety backup;
+  when the database was already dropped, it verifies the safety backup the cancelled run wrote
+  (then the only copy of the old data) instead, and the DROP itself is not repeated.
+- **Put back** restores the compose file copy the run kept (``*.rollbot-<epoch>.bak``) when the
+  file was switched, starts the services, checks that they run and answer healthy, and says so
+  honestly when what ran before is back but unhealthy. It is not offered once the run changed
+  the database (a migration rolled back, the database dropped or restored): that would not be
+  what ran before.
+
+Both start with a pre-flight that accepts only the state the cancel left: services stopped, and
+the compose file naming either the old version or the target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+
+from bot import commands as cmd
+from bot.compose_file import find_image_line
+from bot.config import EnvironmentConfig
+from bot.errors import HealthCheckFailed, HostError
+from bot.events import Observer, RunEvent, RunFinished
+from bot.host_facts import compose_tag, docker_summary, list_backups, running_tag
+from bot.model import Backup, Check, ProcedureName, RunStatus, StepResult, StepStatus
+from bot.ports import DockerFacts, RemoteHost
+from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepContext
+
+log = logging.getLogger(__name__)
+
+# Step keys of bot/procedures.py this module reasons about.
+STOP, START, SWITCH, SAFETY_BACKUP, DROP = (
+    "stop_services", "start_services", "switch_version", "safety_backup", "drop_database")
+PUT_BACK_COMPOSE = "put_back_compose"
+_DATA_CHANGES = {
+    "migrate_down": "rolled back a database migration",
+    DROP: "dropped the database",
+    "create_database": "re-created the database",
+    "restore_backup": "restored the database from a backup",
+}
+_COMMAND_S = 60.0
+_ABANDONED_CHOICE_S = 300  # chosen, but no run began: the process died between the two
+
+
+class RecoveryChoice(StrEnum):
+    RESUME = "resume"
+    PUT_BACK = "put_back"
+
+    @property
+    def label(self) -> str:
+        return "Resume rollback" if self is RecoveryChoice.RESUME else "Put back what ran before"
+
+
+@dataclass(frozen=True)
+class RecoveryOffer:
+    """What a cancelled run left production in, and the choice made about it (if any)."""
+
+    run_id: int
+    environment: str
+    procedure: ProcedureName
+    from_version: str
+    to_version: str
+    backup: str | None
+    backup_size: int | None
+    backup_modified: datetime | None
+    done_steps: tuple[str, ...]
+    host_state: str
+    facts: str  # RunFacts as JSON: a frozen value, turned back into RunFacts for each run
+    put_back_refusal: str = ""
+    state: str = "offered"
+    choice: RecoveryChoice | None = None
+    chosen_by: str | None = None
+    continuation: int | None = None
+
+    def run_facts(self) -> RunFacts:
+        return RunFacts(**json.loads(self.facts or "{}"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A click on Resume / Put back: the offer as it now is, and whether this click took it."""
+
+    offer: RecoveryOffer | None
+    moved: bool
+    reason: str = ""
+
+
+def left_down(steps: Iterable[StepResult], *, started_down: bool = False) -> bool:
+    """True when the services were stopped by the run (or before it) and not started again."""
+    done = {s.key for s in steps if s.status is StepStatus.SUCCEEDED}
+    if START in done:
+        return False
+    return started_down or STOP in done
+
+
+def put_back_refusal(done: Iterable[str], *, run_id: int, from_version: str) -> str:
+    """Why Put back is not offered ('' when it is): the run already changed the database."""
+    changed = [what for key, what in _DATA_CHANGES.items() if key in set(done)]
+    if not changed:
+        return ""
+    return (f"Put back is not offered: run #{run_id} already {' and '.join(changed)}, so starting "
+            f"{from_version} again would not be what ran before. Resume the rollback instead.")
+
+
+def down_sentence(host_state: str) -> str:
+    """The plain words for the live message and the terminal."""
+    return f"Production is DOWN: {host_state}."
+
+
+# --- Resume ---------------------------------------------------------------------------------
+
+def resume_procedure(full: Procedure, offer: RecoveryOffer) -> Procedure:
+    """``full`` without the steps already done, safeguards re-established in this run."""
+    done = set(offer.done_steps)
+    remaining = [s for s in full.steps if s.key not in done]
+    needed = {g for s in remaining for g in s.requires}
+    steps: list[Step] = []
+    for step in full.steps:
+        if step.key not in done:
+            steps.append(step)
+        elif step.establishes is not None and step.establishes in needed:
+            if step.key == SAFETY_BACKUP and DROP in done:
+                steps.append(_verify_kept_safety_backup(offer))
+            else:
+                steps.append(step)  # read-only or a fresh copy: safe to do again
+    return Procedure(
+        name=full.name, title=f"{full.title}, resumed after run #{offer.run_id}",
+        initial_state=offer.host_state, steps=tuple(steps),
+        succeeded_state=full.succeeded_state,
+        succeeded_message=f"Rolled back to {offer.to_version} (resuming run #{offer.run_id}): "
+                          f"{full.succeeded_state}.",
+    )
+
+
+def _verify_kept_safety_backup(offer: RecoveryOffer) -> Step:
+    path = offer.run_facts().safety_backup
+    inner = (f"test -s {cmd.quote(path)} && gunzip -t {cmd.quote(path)}"
+             f" && gunzip -c {cmd.quote(path)} | tail -n 5 | grep -q {cmd.quote(cmd.DUMP_TRAILER)}"
+             f" && ls -l {cmd.quote(path)}")
+    c = cmd.join("bash", "-o", "pipefail", "-c", inner)
+
+    async def action(ctx: StepContext) -> str:
+        if not path:
+            raise HostError(f"run #{offer.run_id} recorded no safety backup")
+        db = ctx.env.database
+        await ctx.host.run(c, timeout=db.restore_timeout_s if db else 600.0, on_line=ctx.emit)
+        ctx.facts.safety_backup = path
+        return f"safety backup {path} is complete"
+
+    return Step(key="verify_safety_backup",
+                title=f"Verify the safety backup run #{offer.run_id} wrote", action=action,
+                shows=(c,), leaves=offer.host_state, timeout_s=3605,
+                establishes=Safeguard.SAFETY_BACKUP_WRITTEN,
+                if_failed=f"the safety backup {path or '?'} is missing or incomplete: nothing more "
+                          "was run; restore by hand with the DBA.")
+
+
+# --- Put back -------------------------------------------------------------------------------
+
+def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: int,
+                       in_compose_file: str) -> Procedure:
+    """Restore the kept compose file copy, start, confirm the services, check health."""
+    old, svc = offer.from_version, env.service
+    kept = offer.run_facts().compose_backup
+    copy_path = f"{env.compose.file}.rollbot-{epoch}.bak"
+    switched = in_compose_file != old
+
+    async def put_back_file(ctx: StepContext) -> str:
+        current = await ctx.host.read_file(env.compose.file)
+        now_names = find_image_line(current, service=svc, image=env.image).tag
+        if now_names == old:
+            ctx.emit(f"{env.compose.file} already names {env.image}:{old}")
+            return f"compose file already names {old}: nothing to put back"
+        text = await ctx.host.read_file(kept)
+        kept_names = find_image_line(text, service=svc, image=env.image).tag
+        if kept_names != old:
+            raise HostError(f"the kept copy {kept} names {kept_names}, not {old}")
+        ctx.emit(f"{env.compose.file}: image {env.image}:{now_names} -> {env.image}:{old} "
+                 f"(the copy {kept})")
+        await ctx.host.write_file_atomic(env.compose.file, text, backup_path=copy_path)
+        ctx.emit(f"the file as it was kept as {copy_path}")
+        return f"compose file names {old} again"
+
+    up = cmd.compose(env, "up", "-d")
+    t_up = env.timeouts.compose_up_s
+    start_cmd = up
+
+    async def start(ctx: StepContext) -> str:
+        await ctx.host.run(start_cmd, timeout=t_up, on_line=ctx.emit)
+        return f"services started on {old}"
+
+    async def confirm(ctx: StepContext) -> str:
+        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        for c in containers:
+            ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
+        down = [c.name for c in containers if not c.up]
+        if not containers or down:
+            raise HealthCheckFailed(f"not running: {', '.join(down) or 'no containers'}")
+        if running_tag(containers, env) != old:
+            raise HealthCheckFailed(f"{svc} does not run {env.image}:{old}")
+        return f"all {len(containers)} services Up on {old}"
+
+    deadline = env.timeouts.emergency_health_s
+    interval = env.timeouts.health_interval_s
+
+    async def health(ctx: StepContext) -> str:
+        poll = await ctx.probe.wait_healthy(env.health_url, deadline_s=deadline,
+                                            interval_s=interval)
+        answer = f"HTTP {poll.status}" if poll.status is not None else poll.detail
+        ctx.emit(f"GET {env.health_url} -> {answer} after {poll.elapsed_s:.1f} s "
+                 f"({poll.attempts} tries)")
+        if not poll.ok:
+            raise HealthCheckFailed(f"{env.health_url} still answered {answer} after "
+                                    f"{poll.elapsed_s:.0f} s")
+        return f"healthy after {poll.elapsed_s:.1f} s"
+
+    back_up = f"{svc} is back up on {old} (all services running)"
+    return Procedure(
+        name=ProcedureName.PUT_BACK, title=f"Put back what ran before ({old})",
+        initial_state=offer.host_state,
+        steps=(
+            Step(key=PUT_BACK_COMPOSE,
+                 title=(f"Put back the compose file copy ({old})" if switched
+                        else f"Check the compose file names {old}"),
+                 action=put_back_file,
+                 shows=(f"sftp: copy {kept} over {env.compose.file} (the current file kept as "
+                        f"{copy_path}; temp file, then rename)" if switched else
+                        f"sftp: read {env.compose.file}: it must name {env.image}:{old}",),
+                 leaves=f"services STOPPED; compose file names {old}", timeout_s=_COMMAND_S,
+                 destructive=switched,
+                 if_failed=f"the compose file is unchanged; the copy is {kept or '?'}."),
+            Step(key=START, title="Start services", action=start, shows=(up,),
+                 leaves=f"services started on {old}, not yet confirmed", timeout_s=t_up + 5,
+                 destructive=True,
+                 if_failed="services may be stopped: check `docker-compose ps` on the host."),
+            Step(key="confirm_services", title="Confirm all services are up", action=confirm,
+                 shows=(f"docker ps (compose project {env.compose.project_name}): every "
+                        f"service running {env.image}:{old}",),
+                 leaves=f"{back_up}, health not yet checked", timeout_s=_COMMAND_S,
+                 failed_state=f"services started on {old}, but not all of them are up",
+                 if_failed="check `docker-compose ps` and the logs."),
+            Step(key="wait_healthy", title="Check health", action=health,
+                 shows=(f"GET {env.health_url} every {interval:g} s until 2xx (at most "
+                        f"{deadline:.0f} s)",),
+                 leaves=f"{svc} is back on {old}, up and healthy", timeout_s=deadline + 10,
+                 failed_state=f"{back_up} but NOT healthy",
+                 if_failed=f"roll back to {offer.to_version} again (a fresh pre-flight), or "
+                           "fix forward."),
+        ),
+        succeeded_state=f"{svc} is back on {old}, up and healthy",
+        succeeded_message=f"Put back {old} after run #{offer.run_id} was cancelled: {svc} is "
+                          f"back on {old}, up and healthy.",
+    )
+
+
+# --- the pre-flight of a Resume or a Put back ----------------------------------------------
+
+@dataclass(frozen=True)
+class RecoveryPreflight:
+    checks: tuple[Check, ...]
+    in_compose_file: str
+    backup: Backup | None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def refusal(self) -> str:
+        return " ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.ok)
+
+
+async def recovery_preflight(*, host: RemoteHost, docker: DockerFacts, env: EnvironmentConfig,
+                             offer: RecoveryOffer, choice: RecoveryChoice) -> RecoveryPreflight:
+    """Read-only: is the host still as the cancelled run left it, and is the choice possible?"""
+    n = offer.run_id
+    checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified")]
+    tags, containers = await docker_summary(docker, env)
+    in_file = await compose_tag(host, env)
+    up = [c.name for c in containers if c.up]
+    if up:
+        checks.append(Check("Services still stopped", False,
+                            f"{', '.join(up)} run again since run #{n} was cancelled; rollbot "
+                            "only continues from the state it left. Look at the host, then start "
+                            "a fresh rollback."))
+    else:
+        checks.append(Check("Services still stopped", True,
+                            f"no container of {env.compose.project_name} runs, as run #{n} "
+                            "left it"))
+    if in_file not in (offer.from_version, offer.to_version):
+        checks.append(Check("Compose file", False,
+                            f"it names {in_file}, neither {offer.from_version} nor "
+                            f"{offer.to_version}: someone changed it since run #{n}"))
+    else:
+        checks.append(Check("Compose file", True, f"names {in_file}, as run #{n} left it"))
+    present = {t.tag for t in tags}
+    backup = None
+    if choice is RecoveryChoice.RESUME:
+        want = offer.to_version
+        if offer.procedure is ProcedureName.RESTORE and env.database is not None:
+            backup = await _pinned_backup(host, env, offer, checks)
+    else:
+        want = offer.from_version
+        if offer.put_back_refusal:
+            checks.append(Check("Put back possible", False, offer.put_back_refusal))
+        elif in_file == offer.to_version:
+            checks.append(await _kept_copy_check(host, env, offer))
+    checks.append(Check("Image present", want in present,
+                        f"{env.image}:{want} " + ("present" if want in present
+                                                  else "is no longer on the host")))
+    return RecoveryPreflight(checks=tuple(checks), in_compose_file=in_file, backup=backup)
+
+
+async def _pinned_backup(host: RemoteHost, env: EnvironmentConfig, offer: RecoveryOffer,
+                         checks: list[Check]) -> Backup | None:
+    assert env.database is not None
+    found = next((b for b in await list_backups(host, env.database) if b.name == offer.backup),
+                 None)
+    if found is None:
+        checks.append(Check("Approved backup", False,
+                            f"{offer.backup} is gone from {env.database.backups_dir}"))
+        return None
+    same = (offer.backup_size in (None, found.size)
+            and offer.backup_modified in (None, found.modified))
+    checks.append(Check("Approved backup", same,
+                        f"{found.name}, {found.size} bytes, the one run #{offer.run_id} was "
+                        "approved with" if same else
+                        f"{found.name} changed since run #{offer.run_id} was approved (size or "
+                        "time differ): start a fresh restore"))
+    return found if same else None
+
+
+async def _kept_copy_check(host: RemoteHost, env: EnvironmentConfig,
+                           offer: RecoveryOffer) -> Check:
+    kept = offer.run_facts().compose_backup
+    if not kept:
+        return Check("Kept compose file copy", False,
+                     f"run #{offer.run_id} switched the compose file but recorded no copy")
+    try:
+        tag = find_image_line(await host.read_file(kept), service=env.service,
+                              image=env.image).tag
+    except HostError as exc:
+        return Check("Kept compose file copy", False, str(exc))
+    except Exception as exc:  # a damaged copy: say so, never put it in place
+        return Check("Kept compose file copy", False, f"{kept} is not usable: {exc}")
+    if tag != offer.from_version:
+        return Check("Kept compose file copy", False,
+                     f"{kept} names {tag}, not {offer.from_version}")
+    return Check("Kept compose file copy", True, f"{kept} names {offer.from_version}")
+
+
+# --- the offers, in PostgreSQL -------------------------------------------------------------
+
+class RecoveryStore:
+    """``run_recoveries``: one offer per cancelled-while-down run, one choice per offer."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def offer(self, o: RecoveryOffer) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Only the newest offer of an environment describes production as it is.
+            await conn.execute(
+                "UPDATE run_recoveries SET state = 'superseded' WHERE environment = $1"
+                " AND state = 'offered' AND run_id <> $2", o.environment, o.run_id)
+            await conn.execute(
+                "INSERT INTO run_recoveries (run_id, environment, procedure, from_version,"
+                " to_version, backup, backup_size, backup_modified, done_steps, host_state,"
+                " facts, put_back_refusal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11::jsonb, $12) ON CONFLICT (run_id) DO NOTHING",
+                o.run_id, o.environment, o.procedure.value, o.from_version, o.to_version,
+                o.backup, o.backup_size, o.backup_modified, list(o.done_steps), o.host_state,
+                o.facts, o.put_back_refusal)
+
+    async def get(self, run_id: int) -> RecoveryOffer | None:
+        row = await self._pool.fetchrow("SELECT * FROM run_recoveries WHERE run_id = $1", run_id)
+        return _offer(row) if row is not None else None
+
+    async def claim(self, run_id: int, *, choice: RecoveryChoice, by: str) -> Claim:
+        """Take the offer for ``choice``: exactly one click ever moves it."""
+        row = await self._pool.fetchrow(
+            "UPDATE run_recoveries o SET state = 'chosen', choice = $2, chosen_by = $3,"
+            " chosen_at = now() WHERE o.run_id = $1 AND (o.state = 'offered'"
+            # a choice whose run never began (its rollbot died in between) is not a lock forever
+            "   OR (o.state = 'chosen' AND o.continuation IS NULL"
+            "       AND o.chosen_at < now() - make_interval(secs => $4)))"
+            " AND ($2 <> 'put_back' OR o.put_back_refusal = '')"
+            " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.environment = o.environment"
+            "   AND r.id > o.run_id AND r.state <> 'refused'"
+            "   AND r.continues_run IS DISTINCT FROM o.run_id)"
+            " RETURNING *", run_id, choice.value, by, _ABANDONED_CHOICE_S)
+        if row is not None:
+            return Claim(_offer(row), True)
+        current = await self.get(run_id)
+        return Claim(current, False, _not_offered(run_id, current, choice))
+
+    async def release(self, run_id: int) -> None:
+        """The chosen action changed nothing (refused, lock held): offer the choice again."""
+        await self._pool.execute(
+            "UPDATE run_recoveries SET state = 'offered', choice = NULL, chosen_by = NULL,"
+            " chosen_at = NULL, continuation = NULL WHERE run_id = $1 AND state = 'chosen'",
+            run_id)
+
+    async def attach(self, run_id: int, continuation: int) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE runs SET continues_run = $2 WHERE id = $1",
+                               continuation, run_id)
+            await conn.execute("UPDATE run_recoveries SET continuation = $2 WHERE run_id = $1",
+                               run_id, continuation)
+
+
+def _not_offered(run_id: int, o: RecoveryOffer | None, choice: RecoveryChoice) -> str:
+    if o is None:
+        return (f"Run #{run_id} did not leave production down, so there is nothing to resume "
+                "or put back.")
+    if o.state == "chosen":
+        label = o.choice.label if o.choice else "an action"
+        then = f" (run #{o.continuation})" if o.continuation else ""
+        return f"{o.chosen_by} already chose “{label}” for run #{run_id}{then}; it runs once."
+    if o.state == "superseded":
+        return (f"A later run in {o.environment} was cancelled with production down; use the "
+                "buttons of that one.")
+    if choice is RecoveryChoice.PUT_BACK and o.put_back_refusal:
+        return o.put_back_refusal
+    return (f"Another rollback ran in {o.environment} after run #{run_id}, so production is no "
+            "longer as that run left it; nothing was run. Check `/rollback status` and start a "
+            "fresh rollback.")
+
+
+def _offer(row: asyncpg.Record) -> RecoveryOffer:
+    return RecoveryOffer(
+        run_id=int(row["run_id"]), environment=row["environment"],
+        procedure=ProcedureName(row["procedure"]), from_version=row["from_version"],
+        to_version=row["to_version"], backup=row["backup"], backup_size=row["backup_size"],
+        backup_modified=row["backup_modified"], done_steps=tuple(row["done_steps"]),
+        host_state=row["host_state"], facts=row["facts"],
+        put_back_refusal=row["put_back_refusal"], state=row["state"],
+        choice=RecoveryChoice(row["choice"]) if row["choice"] else None,
+        chosen_by=row["chosen_by"], continuation=row["continuation"])
+
+
+def offer_recorder(store: RecoveryStore, *, environment: str, procedure: ProcedureName,
+                   ctx: StepContext, backup: Backup | None,
+                   base: RecoveryOffer | None = None) -> Observer:
+    """An observer that records the offer when the run ends cancelled with production down.
+
+    It runs before the fronts' observers, so the offer exists before any button shows it.
+    ``base`` is the offer a continuation run (Resume / Put back) came from.
+    """
+    async def record(event: RunEvent) -> None:
+        if not isinstance(event, RunFinished):
+            return
+        o = event.outcome
+        if o.status is not RunStatus.CANCELLED or not left_down(o.steps,
+                                                                started_down=base is not None):
+            return
+        done = {s.key for s in o.steps if s.status is StepStatus.SUCCEEDED}
+        if base is None:
+            all_done, proc = done, procedure
+            old, target = ctx.current, ctx.target
+            size, modified = ((backup.size, backup.modified) if backup else (None, None))
+            name = backup.name if backup else None
+        else:
+            proc, old, target = base.procedure, base.from_version, base.to_version
+            name, size, modified = base.backup, base.backup_size, base.backup_modified
+            all_done = set(base.done_steps)
+            if procedure is ProcedureName.PUT_BACK:
+                if PUT_BACK_COMPOSE in done:
+                    all_done.discard(SWITCH)  # the compose file names the old version again
+            else:
+                all_done |= done
+        ordered = tuple(sorted(all_done))
+        await store.offer(RecoveryOffer(
+            run_id=o.run_id, environment=environment, procedure=proc, from_version=old,
+            to_version=target, backup=name, backup_size=size, backup_modified=modified,
+            done_steps=ordered, host_state=o.host_state, facts=json.dumps(asdict(ctx.facts)),
+            put_back_refusal=put_back_refusal(all_done, run_id=o.run_id, from_version=old)))
+    return record
