@@ -6,6 +6,7 @@ untouched when rollbot refuses).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -13,7 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from bot import cli
+from bot.app import open_app
+from bot.config import Settings
 from bot.deploys import DeployStore
 from bot.model import RunStatus
 from bot.store import Store
@@ -196,3 +201,39 @@ async def test_only_allowed_people_set_the_eta(world: SlackWorld, store: Store) 
     assert "ETA for fix: TBD" in (await world.wait_message(lambda m: m.ts == notice.ts)).text
     refusals = [a for a in await store.audit_entries() if a.kind == "refusal"]
     assert sum(a.actor == MALLORY and "fix ETA" in a.detail for a in refusals) == 2
+
+
+async def run_cli(store: Store, production: Sandbox, *argv: str) -> tuple[int, str]:
+    """`rollbot ARGV` in this process (its terminal answers are patched by the test)."""
+    out = io.StringIO()
+    settings = Settings(database_url=store.dsn, rollbot_config=production.runbook)
+    async with open_app(settings) as app:
+        status = await cli._dispatch(app, cli._parser().parse_args(list(argv)),
+                                     Console(file=out, width=200))
+    return status, out.getvalue()
+
+
+async def test_the_cli_plan_names_skipped_versions_and_its_confirmation_pins_the_backup(
+    production: Sandbox, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the report goes to ./incident-logs
+    await DeployStore(store.pool).quarantine(environment="production", version="v1.2.2",
+                                             by="cli:bob", reason="drops orders", run_id=None)
+    status, shown = await run_cli(store, production, "plan", "--as", "alice")
+    assert status == 0, shown
+    assert "v1.2.3 → v1.2.1" in shown
+    assert "skipped v1.2.2: quarantined by cli:bob on " in shown and "(drops orders)" in shown
+
+    def confirm(console: Console, request: object, database: str | None) -> bool:
+        # while the person reads the plan and types the database name, a newer dump lands
+        new_backup(production, NIGHTLY, copy_of=GOOD_BACKUP)
+        return True
+    monkeypatch.setattr(cli, "_confirm", confirm)
+    status, said = await run_cli(store, production, "rollback", "v1.2.2", "--procedure",
+                                 "restore", "--as", "alice")
+    assert status == 0, said
+    assert f"Backup exists: {GOOD_BACKUP}" in said
+    [run] = await store.history()
+    assert run.status is RunStatus.SUCCEEDED and run.backup == GOOD_BACKUP
+    sent = [a.command for a in await store.audit_entries(run_id=run.id)]
+    assert not any(NIGHTLY in c for c in sent)
