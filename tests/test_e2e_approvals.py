@@ -155,6 +155,25 @@ async def test_previous_skips_a_quarantined_version_on_the_card_plan_and_run(
     assert (run.from_version, run.to_version) == ("v1.2.3", "v1.2.1")
 
 
+async def test_a_card_for_previous_refuses_when_previous_now_means_another_version(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    await world.command(ALICE, "previous site is down")
+    card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")
+    # before anyone confirms, v1.2.2 is quarantined: "previous" would now be v1.2.1
+    await DeployStore(store.pool).quarantine(environment="production", version="v1.2.2",
+                                             by=BOB, reason="drops orders", run_id=None)
+    await world.click(ALICE, card, Action.CONFIRM)
+    text = await final(world, card.ts, "🚫")
+    assert ("the card approved v1.2.2, but the target now resolves to v1.2.1" in text
+            and "nothing was run; type the command again for a fresh card" in text)
+    assert production.running_image() == "azora-api:v1.2.3"
+    [run] = await store.history()
+    assert run.status is RunStatus.REFUSED
+    assert not any(a.kind == "command" and " down" in a.command
+                   for a in await store.audit_entries(run_id=run.id))
+
+
 async def test_a_migration_rollback_names_the_migration_and_needs_a_second_person(
     world: SlackWorld, production: Sandbox, store: Store
 ) -> None:
