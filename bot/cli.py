@@ -144,7 +144,8 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
             return EXIT_FAILED
         # What was shown and confirmed is what runs: the resolved version and backup.
         request = pinned_request(request, target=plan.preflight.target,
-                                 backup=plan.preflight.backup)
+                                 backup=plan.preflight.backup,
+                                 migrations=plan.preflight.migrations)
     progress = TerminalProgress(console, show_output=not args.quiet_output)
     with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
         outcome = await svc.rollback(request, observers=[progress], on_run=on_run)

@@ -59,6 +59,7 @@ class Pinned:
 
     target: str
     backup: Backup | None = None  # restore only: the file, its size and mtime as shown
+    migrations: tuple[str, ...] = ()  # migrations only: what migrate_down was shown to undo
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """What was approved is what runs: the card's resolved target and backup, pinned and re-checked.
 
-A card shows "previous" resolved to a version and "newest backup" resolved to a file. Between the
-card and the last confirmation a newer backup may land (the nightly dump of a corrupted database)
-or the versions on the host may change. The pin keeps what was shown; the run's pre-flight
+A card shows "previous" resolved to a version, "newest backup" resolved to a file and the
+migrations `migrate_down` will undo. Between the card and the last confirmation a newer backup may
+land (the nightly dump of a corrupted database), the versions on the host may change or another
+migration may be applied. The pin keeps what was shown; the run's pre-flight
 refuses when it no longer finds exactly that.
 """
 
@@ -17,18 +18,19 @@ from bot.model import Backup, Check, Pinned, ProcedureName, RollbackRequest
 _AGAIN = "nothing was run; type the command again for a fresh card"
 
 
-def pinned_request(request: RollbackRequest, *, target: str, backup: Backup | None
-                   ) -> RollbackRequest:
+def pinned_request(request: RollbackRequest, *, target: str, backup: Backup | None,
+                   migrations: tuple[str, ...] = ()) -> RollbackRequest:
     """The request as pre-flight resolved it: the run must find this target and this backup."""
     if not target:
         return request  # nothing resolved: the card has no button, there is nothing to pin
     shown = backup if request.procedure is ProcedureName.RESTORE else None
+    undo = migrations if request.procedure is ProcedureName.MIGRATIONS else ()
     return replace(request, backup=shown.name if shown else request.backup,
-                   pinned=Pinned(target=target, backup=shown))
+                   pinned=Pinned(target=target, backup=shown, migrations=undo))
 
 
-def pin_checks(pinned: Pinned | None, *, target: str, backup: Backup | None
-               ) -> tuple[Check, ...]:
+def pin_checks(pinned: Pinned | None, *, target: str, backup: Backup | None,
+               migrations: tuple[str, ...] = ()) -> tuple[Check, ...]:
     """Refusing checks when the run's pre-flight finds something else than the card showed."""
     if pinned is None:
         return ()
@@ -52,6 +54,12 @@ def pin_checks(pinned: Pinned | None, *, target: str, backup: Backup | None
             checks.append(Check("Approved backup", True,
                                 f"{shown.name} is the file the card showed ({shown.size} bytes, "
                                 f"modified {_at(shown.modified)})"))
+    if pinned.migrations and migrations != pinned.migrations:
+        now = ", ".join(migrations) or "nothing it can name"
+        checks.append(Check("Approved migrations", False,
+                            f"the card named {', '.join(pinned.migrations)} to undo, but "
+                            f"migrate_down would now undo {now} (the migrations changed); "
+                            f"{_AGAIN}"))
     return tuple(checks)
 
 
@@ -73,8 +81,9 @@ def pinned_json(pinned: Pinned | None) -> dict[str, Any] | None:
     if pinned is None:
         return None
     b = pinned.backup
-    return {"target": pinned.target, "backup": None if b is None else {
-        "name": b.name, "path": b.path, "size": b.size, "modified": b.modified.isoformat()}}
+    return {"target": pinned.target, "migrations": list(pinned.migrations),
+            "backup": None if b is None else {"name": b.name, "path": b.path, "size": b.size,
+                                              "modified": b.modified.isoformat()}}
 
 
 def pinned_from_json(data: dict[str, Any] | None) -> Pinned | None:
@@ -83,4 +92,5 @@ def pinned_from_json(data: dict[str, Any] | None) -> Pinned | None:
     b = data.get("backup")
     backup = None if b is None else Backup(name=b["name"], path=b["path"], size=int(b["size"]),
                                            modified=datetime.fromisoformat(b["modified"]))
-    return Pinned(target=str(data["target"]), backup=backup)
+    return Pinned(target=str(data["target"]), backup=backup,
+                  migrations=tuple(str(m) for m in data.get("migrations", ())))

@@ -84,7 +84,8 @@ async def run_preflight(
     if request.procedure is ProcedureName.MIGRATIONS and env.database is not None:
         migrations = await _check_migrations(host=host, env=env, db=env.database,
                                              checks=checks)
-    checks.extend(pin_checks(request.pinned, target=target, backup=backup))
+    checks.extend(pin_checks(request.pinned, target=target, backup=backup,
+                             migrations=migrations))
     return Preflight(checks=tuple(checks), current=current, target=target, backup=backup,
                      migrations=migrations)
 

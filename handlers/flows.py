@@ -174,7 +174,8 @@ class SlackFront:
         facts = ui.card_facts(plan)
         # The card shows "previous" and "newest backup" resolved: the run must find exactly those.
         shown = pinned_request(plan.request, target=plan.preflight.target,
-                               backup=plan.preflight.backup)
+                               backup=plan.preflight.backup,
+                               migrations=plan.preflight.migrations)
         pending = await self._store.approvals.propose(shown, ttl=ttl)
         body = ui.card_body(plan)
         blocks = [*body, *ui.card_state(facts, pending, now=_now())]

@@ -200,6 +200,27 @@ async def test_a_migration_rollback_names_the_migration_and_needs_a_second_perso
     assert production.running_image() == "azora-api:v1.2.2"
 
 
+async def test_a_migration_applied_after_the_card_makes_the_run_refuse(
+    world: SlackWorld, production: Sandbox, store: Store
+) -> None:
+    await world.command(ALICE, "v1.2.2 --migrations checkout fails")
+    card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")
+    assert "`migrate_down` undoes `003_add_orders_discount" in message_text(card)
+    # CI applies another migration before the second person approves
+    production.psql("INSERT INTO migrations (name, executed_at) VALUES "
+                    "('004_add_orders_index', now())")
+    await world.click(ALICE, card, Action.CONFIRM)
+    waiting = await world.wait_message(
+        lambda m: m.ts == card.ts and "Waiting for a second approver" in message_text(m))
+    await world.click(BOB, waiting, Action.APPROVE_RESTORE)
+    text = await final(world, card.ts, "🚫")
+    assert "the card named 003_add_orders_discount" in text
+    assert "migrate_down would now undo 004_add_orders_index" in text
+    names = production.psql("SELECT name FROM migrations")
+    assert "003_add_orders_discount" in names and "004_add_orders_index" in names
+    assert production.running_image() == "azora-api:v1.2.3"
+
+
 async def test_only_allowed_people_set_the_eta(world: SlackWorld, store: Store) -> None:
     await world.command(ALICE, "v1.2.2")
     card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")

@@ -103,3 +103,17 @@ def test_the_migrations_to_undo_are_the_newest_rows() -> None:
 def test_output_that_is_no_table_is_not_guessed_at() -> None:
     assert newest_migrations("UP   004_add_index.js\nUP   003_x.js\n", 1) is None
     assert newest_migrations(" id | name\n----+------\n(0 rows)\n", 1) == ()
+
+
+def test_a_migration_applied_since_the_card_refuses() -> None:
+    shown = ("003_add_orders_discount (applied 2026-09-20 10:00:00+00)",)
+    request = RollbackRequest(environment="production", procedure=ProcedureName.MIGRATIONS,
+                              target=None, requested_by="U0ALICE")
+    pinned = pinned_request(request, target="v1.2.2", backup=X, migrations=shown).pinned
+    assert pinned == Pinned("v1.2.2", None, shown)
+    assert pin_checks(pinned, target="v1.2.2", backup=X, migrations=shown) == ()
+    [check] = pin_checks(pinned, target="v1.2.2", backup=X,
+                         migrations=("004_add_index (applied 2026-11-28 21:00:00+00)",))
+    assert not check.ok and check.detail.startswith(
+        "the card named 003_add_orders_discount (applied 2026-09-20 10:00:00+00) to undo, but "
+        "migrate_down would now undo 004_add_index")
