@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +17,7 @@ import asyncpg
 
 from bot.errors import InvalidInput
 from bot.model import ProcedureName, RollbackRequest
+from bot.pinning import pinned_from_json, pinned_json
 from bot.versions import parse_version
 
 
@@ -63,11 +64,13 @@ class Approvals:
                       front_ref: dict[str, Any] | None = None) -> Pending:
         row = await self._pool.fetchrow(
             "INSERT INTO pending_rollbacks (id, environment, procedure, target, backup, reason,"
-            " requested_by, state, front_ref, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-            " 'awaiting_confirmation', $8::jsonb, now() + $9::interval) RETURNING *",
+            " requested_by, state, front_ref, expires_at, pinned) VALUES ($1, $2, $3, $4, $5, $6,"
+            " $7, 'awaiting_confirmation', $8::jsonb, now() + $9::interval, $10::jsonb)"
+            " RETURNING *",
             secrets.token_hex(8), request.environment, request.procedure.value,
             str(request.target) if request.target else None, request.backup, request.reason,
-            request.requested_by, json.dumps(front_ref or {}), ttl)
+            request.requested_by, json.dumps(front_ref or {}), ttl,
+            json.dumps(pinned_json(request.pinned)))
         return _pending(row)
 
     async def get(self, pending_id: str) -> Pending:
@@ -91,14 +94,30 @@ class Approvals:
             "confirmed_by = $3", by)
 
     async def approve(self, pending_id: str, *, by: str) -> Transition:
-        """Second approval: a different person from the requester and the first confirmer."""
+        """Second approval: a different person from the requester and the first confirmer.
+
+        The two-person rule is in the UPDATE's WHERE, not read before it: a confirmation and
+        an approval by the same person racing each other cannot both pass.
+        """
+        row = await self._pool.fetchrow(
+            "UPDATE pending_rollbacks SET state = 'started', approved_by = $3, updated_at = now()"
+            " WHERE id = $1 AND state = $2 AND expires_at > now()"
+            " AND requested_by <> $3 AND confirmed_by IS NOT NULL AND confirmed_by <> $3"
+            " RETURNING *",
+            pending_id, PendingState.AWAITING_SECOND_APPROVAL.value, by)
+        if row is not None:
+            return Transition(_pending(row), True)
         current = await self.get(pending_id)
-        if by in (current.request.requested_by, current.confirmed_by):
+        waiting = current.state is PendingState.AWAITING_SECOND_APPROVAL
+        if waiting and current.expired(datetime.now(UTC)):
+            return Transition(current, False, _EXPIRED)
+        if by in (current.request.requested_by, current.confirmed_by) and current.state in (
+                PendingState.AWAITING_CONFIRMATION, PendingState.AWAITING_SECOND_APPROVAL):
+            what = _two_person_what(current.request.procedure)
             return Transition(current, False,
-                              "A database restore needs a second person: you requested or "
-                              "confirmed this one, so someone else must approve it.")
-        return await self._move(pending_id, PendingState.AWAITING_SECOND_APPROVAL,
-                                PendingState.STARTED, "approved_by = $3", by)
+                              f"A {what} needs a second person: you requested or confirmed "
+                              "this one, so someone else must approve it.")
+        return Transition(current, False, _not_open(current))
 
     async def cancel(self, pending_id: str, *, by: str) -> Transition:
         row = await self._pool.fetchrow(
@@ -131,10 +150,16 @@ class Approvals:
             return Transition(_pending(row), True)
         current = await self.get(pending_id)
         if current.state is frm:
-            return Transition(current, False,
-                              "This card has expired; nothing was run. Type the command again "
-                              "for a fresh pre-flight.")
+            return Transition(current, False, _EXPIRED)
         return Transition(current, False, _not_open(current))
+
+
+_EXPIRED = ("This card has expired; nothing was run. Type the command again for a fresh "
+            "pre-flight.")
+
+
+def _two_person_what(procedure: ProcedureName) -> str:
+    return "migration rollback" if procedure is ProcedureName.MIGRATIONS else "database restore"
 
 
 def _not_open(p: Pending) -> str:
@@ -154,6 +179,7 @@ def _pending(row: asyncpg.Record) -> Pending:
         target=parse_version(row["target"]) if row["target"] else None,
         requested_by=row["requested_by"], reason=row["reason"], backup=row["backup"],
         approved_by=tuple(x for x in (row["confirmed_by"], row["approved_by"]) if x),
+        pinned=pinned_from_json(json.loads(row["pinned"]) if row["pinned"] else None),
     )
     return Pending(id=row["id"], request=request, state=PendingState(row["state"]),
                    created_at=row["created_at"], expires_at=row["expires_at"],

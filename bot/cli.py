@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
+from bot.pinning import pinned_request
 from bot.recovery import RecoveryChoice, down_sentence
 from bot.terminal import (
     TerminalProgress,
@@ -166,6 +167,10 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
         if not _confirm(console, request, env.database.name if env.database else None):
             console.print("Not confirmed; nothing was changed.")
             return EXIT_FAILED
+        # What was shown and confirmed is what runs: the resolved version and backup.
+        request = pinned_request(request, target=plan.preflight.target,
+                                 backup=plan.preflight.backup,
+                                 migrations=plan.preflight.migrations)
     progress = TerminalProgress(console, show_output=not args.quiet_output)
     with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
         outcome = await svc.rollback(request, observers=[progress], on_run=on_run)

@@ -70,6 +70,7 @@ class DatabaseConfig(_Frozen):
     verify_tables: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = ()
     migrate_down: RunbookCommand | None = None
     migrate_status: RunbookCommand | None = None
+    migrations_to_undo: int = Field(default=1, ge=1)
     restore_timeout_s: float = Field(default=1800.0, gt=0)
 
 
@@ -147,6 +148,7 @@ class SlackConfig(_Frozen):
     allowed_usergroups: tuple[Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,20}$")], ...] = ()
     restore_approvers: tuple[Annotated[str, Field(pattern=_SLACK_USER)], ...] | None = None
     restore_requires_second_approver: bool = True
+    migrations_requires_second_approver: bool = True
     card_ttl_minutes: float = Field(default=15.0, gt=0)
     usergroup_cache_s: float = Field(default=60.0, ge=0)
 

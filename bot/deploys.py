@@ -151,6 +151,13 @@ class DeployStore:
         return Quarantined(row["environment"], row["version"], row["by"], row["reason"],
                            row["at"]) if row else None
 
+    async def quarantined_in(self, environment: str) -> list[Quarantined]:
+        """Every quarantined version of the environment ("previous" skips them)."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM quarantine WHERE environment = $1 ORDER BY at", environment)
+        return [Quarantined(r["environment"], r["version"], r["by"], r["reason"], r["at"])
+                for r in rows]
+
     async def lift(self, environment: str, version: str) -> bool:
         return bool(await self._pool.fetchval(
             "DELETE FROM quarantine WHERE environment = $1 AND version = $2 RETURNING true",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from bot.compose_file import find_image_line
 from bot.config import DatabaseConfig, EnvironmentConfig
+from bot.deploys import Quarantined
 from bot.errors import InvalidInput
 from bot.model import Backup, ContainerState, ImageTag
 from bot.ports import DockerFacts, RemoteHost
@@ -39,6 +42,29 @@ def previous_version(tags: list[ImageTag], current: str) -> ImageTag | None:
         return None
     older = [t for t in tags if t.version is not None and t.version < now]
     return max(older, key=lambda t: t.version or now, default=None)
+
+
+def previous_release(tags: list[ImageTag], current: str, quarantined: Sequence[Quarantined]
+                     ) -> tuple[ImageTag | None, tuple[Quarantined, ...]]:
+    """The highest release below ``current`` that is not quarantined, and the ones skipped."""
+    now = try_parse_version(current)
+    if now is None:
+        return None, ()
+    bad = {q.version: q for q in quarantined}
+    older = sorted((t for t in tags if t.version is not None and t.version < now),
+                   key=lambda t: t.version or now, reverse=True)
+    skipped: list[Quarantined] = []
+    for tag in older:
+        if tag.tag not in bad:
+            return tag, tuple(skipped)
+        skipped.append(bad[tag.tag])
+    return None, tuple(skipped)
+
+
+def skipped_text(skipped: Sequence[Quarantined]) -> str:
+    """"skipped v1.2.2: quarantined by U0BOB on 2026-11-27 (reason)", for card, plan and CLI."""
+    return "; ".join(f"skipped {q.version}: quarantined by {q.by} on {q.at:%Y-%m-%d %H:%M} UTC"
+                     f" ({q.reason or 'no reason given'})" for q in skipped)
 
 
 def find_tag(tags: list[ImageTag], version: Version) -> ImageTag | None:
@@ -102,3 +128,37 @@ async def docker_summary(docker: DockerFacts, env: EnvironmentConfig
     tags = await docker.image_tags(env.image)
     containers = await docker.compose_containers(env.compose.project_name)
     return tags, containers
+
+
+_SEPARATOR = re.compile(r"-+(\+-+)*")
+_TIME_COLUMNS = ("executed", "applied", "run_on", "migrated")
+
+
+def newest_migrations(output: str, count: int) -> tuple[str, ...] | None:
+    """The ``count`` newest migrations in a psql-style table; None when the output is no table.
+
+    Rows are described by their ``name`` column and their time column when there are such
+    columns, newest first (sorted by the time column when there is one).
+    """
+    lines = output.splitlines()
+    at = next((i for i, ln in enumerate(lines) if _SEPARATOR.fullmatch(ln.strip())), None)
+    if at is None or at == 0:
+        return None
+    header = [h.strip().lower() for h in lines[at - 1].split("|")]
+    rows = []
+    for ln in lines[at + 1:]:
+        if not ln.strip() or ln.strip().startswith("("):
+            break
+        rows.append([c.strip() for c in ln.split("|")])
+    name_col = next((i for i, h in enumerate(header) if h in ("name", "migration")), None)
+    time_col = next((i for i, h in enumerate(header) if any(t in h for t in _TIME_COLUMNS)),
+                    None)
+    if time_col is not None:
+        rows.sort(key=lambda r: r[time_col] if time_col < len(r) else "", reverse=True)
+
+    def describe(r: list[str]) -> str:
+        if name_col is None or name_col >= len(r):
+            return " · ".join(c for c in r if c)
+        when = f" (applied {r[time_col]})" if time_col is not None and time_col < len(r) else ""
+        return r[name_col] + when
+    return tuple(describe(r) for r in rows[:count])

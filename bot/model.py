@@ -51,6 +51,16 @@ class RollbackRequest:
     reason: str = ""
     backup: str | None = None  # restore: file name inside backups_dir; None = newest
     approved_by: tuple[str, ...] = ()
+    pinned: Pinned | None = None  # what the card (or the CLI's plan) showed and was approved
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What pre-flight resolved when the card was shown: the run must find exactly this again."""
+
+    target: str
+    backup: Backup | None = None  # restore only: the file, its size and mtime as shown
+    migrations: tuple[str, ...] = ()  # migrations only: what migrate_down was shown to undo
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot import commands as cmd
-from bot.config import EnvironmentConfig
-from bot.errors import CommandFailed, RollbotError
+from bot.config import DatabaseConfig, EnvironmentConfig
+from bot.deploys import Quarantined
+from bot.errors import CommandFailed, HostError, RollbotError
 from bot.host_facts import (
     age_text,
     choose_backup,
@@ -15,12 +17,18 @@ from bot.host_facts import (
     docker_summary,
     find_tag,
     list_backups,
-    previous_version,
+    newest_migrations,
+    previous_release,
     running_tag,
+    skipped_text,
 )
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
+from bot.pinning import pin_checks
 from bot.ports import DockerFacts, RemoteHost
 from bot.versions import try_parse_version
+
+# "Newest backup" tests at most this many candidates (each test reads the whole file).
+_MAX_BACKUP_CANDIDATES = 5
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Preflight:
                           # deploy did not finish (the file names a higher release)
     target: str           # "" when it could not be resolved
     backup: Backup | None
+    migrations: tuple[str, ...] = ()  # migrations procedure: what migrate_down will undo
 
     @property
     def ok(self) -> bool:
@@ -43,9 +52,12 @@ class Preflight:
 
 async def run_preflight(
     *, host: RemoteHost, docker: DockerFacts, env: EnvironmentConfig, request: RollbackRequest,
-    now: datetime | None = None,
+    now: datetime | None = None, quarantined: Sequence[Quarantined] = (),
 ) -> Preflight:
-    """Ask the host what runs, what is available and whether the backup is sound."""
+    """Ask the host what runs, what is available and whether the backup is sound.
+
+    ``quarantined`` are the environment's quarantined versions: "previous" skips them.
+    """
     now = now or datetime.now(UTC)
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
                                              f"Docker facts via {docker.via}")]
@@ -71,29 +83,44 @@ async def run_preflight(
     else:
         checks.append(Check("Current version", True, f"{env.service} runs {running}"))
 
-    target = _resolve_target(request, tags, current, checks)
+    target = _resolve_target(request, tags, current, checks, quarantined)
     if target:
         _check_target(request, target, tags, running, env, checks,
                       unfinished_from=in_file if unfinished else None)
     backup = None
+    migrations: tuple[str, ...] = ()
     if request.procedure in (ProcedureName.MIGRATIONS, ProcedureName.RESTORE):
         backup = await _check_database(host=host, env=env, request=request, now=now,
                                        checks=checks)
-    return Preflight(checks=tuple(checks), current=current, target=target, backup=backup)
+    if request.procedure is ProcedureName.MIGRATIONS and env.database is not None:
+        migrations = await _check_migrations(host=host, env=env, db=env.database,
+                                             checks=checks)
+    checks.extend(pin_checks(request.pinned, target=target, backup=backup,
+                             migrations=migrations))
+    return Preflight(checks=tuple(checks), current=current, target=target, backup=backup,
+                     migrations=migrations)
 
 
 def _resolve_target(request: RollbackRequest, tags: list, current: str,  # type: ignore[type-arg]
-                    checks: list[Check]) -> str:
+                    checks: list[Check], quarantined: Sequence[Quarantined]) -> str:
     if request.target is not None:
+        named = next((q for q in quarantined if q.version == str(request.target)), None)
+        if named is not None:
+            checks.append(Check("Target quarantined", True,
+                                f"{named.version} was quarantined by {named.by} on "
+                                f"{named.at:%Y-%m-%d %H:%M} UTC ({named.reason or 'no reason'}"
+                                "); you named it, so it is the target"))
         return str(request.target)
-    previous = previous_version(tags, current)
+    previous, skipped = previous_release(tags, current, quarantined)
+    why = f"; {skipped_text(skipped)}" if skipped else ""
     if previous is None:
         checks.append(Check("Target version", False,
-                            f"no release image older than {current} is on the host; "
+                            f"no release image older than {current} is on the host{why}; "
                             "name the version to roll back to"))
         return ""
     checks.append(Check("Target version", True,
-                        f"previous version {previous.tag} (newest release below {current})"))
+                        f"previous version {previous.tag} (newest release below {current}"
+                        f"{' that is not quarantined' if skipped else ''}){why}"))
     return previous.tag
 
 
@@ -153,29 +180,129 @@ async def _check_database(*, host: RemoteHost, env: EnvironmentConfig, request: 
     except RollbotError as exc:
         checks.append(Check("Backup exists", False, str(exc)))
         return None
-    age = age_text(backup.modified, now)
-    checks.append(Check("Backup exists", True,
-                        f"{backup.name}, {backup.size / 1e6:.1f} MB, {age} "
-                        f"(taken {backup.modified:%Y-%m-%d %H:%M} UTC)"))
     if request.procedure is not ProcedureName.RESTORE:
+        checks.append(_backup_exists(backup, now))
         return backup
+    if request.backup is None:
+        return await _newest_sound_backup(host=host, db=db, backups=backups, newest=backup,
+                                          now=now, checks=checks)
+    checks.append(_backup_exists(backup, now))
+    if not _within_retention(backup, db, now, checks):
+        return backup
+    problem = await _integrity_problem(host, db, backup)
+    _integrity_check(backup, problem, checks)
+    return backup
+
+
+def _backup_exists(backup: Backup, now: datetime) -> Check:
+    return Check("Backup exists", True,
+                 f"{backup.name}, {backup.size / 1e6:.1f} MB, {age_text(backup.modified, now)} "
+                 f"(taken {backup.modified:%Y-%m-%d %H:%M} UTC)")
+
+
+def _within_retention(backup: Backup, db: DatabaseConfig, now: datetime,
+                      checks: list[Check]) -> bool:
+    age = age_text(backup.modified, now)
     if now - backup.modified > timedelta(days=db.retention_days):
         checks.append(Check("Backup within retention", False,
                             f"{backup.name} is {age}, older than the {db.retention_days}-day "
                             "retention; pick a newer one (`backups`)"))
-        return backup
+        return False
     checks.append(Check("Backup within retention", True,
                         f"{age}, within {db.retention_days} days"))
+    return True
+
+
+async def _integrity_problem(host: RemoteHost, db: DatabaseConfig, backup: Backup) -> str | None:
+    """None when the backup passes `gunzip -t` and ends with pg_dump's trailer; else why not."""
     try:
         await host.run(cmd.gunzip_test(backup.path), timeout=db.restore_timeout_s)
+    except CommandFailed as exc:
+        return "gunzip -t failed" + _last_line(exc)
+    try:
         await host.run(cmd.dump_complete(backup.path), timeout=db.restore_timeout_s)
     except CommandFailed as exc:
-        reason = exc.output_tail.strip().splitlines()[-1] if exc.output_tail.strip() else ""
+        return "the dump is incomplete (no pg_dump \"dump complete\" line)" + _last_line(exc)
+    return None
+
+
+def _last_line(exc: CommandFailed) -> str:
+    tail = exc.output_tail.strip()
+    return f": {tail.splitlines()[-1][:160]}" if tail else ""
+
+
+def _integrity_check(backup: Backup, problem: str | None, checks: list[Check]) -> None:
+    if problem is not None:
         checks.append(Check("Backup integrity", False,
-                            f"{backup.name} is corrupt or incomplete"
-                            f"{': ' + reason[:160] if reason else ''}; it cannot be restored"))
-        return backup
+                            f"{backup.name} is corrupt or incomplete ({problem}); it cannot be "
+                            "restored"))
+        return
     checks.append(Check("Backup integrity", True,
                         f"gunzip -t passed and the dump is complete; writes since "
                         f"{backup.modified:%Y-%m-%d %H:%M} UTC will be lost"))
-    return backup
+
+
+async def _newest_sound_backup(*, host: RemoteHost, db: DatabaseConfig, backups: list[Backup],
+                               newest: Backup, now: datetime, checks: list[Check]
+                               ) -> Backup | None:
+    """"Newest backup": the newest that passes the integrity checks; says what it skipped."""
+    regular = [b for b in backups if not b.is_safety_backup]
+    recent = [b for b in regular if now - b.modified <= timedelta(days=db.retention_days)]
+    if not recent:
+        checks.append(_backup_exists(newest, now))
+        _within_retention(newest, db, now, checks)
+        return newest
+    skipped: list[str] = []
+    for backup in recent[:_MAX_BACKUP_CANDIDATES]:
+        problem = await _integrity_problem(host, db, backup)
+        if problem is None:
+            checks.append(_backup_exists(backup, now))
+            if skipped:
+                checks.append(Check("Skipped backups", True,
+                                    "newer but unusable: " + "; ".join(skipped)))
+            _within_retention(backup, db, now, checks)
+            _integrity_check(backup, None, checks)
+            return backup
+        skipped.append(f"skipped {backup.name}: {problem}")
+    tried = len(skipped)
+    checks.append(Check("Backup integrity", False,
+                        f"none of the {tried} newest backups is usable: " + "; ".join(skipped)
+                        + "; name an older one with --restore NAME (`backups` lists them)"))
+    return None
+
+
+async def _check_migrations(*, host: RemoteHost, env: EnvironmentConfig, db: DatabaseConfig,
+                            checks: list[Check]) -> tuple[str, ...]:
+    """Name the migration(s) migrate_down will undo: a data change the card must warn about."""
+    count = db.migrations_to_undo
+    found: tuple[str, ...] | None = None
+    source = ""
+    problems = []
+    if db.migrate_status:
+        try:
+            out = await host.run(cmd.in_compose_dir(env, db.migrate_status),
+                                 timeout=env.timeouts.command_s)
+            found, source = newest_migrations(out.output, count), "migrate_status"
+        except HostError as exc:
+            problems.append(f"migrate_status failed: {str(exc)[:160]}")
+    if found is None:
+        try:
+            out = await host.run(cmd.migrations_head(db), timeout=env.timeouts.command_s)
+            found, source = newest_migrations(out.output, count), "the migrations table"
+        except HostError as exc:
+            problems.append(f"reading the migrations table failed: {str(exc)[:160]}")
+    if not found:
+        why = "; ".join(problems) or "no applied migration was listed"
+        checks.append(Check("Migrations to undo", False,
+                            f"cannot tell which migration migrate_down would undo ({why}); "
+                            "nothing was run"))
+        return ()
+    if len(found) < count:
+        checks.append(Check("Migrations to undo", False,
+                            f"the runbook says to undo {count} migrations, but {source} lists "
+                            f"only {len(found)}: {', '.join(found)}"))
+        return found
+    checks.append(Check("Migrations to undo", True,
+                        f"migrate_down will undo {', '.join(found)} (newest, from {source}); "
+                        "data stored by what it added is lost: coordinate with the DBA"))
+    return found

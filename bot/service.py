@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from bot.config import EnvironmentConfig, Runbook
+from bot.deploys import DeployStore, Quarantined
 from bot.engine import Run, step_infos
 from bot.errors import RollbotError
 from bot.events import Observer, RunEvent, RunFinished, StepFinished, StepInfo, StepStarted
@@ -89,10 +90,11 @@ class Rollbot:
     async def plan(self, request: RollbackRequest) -> Plan:
         """Pre-flight and the exact steps; nothing that changes state is run."""
         env_name, env = self.environment(request.environment)
+        quarantined = await self.quarantined(env_name)
         async with open_session(env_name, env, store=self.store, actor=request.requested_by,
                                 run_id=None) as session:
             pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request)
+                                      request=request, quarantined=quarantined)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
         holder = await self.store.active_run(env_name)
@@ -144,10 +146,11 @@ class Rollbot:
                                request: RollbackRequest, observers: list[Observer],
                                on_run: Callable[[Run], None] | None) -> RunOutcome:
         try:
+            quarantined = await self.quarantined(env_name)
             async with open_session(env_name, env, store=self.store,
                                     actor=request.requested_by, run_id=run_id) as session:
                 pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                          request=request)
+                                          request=request, quarantined=quarantined)
                 if not pre.ok:
                     return await self._refuse(run_id, env_name, request, pre.checks,
                                               f"Refused by pre-flight, nothing was changed. "
@@ -184,6 +187,10 @@ class Rollbot:
             except Exception:
                 log.exception("after-run hook failed for run #%s", run_id)
         return outcome
+
+    async def quarantined(self, env_name: str) -> list[Quarantined]:
+        """The environment's quarantined versions, which "previous" skips."""
+        return await DeployStore(self.store.pool).quarantined_in(env_name)
 
     async def _refuse(self, run_id: int, env_name: str, request: RollbackRequest,
                       checks: tuple[Check, ...], message: str, current: str | None,

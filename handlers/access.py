@@ -66,8 +66,9 @@ class Access:
             return await self.user_allowed(user_id)
         if user_id in approvers:
             return Decision(True)
-        return Decision(False, "you are not one of the database restore approvers "
-                               "(runbook: slack.restore_approvers).")
+        return Decision(False, "you are not one of the restore approvers, who approve database "
+                               "restores and migration rollbacks (runbook: "
+                               "slack.restore_approvers).")
 
     def approvers_text(self) -> str:
         approvers = self._config.restore_approvers

@@ -198,16 +198,21 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
 
     @app.action(Action.SET_ETA.value)
     @safe
-    async def set_eta(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def set_eta(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         notice = NoticeRef(run=load(RunRef, _value(body)).run,
                            channel=str(body["container"]["channel_id"]),
                            ts=str(body["container"]["message_ts"]))
-        await front.on_set_eta(notice=notice, trigger_id=str(body["trigger_id"]))
+        await front.on_set_eta(user=_user(body), notice=notice,
+                               trigger_id=str(body["trigger_id"]), reply=respond_reply(respond))
 
     @app.view(View.SET_ETA.value)
     @safe
     async def eta_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        # Slack takes modal errors only in the acknowledgement: the access check comes first.
+        if refusal := await front.user_refusal(_user(body), "set the fix ETA"):
+            await ack(response_action="errors", errors={Block.ETA.value: refusal[:150]})
+            return
         await ack()
         eta = str(view["state"]["values"][Block.ETA.value][Field.ETA.value].get("value") or "")
         await front.on_eta_submitted(user=_user(body),

@@ -174,7 +174,19 @@ def card_body(plan: Plan) -> Blocks:
             f"⚠️ *Data loss:* writes since {pre.backup.modified:%Y-%m-%d %H:%M} UTC will be lost "
             f"(restoring `{esc(pre.backup.name)}`). A safety backup of the current database is "
             "taken first."))
+    blocks.extend(migrations_warning(plan))
     return blocks
+
+
+def migrations_warning(plan: Plan) -> Blocks:
+    """A migration rollback is a data change: name what migrate_down undoes, send for the DBA."""
+    pre = plan.preflight
+    if plan.request.procedure is not ProcedureName.MIGRATIONS or not pre.migrations:
+        return []
+    names = ", ".join(f"`{esc(m)}`" for m in pre.migrations)
+    return [section(f"⚠️ *Data change:* `migrate_down` undoes {names}. Data stored in what "
+                    "it added (columns, tables) is lost: coordinate with the DBA before "
+                    "confirming.")]
 
 
 def card_state(facts: CardFacts, pending: Pending, *, now: datetime) -> Blocks:
@@ -194,17 +206,7 @@ def card_state(facts: CardFacts, pending: Pending, *, now: datetime) -> Blocks:
                         "fresh pre-flight.")]
     cancel = button("Cancel", Action.CANCEL_CARD, ref)
     if pending.state is PendingState.AWAITING_SECOND_APPROVAL:
-        return [section(f"✅ {mention(pending.confirmed_by or '?')} confirmed the restore. "
-                        "*Waiting for a second approver* (not the requester)."),
-                actions(Block.CARD_ACTIONS,
-                        button("Approve restore", Action.APPROVE_RESTORE, ref, style="danger",
-                               confirm=confirm_dialog(
-                                   "Approve database restore?",
-                                   f"This drops and restores the database and rolls back to "
-                                   f"{target}. Writes since the backup are lost.",
-                                   "Approve restore")),
-                        cancel),
-                context(expires)]
+        return _awaiting_second(facts, pending, ref=ref, cancel=cancel, expires=expires)
     if facts.procedure is ProcedureName.RESTORE:
         go = button(f"Restore database and roll back to {target}", Action.CONFIRM_RESTORE, ref,
                     style="danger", confirm=confirm_dialog(
@@ -214,6 +216,28 @@ def card_state(facts: CardFacts, pending: Pending, *, now: datetime) -> Blocks:
     else:
         go = button(f"Roll back to {target}", Action.CONFIRM, ref, style="primary")
     return [actions(Block.CARD_ACTIONS, go, cancel), context(expires)]
+
+
+def _awaiting_second(facts: CardFacts, pending: Pending, *, ref: str,
+                     cancel: dict[str, Any], expires: str) -> Blocks:
+    """Confirmed once; a second person (not the requester, not the confirmer) must approve."""
+    target = facts.target
+    if facts.procedure is ProcedureName.MIGRATIONS:
+        what, label = "migration rollback", "Approve migration rollback"
+        dialog = confirm_dialog("Approve migration rollback?",
+                                f"This undoes the newest migration(s) and rolls back to {target}. "
+                                "Data stored by them may be lost.", "Approve")
+    else:
+        what, label = "restore", "Approve restore"
+        dialog = confirm_dialog("Approve database restore?",
+                                f"This drops and restores the database and rolls back to "
+                                f"{target}. Writes since the backup are lost.", "Approve restore")
+    return [section(f"✅ {mention(pending.confirmed_by or '?')} confirmed the {what}. "
+                    "*Waiting for a second approver* (not the requester, not the confirmer)."),
+            actions(Block.CARD_ACTIONS,
+                    button(label, Action.APPROVE_RESTORE, ref, style="danger", confirm=dialog),
+                    cancel),
+            context(expires)]
 
 
 @dataclass
@@ -494,7 +518,7 @@ def plan_message(plan: Plan) -> Blocks:
     blocks: Blocks = [header(f"Plan: {plan.request.environment} {pre.current} → "
                              f"{pre.target or '?'}"),
                       section(f"*{esc(plan.title)}* · nothing has run"),
-                      section(_checks(pre.checks))]
+                      section(_checks(pre.checks)), *migrations_warning(plan)]
     for s in plan.steps[:40]:
         cmds = "\n".join(s.shows).replace("```", "'''")
         flag = "  _(changes production)_" if s.destructive else ""

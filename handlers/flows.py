@@ -35,6 +35,7 @@ from bot.model import (
     Tier,
     VerificationResult,
 )
+from bot.pinning import pinned_request
 from bot.preflight import Preflight
 from bot.recovery import RecoveryChoice, RecoveryOffer
 from bot.reporting import MAX_IMPACT, MAX_ROOT_CAUSE, Reporter, check_notes
@@ -174,7 +175,11 @@ class SlackFront:
     async def post_card(self, plan: Plan, *, channel: str) -> Pending:
         ttl = timedelta(minutes=self._config.card_ttl_minutes)
         facts = ui.card_facts(plan)
-        pending = await self._store.approvals.propose(plan.request, ttl=ttl)
+        # The card shows "previous" and "newest backup" resolved: the run must find exactly those.
+        shown = pinned_request(plan.request, target=plan.preflight.target,
+                               backup=plan.preflight.backup,
+                               migrations=plan.preflight.migrations)
+        pending = await self._store.approvals.propose(shown, ttl=ttl)
         body = ui.card_body(plan)
         blocks = [*body, *ui.card_state(facts, pending, now=_now())]
         title = blocks[0]["text"]["text"]
@@ -242,12 +247,22 @@ class SlackFront:
             await reply(ui.refusal("This card cannot start a rollback (pre-flight failed)."),
                         "refused")
             return
-        move = await self._store.approvals.confirm(card, by=user, needs_second=False)
+        needs_second = self._needs_second_approver(pending.request.procedure)
+        move = await self._store.approvals.confirm(card, by=user, needs_second=needs_second)
         if not move.moved:
             await reply(ui.refusal(move.reason), move.reason)
             await self._refresh_card(move.pending)
             return
-        self._start(move.pending, confirmed_by=(user,))
+        if move.pending.state is PendingState.STARTED:
+            self._start(move.pending, confirmed_by=(user,))
+        else:  # a migration rollback is a data change: a second person approves it
+            await self._refresh_card(move.pending)
+
+    def _needs_second_approver(self, procedure: ProcedureName) -> bool:
+        if procedure is ProcedureName.MIGRATIONS:
+            return self._config.migrations_requires_second_approver
+        return procedure is ProcedureName.RESTORE and \
+            self._config.restore_requires_second_approver
 
     async def on_confirm_restore(self, *, user: str, card: str, trigger_id: str,
                                  reply: Reply) -> None:
@@ -344,7 +359,9 @@ class SlackFront:
             message = writer.message(channel, ts=ts)
             live = LiveRun(writer=writer, message=message, state=ui.LiveState(
                 run_id=0, environment=request.environment, procedure=request.procedure,
-                from_version="(pre-flight)", to_version=str(request.target or "previous"),
+                from_version="(pre-flight)",
+                to_version=request.pinned.target if request.pinned else str(
+                    request.target or "previous"),
                 requested_by=request.requested_by, confirmed_by=confirmed_by,
                 reason=request.reason, started_at=_now()))
             live.render()
@@ -516,12 +533,18 @@ class SlackFront:
 
     # --- stakeholder ETA -------------------------------------------------------------------
 
-    async def on_set_eta(self, *, notice: NoticeRef, trigger_id: str) -> None:
+    async def on_set_eta(self, *, user: str, notice: NoticeRef, trigger_id: str,
+                         reply: Reply) -> None:
+        if refusal := await self._user_refusal(user, "set the fix ETA"):
+            await reply(ui.refusal(refusal), refusal)
+            return
         current = await self._store.eta(notice.run)
         await self._client.views_open(trigger_id=trigger_id,
                                       view=ui.eta_modal(notice=notice, current=current))
 
     async def on_eta_submitted(self, *, user: str, notice: NoticeRef, eta: str) -> None:
+        if await self._user_refusal(user, "set the fix ETA"):
+            return  # refused and audited; the modal already showed the refusal
         eta = eta.strip()[:100] or "TBD"
         record = await self._store.get_run(notice.run)
         if record is None or record.status is not RunStatus.SUCCEEDED:

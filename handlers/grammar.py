@@ -25,6 +25,10 @@ MAX_REASON = 500
 _ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}")
 _LOOKS_LIKE_VERSION = re.compile(r"[vV]?[0-9]+\.[0-9].*")
 _BACKUP_SUFFIXES = (".gz", ".sql")
+# A word after --restore that looks like a file name (a dot, a slash, an underscore, a date...)
+# is taken as the backup's NAME, never as the first word of a reason: a mistyped name must not
+# silently become "the newest backup".
+_LOOKS_LIKE_FILE = re.compile(r".*([./\\_*~]|[0-9]{4}).*")
 
 
 class CommandKind(StrEnum):
@@ -122,9 +126,8 @@ def _parse_rollback(tokens: list[str], *, kind: CommandKind) -> Command:
         token = tokens[i]
         if token in _FLAG_PROCEDURE:
             procedures.append(_FLAG_PROCEDURE[token])
-            if (token == "--restore" and i + 1 < len(tokens)
-                    and tokens[i + 1].endswith(_BACKUP_SUFFIXES)):
-                backup = file_name(tokens[i + 1], what="Backup")
+            if token == "--restore" and i + 1 < len(tokens) and _names_a_backup(tokens[i + 1]):
+                backup = _backup_name(tokens[i + 1])
                 i += 1
         elif token == "--env":
             if i + 1 >= len(tokens) or _ENV_NAME.fullmatch(tokens[i + 1]) is None:
@@ -147,6 +150,22 @@ def _parse_rollback(tokens: list[str], *, kind: CommandKind) -> Command:
     return Command(kind=kind, version=version,
                    procedure=procedures[0] if procedures else ProcedureName.SIMPLE,
                    backup=backup, environment=environment, reason=text)
+
+
+def _names_a_backup(token: str) -> bool:
+    if _LOOKS_LIKE_VERSION.fullmatch(token):
+        return False  # "--restore v1.2.3 broke orders": a reason that starts with a version
+    return token.endswith(_BACKUP_SUFFIXES) or _LOOKS_LIKE_FILE.fullmatch(token) is not None
+
+
+def _backup_name(token: str) -> str:
+    name = file_name(token, what="Backup")
+    if not name.endswith(_BACKUP_SUFFIXES):
+        raise GrammarError(
+            f"`{_show(token)}` is not a backup file name (they end in .sql.gz or .sql). Name a "
+            "file from `/rollback backups`, or leave the name out to restore the newest good "
+            "backup.")
+    return name
 
 
 def _show(token: str) -> str:

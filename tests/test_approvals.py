@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from bot.approvals import PendingState
-from bot.model import ProcedureName, RollbackRequest
+from bot.model import Backup, Pinned, ProcedureName, RollbackRequest
+from bot.pinning import pinned_request
 from bot.store import Store
 from bot.versions import parse_version
 
@@ -51,3 +52,51 @@ async def test_cancelled_cards_refuse_and_say_who(store: Store) -> None:
     assert (await store.approvals.cancel(p.id, by="U0BOB")).moved
     late = await store.approvals.confirm(p.id, by="U0ALICE", needs_second=False)
     assert not late.moved and "cancelled by U0BOB" in late.reason
+
+
+async def test_the_same_person_confirming_and_approving_at_once_never_starts_it(
+    store: Store
+) -> None:
+    # BOB's confirmation and BOB's approval race: whichever lands second, the two-person rule is
+    # in the approval's UPDATE itself, so BOB never counts twice.
+    for _ in range(30):
+        p = await store.approvals.propose(restore_request("U0ALICE"), ttl=timedelta(minutes=15))
+        confirmed, approved = await asyncio.gather(
+            store.approvals.confirm(p.id, by="U0BOB", needs_second=True),
+            store.approvals.approve(p.id, by="U0BOB"))
+        assert confirmed.moved and not approved.moved
+        now = await store.approvals.get(p.id)
+        assert now.state is PendingState.AWAITING_SECOND_APPROVAL and now.approved_by is None
+
+
+async def test_of_many_racing_approvers_one_other_person_starts_it(store: Store) -> None:
+    p = await store.approvals.propose(restore_request("U0ALICE"), ttl=timedelta(minutes=15))
+    await store.approvals.confirm(p.id, by="U0BOB", needs_second=True)
+    people = ["U0ALICE", "U0BOB"] * 5 + ["U0CAROL", "U0DAVE"]
+    moves = await asyncio.gather(*(store.approvals.approve(p.id, by=u) for u in people))
+    winners = [m for m in moves if m.moved]
+    assert len(winners) == 1
+    assert winners[0].pending.approved_by in ("U0CAROL", "U0DAVE")
+    assert not any(m.moved for who, m in zip(people, moves, strict=True)
+                   if who in ("U0ALICE", "U0BOB"))
+
+
+async def test_a_migration_rollback_asks_for_a_second_person_by_name(store: Store) -> None:
+    request = RollbackRequest(environment="production", procedure=ProcedureName.MIGRATIONS,
+                              target=parse_version("v1.2.2"), requested_by="U0ALICE")
+    p = await store.approvals.propose(request, ttl=timedelta(minutes=15))
+    await store.approvals.confirm(p.id, by="U0ALICE", needs_second=True)
+    refused = await store.approvals.approve(p.id, by="U0ALICE")
+    assert not refused.moved and refused.reason.startswith(
+        "A migration rollback needs a second person")
+
+
+async def test_the_pin_is_kept_with_the_card(store: Store) -> None:
+    shown = Backup(name="azora_prod_20261127T020000.sql.gz",
+                   path="/backups/azora_prod_20261127T020000.sql.gz", size=12345,
+                   modified=datetime(2026, 11, 27, 2, 0, 0, 123456, tzinfo=UTC))
+    request = pinned_request(restore_request(), target="v1.2.2", backup=shown)
+    p = await store.approvals.propose(request, ttl=timedelta(minutes=15))
+    back = (await store.approvals.get(p.id)).request
+    assert back.pinned == Pinned(target="v1.2.2", backup=shown)
+    assert back.backup == shown.name  # the run picks this file by name, never "the newest"

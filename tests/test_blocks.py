@@ -1,5 +1,6 @@
 """Every message and modal rollbot builds is what a person needs, and within Block Kit limits."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,25 @@ def test_modals_are_valid() -> None:
                                                 environment="production")) == []
     notice = NoticeRef(run=12, channel="C0INCIDENTS", ts="1795776389.866742")
     assert modal_view_problems(ui.eta_modal(notice=notice, current="TBD")) == []
+
+
+def test_a_migrations_card_names_what_migrate_down_undoes_and_waits_for_a_second_person() -> None:
+    p = plan(ProcedureName.MIGRATIONS)
+    p = replace(p, preflight=replace(p.preflight, migrations=(
+        "004_add_orders_index (applied 2026-11-27 01:00:00+00)",)))
+    card = ui.card(p, pending(p), now=NOW)
+    assert block_kit_problems(card) == []
+    assert ("`migrate_down` undoes `004_add_orders_index (applied 2026-11-27 01:00:00+00)`"
+            in text_of(card))
+    assert "coordinate with the DBA" in text_of(card)
+    assert "coordinate with the DBA" in text_of(ui.plan_message(p))
+    waiting = ui.card_state(ui.card_facts(p), pending(p, PendingState.AWAITING_SECOND_APPROVAL),
+                            now=NOW)
+    assert block_kit_problems(waiting) == []
+    assert "confirmed the migration rollback. *Waiting for a second approver*" in text_of(
+        waiting)
+    assert [b["text"]["text"] for b in buttons(waiting)] == ["Approve migration rollback",
+                                                             "Cancel"]
+    # a simple rollback has no such warning
+    assert "DBA" not in text_of(ui.card(plan(ProcedureName.SIMPLE),
+                                        pending(plan(ProcedureName.SIMPLE)), now=NOW))

@@ -74,3 +74,21 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
         assert str(c.version) in text
     for value in (c.backup or "", c.environment or ""):
         assert not set(value) & set(";|&$`'\"\\<>(){} \n/")
+
+
+@pytest.mark.parametrize("name", ["azora_prod_20261127T020000", "latest.bak",
+                                  "azora_prod_2026-11-27.dump", "backup_of_tuesday"])
+def test_a_restore_name_that_is_no_backup_file_is_an_error_not_a_reason(name: str) -> None:
+    # Taken as a reason, it would silently restore the newest backup instead.
+    with pytest.raises(GrammarError, match="is not a backup file name"):
+        parse_command(f"v1.2.2 --restore {name} orders corrupted")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("v1.2.2 --restore orders corrupted", "orders corrupted"),
+    ("v1.2.2 --restore 500s everywhere", "500s everywhere"),
+    ("v1.2.2 --restore v1.2.3 broke orders", "v1.2.3 broke orders"),
+])
+def test_a_reason_after_restore_still_means_the_newest_backup(text: str, reason: str) -> None:
+    c = parse_command(text)
+    assert (c.procedure, c.backup, c.reason) == (ProcedureName.RESTORE, None, reason)
