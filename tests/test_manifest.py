@@ -1,7 +1,7 @@
 """The Slack app manifest a new user pastes into Slack is one Slack accepts, and asks for no more.
 
 Slack cannot be reached from the tests, so the manifest is checked against Slack's own app-manifest
-JSON schemas (slackapi/manifest-schema), kept in ``shared/slack/`` beside the repository.
+JSON schemas (slackapi/manifest-schema, MIT), vendored in ``tests/data/slack-manifest-schema/``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from referencing.exceptions import NoSuchResource
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "deploy" / "slack-app-manifest.yml"
-# shared/ sits next to the repository, both in a work tree and beside the fresh clone CI runs.
-SCHEMAS = ROOT.parent / "shared" / "slack"
+# Vendored with their source and license noted (README.md there): the tests read nothing outside
+# the repository.
+SCHEMAS = ROOT / "tests" / "data" / "slack-manifest-schema"
 
 EVENTS_PATH = "/slack/events"
 EXPECTED_BOT_SCOPES = {
@@ -51,9 +52,8 @@ def validator() -> jsonschema.protocols.Validator:
     top = SCHEMAS / "manifest.schema.json"
     if not top.is_file():
         pytest.fail(
-            f"Slack's app-manifest schemas are missing: expected {top}. The project's shared/ "
-            f"directory must sit next to the repository, in {ROOT.parent}, with "
-            "slack/manifest.schema.json and the versioned manifest.schema.X.Y.Z.json in it."
+            f"Slack's app-manifest schemas are missing: expected {top} and the versioned "
+            "manifest.schema.X.Y.Z.json beside it (see that directory's README.md)."
         )
 
     def retrieve(uri: str) -> Resource[Any]:
