@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
+from bot.redaction import install_log_redaction
 from bot.terminal import (
     TerminalProgress,
     render_backups,
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.rollbot_log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # asyncssh logs every command at INFO, passwords included
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)  # logs and pipes: don't squeeze tables
