@@ -56,12 +56,12 @@ def signature_problem(verifier: SignatureVerifier, *, body: bytes, timestamp: st
     if missing:
         return f"no {' and no '.join(missing)} header (not signed by Slack)"
     if _UNIX_SECONDS.fullmatch(timestamp) is None:
-        return f"timestamp {ascii(timestamp[:20])} is not a Unix time in seconds"
+        return f"timestamp {timestamp[:20]!a} is not a Unix time in seconds"
     if abs(now - int(timestamp)) > _MAX_AGE_S:
         return (f"timestamp {timestamp} is more than {_MAX_AGE_S // 60} minutes away from now "
                 "(a replay, or a wrong clock)")
     if _SLACK_SIGNATURE.fullmatch(signature) is None:
-        return f"signature {ascii(signature[:12])}… is not 'v0=' and 64 hex digits"
+        return f"signature {signature[:12]!a}… is not 'v0=' and 64 hex digits"
     if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
         return "signature does not match the body (another signing secret, or a changed body)"
     return None

@@ -82,7 +82,7 @@ def malformed(body: bytes) -> dict[str, list[tuple[bytes, bytes]]]:
         "long signature": [(TS, now.encode()), (SIG, good + b"00")],
         "no version": [(TS, now.encode()), (SIG, good[3:])],
         "other version": [(TS, now.encode()), (SIG, b"v1=" + good[3:])],
-        "non-ASCII signature": [(TS, now.encode()), (SIG, "v0=".encode() + "é".encode() * 64)],
+        "non-ASCII signature": [(TS, now.encode()), (SIG, b"v0=" + "é".encode() * 64)],
         "latin-1 signature": [(TS, now.encode()), (SIG, b"v0=" + b"\xe9" * 64)],
         "wrong secret": [(TS, now.encode()), (SIG, signature(SECRET + "x", int(now), body)
                                               .encode())],
