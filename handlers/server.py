@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import App, open_app
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
+from bot.redaction import install_log_redaction
 from bot.store import Store
 from handlers.access import Access
 from handlers.app import build_app
@@ -156,6 +157,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
     """Start everything; on exit, let running rollbacks finish and close what was opened."""
     token, secret = _require(settings, runbook)
     assert runbook.slack is not None
+    install_log_redaction()  # also when embedded without `rollbot serve` (the demo, tests)
     async with AsyncExitStack() as stack:
         app = await stack.enter_async_context(open_app(settings, runbook))
         client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
