@@ -84,6 +84,7 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_record(record: logging.LogRecord) -> None:
+    """Redact a record's message (args merged in), traceback text and stack text in place."""
     try:
         message = record.getMessage()
     except Exception:  # a broken format string: leave it for logging to report
@@ -100,7 +101,7 @@ def redact_record(record: logging.LogRecord) -> None:
         record.stack_info = redact(record.stack_info)
 
 
-_installed: list[Callable[..., logging.LogRecord]] = []
+_installed: list[Callable[..., logging.LogRecord]] = []  # the factory ours wraps, once set
 
 
 def install_log_redaction() -> None:
