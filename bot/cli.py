@@ -26,6 +26,7 @@ from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
 from bot.recovery import RecoveryChoice, down_sentence
+from bot.redaction import install_log_redaction
 from bot.terminal import (
     TerminalProgress,
     render_backups,
@@ -260,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.rollbot_log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # asyncssh logs every command at INFO, passwords included
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)  # logs and pipes: don't squeeze tables

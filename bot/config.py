@@ -24,9 +24,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 from bot.log_scan import DEFAULT_ERROR_LOG_PATTERN, check_error_pattern
-from bot.shell import check_runbook_command
+from bot.shell import check_pg_dump_prefix, check_psql_prefix, check_runbook_command
 
 RunbookCommand = Annotated[str, AfterValidator(check_runbook_command)]
+# rollbot pipes into psql and out of pg_dump: one simple command each, no `&&`, `;`, `|`…
+PsqlCommand = Annotated[str, AfterValidator(check_psql_prefix)]
+PgDumpCommand = Annotated[str, AfterValidator(check_pg_dump_prefix)]
 
 
 class _Frozen(BaseModel):
@@ -62,8 +65,8 @@ class ComposeConfig(_Frozen):
 
 class DatabaseConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-    psql: RunbookCommand
-    pg_dump: RunbookCommand
+    psql: PsqlCommand
+    pg_dump: PgDumpCommand
     backups_dir: str = Field(pattern=r"^/")
     backup_glob: str = Field(pattern=r"^[A-Za-z0-9_.*?-]+$")
     retention_days: int = Field(default=30, ge=1)

@@ -26,6 +26,7 @@ from bot.events import (
 )
 from bot.model import Check, RollbackRequest, RunOutcome, RunStatus, StepResult, StepStatus
 from bot.procedure import Procedure, Safeguard, Step, StepContext
+from bot.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ _OBSERVER_TIMEOUT_S = 15.0
 
 
 def step_infos(procedure: Procedure) -> tuple[StepInfo, ...]:
+    """What the plan, the card and the live message show of each step (commands redacted)."""
     return tuple(
-        StepInfo(index=i, key=s.key, title=s.title, destructive=s.destructive, shows=s.shows)
+        StepInfo(index=i, key=s.key, title=s.title, destructive=s.destructive,
+                 shows=tuple(redact(c) for c in s.shows))
         for i, s in enumerate(procedure.steps)
     )
 
@@ -164,6 +167,9 @@ class Run:
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
 
         def emit(line: str) -> None:
+            # Output leaves rollbot (Slack thread, terminal, failure tail): a tool that echoes
+            # its connection URL must not put the password there.
+            line = redact(line)
             tail.append(line)
             self._bus.publish(OutputLine(self.run_id, step.key, line))
 
@@ -187,8 +193,8 @@ class Run:
             status, error = StepStatus.FAILED, f"unexpected internal error (ref {ref}, see log)."
         return StepResult(
             key=step.key, title=step.title, status=status, started_at=started,
-            finished_at=datetime.now(UTC), summary=summary, output_tail="\n".join(tail),
-            error=error,
+            finished_at=datetime.now(UTC), summary=redact(summary),
+            output_tail=redact("\n".join(tail)), error=redact(error),
         )
 
     def _finish(

@@ -2,7 +2,9 @@
 
 Every lower-level error (asyncssh, asyncpg, httpx, aiodocker, OS errors) is translated at the edge
 into one of these, so the fronts only ever show a ``RollbotError``'s message, which is written to be
-read at 3 a.m.:
+read at 3 a.m. Every message (and a failed command's output tail) is passed through
+``bot.redaction.redact`` when the error is made, so a password in a runbook command never reaches
+a person, a log or the audit log through an error:
 
 - ``RollbotError``: base class; ``str(err)`` is the sentence to show.
   - ``ConfigError``: the runbook or the environment is wrong; nothing has connected yet.
@@ -24,10 +26,16 @@ read at 3 a.m.:
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+
+from bot.redaction import redact
 
 
 class RollbotError(Exception):
     """Base of every error rollbot shows to a person."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(RollbotError):
@@ -56,7 +64,7 @@ class CommandFailed(HostError):
     def __init__(self, message: str, *, exit_status: int | None, output_tail: str) -> None:
         super().__init__(message)
         self.exit_status = exit_status
-        self.output_tail = output_tail
+        self.output_tail = redact(output_tail)
 
 
 class CommandTimeout(HostError):

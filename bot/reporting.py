@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bot.errors import InvalidInput
 from bot.model import Tier
+from bot.redaction import redact
 from bot.report import ReportInputs, render_report, report_filename
 from bot.store import Store
 from bot.verification import VerificationStore
@@ -68,7 +69,9 @@ class Reporter:
             notes_by=notes.updated_by if notes else "",
             notes_at=notes.updated_at if notes else None,
             verdicts=tuple(await self._verification.verdicts(run_id)))
-        return report_filename(run), render_report(inputs, generated_at=datetime.now(UTC))
+        # The report is uploaded and kept: whatever reached the records, no secret leaves here.
+        return report_filename(run), redact(render_report(inputs,
+                                                          generated_at=datetime.now(UTC)))
 
     async def write(self, run_id: int) -> tuple[Path, str]:
         """Render, write atomically to ``incident_logs_dir``, keep a copy in the database."""

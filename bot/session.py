@@ -13,6 +13,7 @@ from bot.docker_facts import open_docker_facts
 from bot.errors import HostError
 from bot.model import CommandResult
 from bot.ports import DockerFacts, LineSink
+from bot.redaction import redact
 from bot.sightings import RecordingDocker, Sightings
 from bot.ssh import SshHost
 from bot.store import Store
@@ -21,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class AuditedHost:
-    """A ``RemoteHost`` that writes every command to the audit log before sending it."""
+    """A ``RemoteHost`` that writes every command to the audit log before sending it.
+
+    The audit row holds the command as people may see it (secrets redacted); the host gets it
+    as written.
+    """
 
     def __init__(self, inner: SshHost, *, store: Store, environment: str, actor: str,
                  run_id: int | None) -> None:
@@ -36,6 +41,7 @@ class AuditedHost:
         return self._inner.name
 
     async def _record(self, kind: str, command: str) -> int | None:
+        command = redact(command)
         try:
             return await self._store.audit(
                 environment=self._environment, actor=self._actor, kind=kind,
@@ -61,7 +67,8 @@ class AuditedHost:
         try:
             result = await self._inner.run(command, timeout=timeout, on_line=on_line, check=check)
         except HostError as exc:
-            await self._result(entry, getattr(exc, "exit_status", None), started, str(exc))
+            await self._result(entry, getattr(exc, "exit_status", None), started,
+                               redact(str(exc)))
             raise
         await self._result(entry, result.exit_status, started)
         return result

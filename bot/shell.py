@@ -51,3 +51,81 @@ def check_runbook_command(text: str) -> str:
         raise ValueError("must be a single non-empty command line")
     shlex.split(text)  # raises ValueError on unbalanced quotes
     return text
+
+
+# Unquoted, each of these makes a runbook prefix more than one simple command, or moves its
+# standard input or output away from the pipe rollbot builds around it.
+_CONTROL = {";": "`;`", "&": "`&`", "|": "`|`", "<": "a redirection (`<`)",
+            ">": "a redirection (`>`)", "(": "a subshell `( )`", ")": "a subshell `( )`",
+            "`": "a command substitution", "$(": "a command substitution `$( )`",
+            "#": "a comment `#` (it would swallow the arguments rollbot adds)"}
+_PAIRS = {"&&": "`&&`", "||": "`||`", "<<": "a redirection (`<<`)", ">>": "a redirection (`>>`)"}
+
+
+def shell_control(text: str) -> list[str]:
+    """The shell control syntax in ``text`` outside quotes, in the order it appears."""
+    found: list[str] = []
+    quote = ""
+    word_start = True
+    i = 0
+    while i < len(text):
+        c, pair = text[i], text[i:i + 2]
+        step = 1
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            step = 2  # an escaped character is literal
+        elif quote == '"':
+            if c == '"':
+                quote = ""
+            elif c == "`" or pair == "$(":  # still expanded inside double quotes
+                found.append(_CONTROL[c if c == "`" else pair])
+        elif c in "'\"":
+            quote = c
+        elif pair in _PAIRS:
+            found.append(_PAIRS[pair])
+            step = 2
+        elif pair == "$(":
+            found.append(_CONTROL[pair])
+            step = 2
+        elif c in _CONTROL and (c != "#" or word_start):
+            found.append(_CONTROL[c])
+        elif c in "\n\r":
+            found.append("a line break")
+        word_start = c in " \t"
+        i += step
+    return list(dict.fromkeys(found))
+
+
+_PIPES = {
+    "psql": "the restore runs `gunzip < BACKUP | {cmd} …`, so psql must read that pipe",
+    "pg_dump": "the safety backup runs `{cmd} … | gzip`, so gzip must read pg_dump's output",
+}
+
+
+def check_piped_command(text: str, *, tool: str) -> str:
+    """A psql or pg_dump prefix must be one simple command: rollbot pipes into it or out of it.
+
+    In ``cd /x && psql`` the restore's pipe would feed ``cd``, and in ``a; psql`` it would feed
+    ``a``; a redirection or a comment would move the pipe or swallow rollbot's arguments.
+    """
+    check_runbook_command(text)
+    found = shell_control(text)
+    if shlex.split(text)[0] == "!":
+        found.append("`!` (it inverts the exit status)")
+    if found:
+        why = _PIPES[tool].format(cmd=" ".join(text.split()[:3]))
+        raise ValueError(
+            f"must be one simple command ({why}), but it contains {', '.join(found)}. Put the "
+            f"extra steps in a wrapper script on the host that ends with `exec {tool} \"$@\"` "
+            f"and name the script here, or run {tool} in the database container with "
+            f"`docker exec -i CONTAINER {tool} -U USER`")
+    return text
+
+
+def check_psql_prefix(text: str) -> str:
+    return check_piped_command(text, tool="psql")
+
+
+def check_pg_dump_prefix(text: str) -> str:
+    return check_piped_command(text, tool="pg_dump")

@@ -29,6 +29,7 @@ from bot.errors import (
 )
 from bot.model import CommandResult
 from bot.ports import LineSink
+from bot.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,8 @@ class SshHost:
 
 
 def _short(command: str, limit: int = 120) -> str:
+    # Redact before cutting: a cut URL ("postgresql://u:pw") would no longer look like one.
+    command = redact(command)
     return command if len(command) <= limit else command[: limit - 1] + "…"
 
 

@@ -28,6 +28,7 @@ from bot.model import (
     StepResult,
     StepStatus,
 )
+from bot.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,8 @@ class Store:
 
     async def audit(self, *, environment: str, actor: str, kind: str, run_id: int | None = None,
                     host: str = "", command: str = "", detail: str = "") -> int:
+        """One audit row. Commands and details are stored redacted: the log is read widely."""
+        command, detail = redact(command), redact(detail)
         return int(await self._pool.fetchval(
             "INSERT INTO audit_log (run_id, environment, actor, kind, host, command, detail)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -269,7 +272,7 @@ class Store:
         await self._pool.execute(
             "UPDATE audit_log SET exit_status = $2, duration_ms = $3,"
             " detail = CASE WHEN $4 = '' THEN detail ELSE $4 END WHERE id = $1",
-            entry_id, exit_status, round(duration_s * 1000), detail)
+            entry_id, exit_status, round(duration_s * 1000), redact(detail))
 
     async def audit_entries(self, *, run_id: int | None = None, environment: str | None = None,
                             limit: int = 500) -> list[AuditEntry]:

@@ -24,6 +24,7 @@ from bot.log_scan import WARNING_LOG_PATTERN, matching
 from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationResult
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.procedures import reported_version
+from bot.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,8 @@ class _Items:
             ok, detail = await check()
         except RollbotError as exc:
             ok, detail = False, str(exc)
-        self.items.append(VerificationItem(name=name, ok=ok, detail=detail,
+        # Details quote log lines and command output: a logged DSN must not reach Slack.
+        self.items.append(VerificationItem(name=name, ok=ok, detail=redact(detail),
                                            duration_s=time.monotonic() - started))
 
 

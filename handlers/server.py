@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import App, open_app
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
+from bot.redaction import install_log_redaction
 from bot.store import Store
 from handlers.access import Access
 from handlers.app import build_app
@@ -37,6 +39,33 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 _MAX_AGE_S = 300  # Slack's own rule: refuse requests whose timestamp is over 5 minutes old
+
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() also takes "١٢٣"
+_SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+
+def signature_problem(verifier: SignatureVerifier, *, body: bytes, timestamp: str,
+                      signature: str, now: float) -> str | None:
+    """Why a request is not signed by Slack, or None when it is; never raises.
+
+    slack_sdk's ``is_valid`` raises on a non-numeric timestamp (``int()``) and on a non-ASCII
+    signature (``hmac.compare_digest``): checked here first, so such a request is a 401.
+    """
+    missing = [name for name, value in (("X-Slack-Request-Timestamp", timestamp),
+                                        ("X-Slack-Signature", signature)) if not value]
+    if missing:
+        return f"no {' and no '.join(missing)} header (not signed by Slack)"
+    if _UNIX_SECONDS.fullmatch(timestamp) is None:
+        return f"timestamp {timestamp[:20]!a} is not a Unix time in seconds"
+    if abs(now - int(timestamp)) > _MAX_AGE_S:
+        return (f"timestamp {timestamp} is more than {_MAX_AGE_S // 60} minutes away from now "
+                "(a replay, or a wrong clock)")
+    if _SLACK_SIGNATURE.fullmatch(signature) is None:
+        return f"signature {signature[:12]!a}… is not 'v0=' and 64 hex digits"
+    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+        return "signature does not match the body (another signing secret, or a changed body)"
+    return None
 
 
 class ReplayGuard:
@@ -59,9 +88,10 @@ class ReplayGuard:
         body = await request.read()
         stamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        if not self._verifier.is_valid(body=body, timestamp=stamp, signature=signature):
-            self._record(f"refused a Slack request with a bad signature or a timestamp over "
-                         f"{_MAX_AGE_S // 60} minutes old (timestamp {stamp[:20]!r})")
+        problem = signature_problem(self._verifier, body=body, timestamp=stamp,
+                                    signature=signature, now=time.time())
+        if problem is not None:
+            self._record(f"refused a Slack request with a bad signature: {problem}")
             return web.json_response({"error": "invalid request"}, status=401)
         now = time.monotonic()
         while self._order and now - self._order[0][0] > 2 * _MAX_AGE_S:  # O(1) per request
@@ -127,6 +157,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
     """Start everything; on exit, let running rollbacks finish and close what was opened."""
     token, secret = _require(settings, runbook)
     assert runbook.slack is not None
+    install_log_redaction()  # also when embedded without `rollbot serve` (the demo, tests)
     async with AsyncExitStack() as stack:
         app = await stack.enter_async_context(open_app(settings, runbook))
         client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
