@@ -86,6 +86,12 @@ class Sandbox:
                         str(self.compose_file), "up", "-d"], capture_output=True, text=True,
                        timeout=120, check=True, cwd=self.compose_file.parent)
 
+    def processes(self, needle: str) -> list[str]:
+        """The host's processes whose command line contains ``needle`` (``ps`` on the host)."""
+        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True,
+                             timeout=30, check=True)
+        return [ln.strip() for ln in out.stdout.splitlines() if needle in ln]
+
     def running_image(self, service: str = "api") -> str:
         out = subprocess.run(
             ["docker", "ps", "--filter", f"label=com.docker.compose.service={service}",
