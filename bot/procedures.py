@@ -269,16 +269,15 @@ def _migrate_down(i: ProcedureInputs, leaves: str) -> Step:
 def _verify_integrity(i: ProcedureInputs) -> Step:
     assert i.backup is not None
     path = i.backup.path
-    c1, c2 = cmd.gunzip_test(path), cmd.dump_complete(path)
+    c = cmd.verify_backup_integrity(path)
 
     async def action(ctx: StepContext) -> str:
-        await ctx.host.run(c1, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
-        await ctx.host.run(c2, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
+        await ctx.host.run(c, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
         return f"{i.backup.name if i.backup else path} is a complete, readable dump"
 
     return Step(key="verify_backup", title="Verify backup integrity", action=action,
-                shows=(c1, c2), leaves=f"untouched: {i.env.service} still runs {i.current}",
-                timeout_s=_db(i).restore_timeout_s * 2, establishes=Safeguard.BACKUP_VERIFIED,
+                shows=(c,), leaves=f"untouched: {i.env.service} still runs {i.current}",
+                timeout_s=_db(i).restore_timeout_s + 5, establishes=Safeguard.BACKUP_VERIFIED,
                 if_failed="choose another backup (`rollbot backups`); nothing was changed.")
 
 

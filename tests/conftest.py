@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-
-import fcntl
 
 import asyncpg
 import httpx
@@ -20,7 +19,6 @@ from bot.http_probe import HttpxProbe
 from bot.service import Rollbot
 from bot.store import Store
 from tests.sandbox import Sandbox
-
 
 # The sandbox is one production host on this machine: two pytest sessions (say, two checkouts)
 # that drive it at once would reset it under each other. The second waits for the first.
