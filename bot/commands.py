@@ -41,9 +41,15 @@ def create_database(db: DatabaseConfig) -> str:
                 database="postgres")
 
 
-def migrations_head(db: DatabaseConfig) -> str:
-    return psql(db, "SELECT * FROM migrations ORDER BY executed_at DESC LIMIT 5;",
+def migrations_head(db: DatabaseConfig, *, limit: int = 5) -> str:
+    """The spec's look at the migrations table: the newest rows first."""
+    return psql(db, f"SELECT * FROM migrations ORDER BY executed_at DESC LIMIT {int(limit)};",
                 database=db.name)
+
+
+def migration_rows(psql_output: str) -> list[str]:
+    """The rows of ``migrations_head``'s table, newest first, each as psql printed it."""
+    return [ln.strip() for ln in psql_output.splitlines()[2:] if "|" in ln]
 
 
 def row_counts(db: DatabaseConfig) -> str:

@@ -69,6 +69,7 @@ class DatabaseConfig(_Frozen):
     migrate_down: RunbookCommand | None = None
     migrate_status: RunbookCommand | None = None
     restore_timeout_s: float = Field(default=1800.0, gt=0)
+    migrations_to_undo: int = Field(default=1, ge=1)
 
 
 class TimeoutsConfig(_Frozen):
