@@ -48,8 +48,13 @@ def migrations_head(db: DatabaseConfig, *, limit: int = 5) -> str:
 
 
 def migration_rows(psql_output: str) -> list[str]:
-    """The rows of ``migrations_head``'s table, newest first, each as psql printed it."""
-    return [ln.strip() for ln in psql_output.splitlines()[2:] if "|" in ln]
+    """The rows of ``migrations_head``'s table, newest first, as "id | name | executed_at".
+
+    psql pads each column to its widest value, which changes when a row goes: the cells are
+    stripped so that a row reads the same before and after a migrate_down.
+    """
+    return [" | ".join(cell.strip() for cell in ln.split("|"))
+            for ln in psql_output.splitlines()[2:] if "|" in ln]
 
 
 def row_counts(db: DatabaseConfig) -> str:

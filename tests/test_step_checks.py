@@ -22,8 +22,20 @@ BACKUP = Backup(name="azora_prod_20261127T020000.sql.gz",
                 path="/backups/azora_prod_20261127T020000.sql.gz", size=1000,
                 modified=datetime(2026, 11, 27, 2, tzinfo=UTC))
 MIGRATIONS = ["3 | 003_add_orders_discount | 2026-09-20 10:00:00+00",
-              "2 | 002_create_orders       | 2026-09-10 10:00:00+00",
-              "1 | 001_create_users        | 2026-09-01 10:00:00+00"]
+              "2 | 002_create_orders | 2026-09-10 10:00:00+00",
+              "1 | 001_create_users | 2026-09-01 10:00:00+00"]
+
+
+def psql_table(rows: list[str]) -> str:
+    """Rows as psql prints them: every column padded to its widest value in this result."""
+    cells = [r.split(" | ") for r in rows]
+    widths = [max([len(h), *(len(c[i]) for c in cells)])
+              for i, h in enumerate(("id", "name", "executed_at"))]
+    header = " | ".join(h.ljust(w) for h, w in zip(("id", "name", "executed_at"), widths,
+                                                    strict=True))
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([header, "-+-".join("-" * w for w in widths), *lines,
+                      f"({len(rows)} rows)"])
 
 
 class MigrationsHost:
@@ -40,8 +52,7 @@ class MigrationsHost:
                   check: bool = True) -> CommandResult:
         self.sent.append(command)
         if "FROM migrations" in command:
-            out = "\n".join([" id | name | executed_at", "----+------+------------",
-                             *(f" {r}" for r in self.applied), f"({len(self.applied)} rows)"])
+            out = psql_table(self.applied)
         elif "migrate:down" in command:
             self.down(self.applied)
             out = "migrated down"
