@@ -147,7 +147,7 @@ async def test_a_locked_environment_refuses_after_preflight_naming_who_holds_it(
     bobs = [a for a in audit if a.actor == "bob"]
     assert any(a.kind == "command" and "gunzip -c" in a.command for a in bobs)  # read first
     assert bobs[-1].kind == "refusal" and "started by alice" in bobs[-1].detail
-    assert not any("DROP" in a.command or "pg_dump" in a.command for a in bobs)
+    assert not any("DROP DATABASE" in a.command or "pre-restore" in a.command for a in bobs)
     assert production.row_counts() == CURRENT_COUNTS
     assert production.running_image() == "azora-api:v1.2.3"
 
