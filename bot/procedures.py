@@ -441,6 +441,8 @@ def simple(i: ProcedureInputs) -> Procedure:
 def migrations(i: ProcedureInputs) -> Procedure:
     s = i.env.service
     stopped = f"services STOPPED; compose file still names {i.current}"
+    n = _undo_count(i)
+    undone = "newest migration" if n == 1 else f"{n} newest migrations"
     return Procedure(
         name=ProcedureName.MIGRATIONS, title="Rollback with database migration rollback",
         initial_state=f"untouched: {s} still runs {i.current}",
@@ -450,10 +452,10 @@ def migrations(i: ProcedureInputs) -> Procedure:
             _stop(i, stopped),
             _migration_status(i, key="migration_status", title="Check current migration status",
                               leaves=stopped, after=False),
-            _migrate_down(i, f"{stopped}; newest migration rolled back"),
+            _migrate_down(i, f"{stopped}; {undone} rolled back"),
             _migration_status(i, key="verify_migration", title="Verify migration rolled back",
-                              leaves=f"{stopped}; newest migration rolled back", after=True),
-            *_bring_up(i, f"services STOPPED; migration rolled back; compose file names "
+                              leaves=f"{stopped}; {undone} rolled back", after=True),
+            *_bring_up(i, f"services STOPPED; {undone} rolled back; compose file names "
                           f"{i.target}"),
         ),
         succeeded_state=f"{s} runs {i.target} on the previous schema, healthy, all services up",
