@@ -278,8 +278,7 @@ def _migration_status(i: ProcedureInputs, *, key: str, title: str, leaves: str,
                 raise HostError(f"only {len(rows)} migration(s) are applied, but the runbook "
                                 f"undoes {undo} (database.migrations_to_undo); nothing was "
                                 "rolled back")
-            names = "; ".join(r[:120] for r in rows[:undo])
-            return f"to undo: {names}" if rows else "no migration applied"
+            return f"to undo: {'; '.join(r[:120] for r in rows[:undo])}"
         newest = _check_undone(ctx.facts, rows, undo)
         undone = "; ".join(r[:120] for r in ctx.facts.migrations_before[:undo])
         return f"undone: {undone}; newest migration now: {newest[:120] or '(none)'}"
