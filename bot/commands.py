@@ -7,8 +7,10 @@ from bot.shell import join, quote, sql_identifier, with_prefix
 
 __all__ = ["DUMP_TRAILER", "join", "quote"]
 
-# pg_dump ends a plain dump with "-- PostgreSQL database dump complete".
+# pg_dump ends a plain dump with "-- PostgreSQL database dump complete" (newer pg_dump versions
+# add a few lines after it, such as `\unrestrict`, hence the last 20 lines, not the last one).
 DUMP_TRAILER = "dump complete"
+_TRAILER_LINES = 20
 
 
 def compose(env: EnvironmentConfig, *args: str) -> str:
@@ -39,9 +41,20 @@ def create_database(db: DatabaseConfig) -> str:
                 database="postgres")
 
 
-def migrations_head(db: DatabaseConfig) -> str:
-    return psql(db, "SELECT * FROM migrations ORDER BY executed_at DESC LIMIT 5;",
+def migrations_head(db: DatabaseConfig, *, limit: int = 5) -> str:
+    """The spec's look at the migrations table: the newest rows first."""
+    return psql(db, f"SELECT * FROM migrations ORDER BY executed_at DESC LIMIT {int(limit)};",
                 database=db.name)
+
+
+def migration_rows(psql_output: str) -> list[str]:
+    """The rows of ``migrations_head``'s table, newest first, as "id | name | executed_at".
+
+    psql pads each column to its widest value, which changes when a row goes: the cells are
+    stripped so that a row reads the same before and after a migrate_down.
+    """
+    return [" | ".join(cell.strip() for cell in ln.split("|"))
+            for ln in psql_output.splitlines()[2:] if "|" in ln]
 
 
 def row_counts(db: DatabaseConfig) -> str:
@@ -51,25 +64,48 @@ def row_counts(db: DatabaseConfig) -> str:
     return psql(db, selects + ";", database=db.name, tuples_only=True)
 
 
-def gunzip_test(path: str) -> str:
-    return join("gunzip", "-t", path)
+def verify_backup_integrity(path: str) -> str:
+    """One read of the backup: gzip's CRC and length checks, then pg_dump's closing line.
 
-
-def dump_complete(path: str) -> str:
-    """The backup decompresses to a dump that pg_dump finished (its closing line is there)."""
-    inner = f"gunzip -c {quote(path)} | tail -n 5 | grep -q {quote(DUMP_TRAILER)}"
+    ``gunzip -c`` checks exactly what ``gunzip -t`` checks while it decompresses, so one pass
+    replaces ``gunzip -t`` followed by ``gunzip -c | tail``.
+    """
+    q = quote(path)
+    no_trailer = f"no \"{DUMP_TRAILER}\" line at its end: pg_dump did not finish this dump"
+    inner = (
+        f"end=$(gunzip -c {q} | tail -n {_TRAILER_LINES}) || {{ echo "
+        f"{quote('gunzip failed: the file is damaged or cut short')}; exit 1; }}; "
+        f"{_require_trailer(no_trailer)}"
+    )
     return join("bash", "-o", "pipefail", "-c", inner)
 
 
+def _require_trailer(complaint: str) -> str:
+    return (f"case $end in *{quote(DUMP_TRAILER)}*) ;; "
+            f"*) echo {quote(complaint)}; exit 1;; esac")
+
+
 def safety_backup(db: DatabaseConfig, final_path: str) -> str:
-    """pg_dump | gzip into a temp file; kept only if complete and non-empty (then renamed)."""
+    """pg_dump | gzip into a temp file, verified in the same pass; renamed only when complete.
+
+    The compressed stream is teed into the file and into ``gunzip -c``, so gzip's integrity and
+    pg_dump's closing line are checked on exactly the bytes written, without reading the file
+    back (a read right after the write comes from the page cache anyway, not from the disk).
+    ``pipefail`` makes a failure of pg_dump, gzip, the write (tee) or gunzip fail the step.
+    """
     tmp = final_path + ".partial"
     q_tmp, q_final = quote(tmp), quote(final_path)
+    no_trailer = (f"the dump has no \"{DUMP_TRAILER}\" line at its end: pg_dump did not finish; "
+                  "no safety backup was made")
     inner = (
-        f"{with_prefix(db.pg_dump, db.name)} | gzip > {q_tmp}"
-        f" && test -s {q_tmp} && gunzip -t {q_tmp}"
-        f" && gunzip -c {q_tmp} | tail -n 5 | grep -q {quote(DUMP_TRAILER)}"
-        f" && mv {q_tmp} {q_final} && ls -l {q_final}"
+        f"end=$({with_prefix(db.pg_dump, db.name)} | gzip | tee {q_tmp} | gunzip -c"
+        f" | tail -n {_TRAILER_LINES}) || {{ echo "
+        f"{quote(f'pg_dump, gzip or writing {tmp} failed: no safety backup was made')}; "
+        f"exit 1; }}; "
+        f"test -s {q_tmp} || {{ echo {quote(f'{tmp} is empty: no safety backup was made')}; "
+        f"exit 1; }}; "
+        f"{_require_trailer(no_trailer)}; "
+        f"mv {q_tmp} {q_final} && ls -l {q_final}"
     )
     return join("bash", "-o", "pipefail", "-c", inner)
 

@@ -14,7 +14,8 @@ a person, a log or the audit log through an error:
     - ``HostKeyRejected``: the host's SSH key is unknown or changed; nothing was sent.
     - ``ConnectionLost``: the SSH connection could not be made or dropped.
     - ``CommandFailed``: a command exited non-zero (carries the exit status and the output tail).
-    - ``CommandTimeout``: a command ran past its timeout and was stopped.
+    - ``CommandTimeout``: a command ran past its timeout and was killed on the host, or an SFTP
+      read or write of a file did not finish in time.
   - ``ComposeEditError``: the compose file does not have the service or image line to change.
   - ``HealthCheckFailed``: the service did not become healthy, or reports the wrong version.
   - ``PreflightFailed``: a pre-flight check refused the run; nothing has changed on the host.
@@ -68,7 +69,7 @@ class CommandFailed(HostError):
 
 
 class CommandTimeout(HostError):
-    """A remote command did not finish within its timeout."""
+    """A remote command (or SFTP transfer) did not finish within its timeout; it was stopped."""
 
 
 class ComposeEditError(RollbotError):

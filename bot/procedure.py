@@ -25,6 +25,8 @@ class RunFacts:
     row_counts: dict[str, int] = field(default_factory=dict)
     newest_migration_before: str = ""
     newest_migration_after: str = ""
+    migrations_before: list[str] = field(default_factory=list)  # newest first, before any down
+    migrations_undone: list[str] = field(default_factory=list)
     safety_backup: str = ""
     compose_backup: str = ""
 

@@ -12,7 +12,7 @@ from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.errors import ConfigError, HealthCheckFailed, HostError
 from bot.host_facts import running_tag
 from bot.model import Backup, ProcedureName, RunStatus
-from bot.procedure import Procedure, Safeguard, Step, StepAction, StepContext
+from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
 
 
 @dataclass(frozen=True)
@@ -228,25 +228,60 @@ def _latest_backup_listed(i: ProcedureInputs) -> Step:
                 timeout_s=_COMMAND_S)
 
 
+def _undo_count(i: ProcedureInputs) -> int:
+    return _db(i).migrations_to_undo
+
+
+def _migrations_query(i: ProcedureInputs) -> str:
+    # One more row than is undone: the one that must be the newest afterwards.
+    return cmd.migrations_head(_db(i), limit=max(5, _undo_count(i) + 1))
+
+
+async def _applied_migrations(ctx: StepContext, query: str) -> list[str]:
+    result = await ctx.host.run(query, timeout=_COMMAND_S, on_line=ctx.emit)
+    return cmd.migration_rows(result.output)
+
+
+def _check_undone(facts: RunFacts, rows: list[str], undone: int) -> str:
+    """After ``undone`` migrate_downs the newest row must be the one that was that far down."""
+    before = facts.migrations_before
+    expected = before[undone] if undone < len(before) else ""
+    newest = rows[0] if rows else ""
+    facts.newest_migration_after = newest
+    if newest == before[undone - 1]:
+        raise HostError(f"after migrate_down #{undone} the newest migration is still "
+                        f"'{newest[:120]}': nothing was rolled back")
+    if newest != expected:
+        raise HostError(
+            f"after migrate_down #{undone} the newest migration is '{newest[:120] or '(none)'}', "
+            f"not '{expected[:120] or '(none)'}', the one before it: migrate_down undid more "
+            "than one migration, or something else changed the table"
+        )
+    return newest
+
+
 def _migration_status(i: ProcedureInputs, *, key: str, title: str, leaves: str,
                       after: bool) -> Step:
     db = _db(i)
-    query = cmd.migrations_head(db)
+    undo = _undo_count(i)
+    query = _migrations_query(i)
     status_cmd = cmd.in_compose_dir(i.env, db.migrate_status) if db.migrate_status else None
 
     async def action(ctx: StepContext) -> str:
         if after and status_cmd:
             await ctx.host.run(status_cmd, timeout=_COMMAND_S, on_line=ctx.emit)
-        result = await ctx.host.run(query, timeout=_COMMAND_S, on_line=ctx.emit)
-        rows = [ln for ln in result.output.splitlines()[2:] if "|" in ln]
-        newest = rows[0].strip() if rows else ""
+        rows = await _applied_migrations(ctx, query)
         if not after:
-            ctx.facts.newest_migration_before = newest
-            return f"newest migration: {newest[:120] or '(none)'}"
-        ctx.facts.newest_migration_after = newest
-        if newest == ctx.facts.newest_migration_before:
-            raise HostError("the newest migration is still the same row: nothing was rolled back")
-        return f"newest migration now: {newest[:120] or '(none)'}"
+            ctx.facts.migrations_before = rows
+            ctx.facts.newest_migration_before = rows[0] if rows else ""
+            if len(rows) < undo:
+                raise HostError(f"only {len(rows)} migration(s) are applied, but the runbook "
+                                f"undoes {undo} (database.migrations_to_undo); nothing was "
+                                "rolled back")
+            return f"to undo: {'; '.join(r[:120] for r in rows[:undo])}"
+        newest = _check_undone(ctx.facts, rows, undo)
+        undone = "; ".join(r[:120] for r in ctx.facts.migrations_before[:undo])
+        return f"undone: {undone}; newest migration now: {newest[:120] or '(none)'}"
 
     shows = ((status_cmd,) if after and status_cmd else ()) + (query,)
     return Step(key=key, title=title, action=action, shows=shows, leaves=leaves,
@@ -259,26 +294,42 @@ def _migrate_down(i: ProcedureInputs, leaves: str) -> Step:
     if not db.migrate_down:
         raise ConfigError("the runbook has no database.migrate_down command")
     c = cmd.in_compose_dir(i.env, db.migrate_down)
-    return Step(key="migrate_down", title="Roll back the newest migration",
-                action=_run(c, timeout=db.restore_timeout_s), shows=(c,), leaves=leaves,
-                timeout_s=db.restore_timeout_s + 5, destructive=True,
-                if_failed="the schema may be half migrated: coordinate with the DBA; services "
-                          "are stopped.")
+    undo = _undo_count(i)
+    query = _migrations_query(i)
+
+    async def action(ctx: StepContext) -> str:
+        # One migrate_down per migration, each checked before the next: never undo blindly.
+        for n in range(1, undo + 1):
+            if undo > 1:
+                ctx.emit(f"--- migrate_down {n} of {undo}")
+            await ctx.host.run(c, timeout=db.restore_timeout_s, on_line=ctx.emit)
+            _check_undone(ctx.facts, await _applied_migrations(ctx, query), n)
+            gone = ctx.facts.migrations_before[n - 1]
+            ctx.facts.migrations_undone.append(gone)
+            ctx.emit(f"undone: {gone}")
+        return f"undone: {'; '.join(r[:120] for r in ctx.facts.migrations_undone)}"
+
+    title = ("Roll back the newest migration" if undo == 1 else
+             f"Roll back the {undo} newest migrations, one at a time")
+    shows = tuple(command for _ in range(undo) for command in (c, query))
+    return Step(key="migrate_down", title=title, action=action, shows=shows, leaves=leaves,
+                timeout_s=undo * (db.restore_timeout_s + _COMMAND_S) + 5, destructive=True,
+                if_failed="the schema may be half migrated (the output says which migrations "
+                          "were undone): coordinate with the DBA; services are stopped.")
 
 
 def _verify_integrity(i: ProcedureInputs) -> Step:
     assert i.backup is not None
     path = i.backup.path
-    c1, c2 = cmd.gunzip_test(path), cmd.dump_complete(path)
+    c = cmd.verify_backup_integrity(path)
 
     async def action(ctx: StepContext) -> str:
-        await ctx.host.run(c1, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
-        await ctx.host.run(c2, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
+        await ctx.host.run(c, timeout=_db(i).restore_timeout_s, on_line=ctx.emit)
         return f"{i.backup.name if i.backup else path} is a complete, readable dump"
 
     return Step(key="verify_backup", title="Verify backup integrity", action=action,
-                shows=(c1, c2), leaves=f"untouched: {i.env.service} still runs {i.current}",
-                timeout_s=_db(i).restore_timeout_s * 2, establishes=Safeguard.BACKUP_VERIFIED,
+                shows=(c,), leaves=f"untouched: {i.env.service} still runs {i.current}",
+                timeout_s=_db(i).restore_timeout_s + 5, establishes=Safeguard.BACKUP_VERIFIED,
                 if_failed="choose another backup (`rollbot backups`); nothing was changed.")
 
 
@@ -319,6 +370,14 @@ def _restore_steps(i: ProcedureInputs, stopped: str) -> tuple[Step, ...]:
             name, sep, n = line.partition("|")
             if sep and n.strip().isdigit():
                 ctx.facts.row_counts[name.strip()] = int(n)
+        # A restore that "succeeded" but left a table the runbook cares about empty is a failure.
+        empty = [t for t in db.verify_tables if ctx.facts.row_counts.get(t) == 0]
+        if empty:
+            raise HostError(
+                f"table{'s' if len(empty) > 1 else ''} {', '.join(empty)} "
+                f"{'are' if len(empty) > 1 else 'is'} EMPTY after restoring {backup.name}: the "
+                "backup holds no rows for it, so the data was not brought back"
+            )
         return ", ".join(f"{k}: {v} rows" for k, v in ctx.facts.row_counts.items()) or "no tables"
 
     return (
@@ -341,7 +400,13 @@ def _restore_steps(i: ProcedureInputs, stopped: str) -> tuple[Step, ...]:
         Step(key="verify_restore", title="Verify restore (row counts)", action=verify,
              shows=(counts,), leaves=f"services stopped; database {db.name} restored from "
                                      f"{backup.name} and counted",
-             timeout_s=_COMMAND_S),
+             timeout_s=_COMMAND_S,
+             failed_state=f"services STOPPED; database {db.name} restored from {backup.name} "
+                          f"but missing data (see the row counts); compose file still names "
+                          f"{i.current}; the safety backup is {safety}",
+             if_failed=f"do not start the services on this data: restore another backup "
+                       f"(`rollbot backups`), or put the previous data back from the safety "
+                       f"backup {safety}."),
     )
 
 
@@ -375,6 +440,8 @@ def simple(i: ProcedureInputs) -> Procedure:
 def migrations(i: ProcedureInputs) -> Procedure:
     s = i.env.service
     stopped = f"services STOPPED; compose file still names {i.current}"
+    n = _undo_count(i)
+    undone = "newest migration" if n == 1 else f"{n} newest migrations"
     return Procedure(
         name=ProcedureName.MIGRATIONS, title="Rollback with database migration rollback",
         initial_state=f"untouched: {s} still runs {i.current}",
@@ -384,10 +451,10 @@ def migrations(i: ProcedureInputs) -> Procedure:
             _stop(i, stopped),
             _migration_status(i, key="migration_status", title="Check current migration status",
                               leaves=stopped, after=False),
-            _migrate_down(i, f"{stopped}; newest migration rolled back"),
+            _migrate_down(i, f"{stopped}; {undone} rolled back"),
             _migration_status(i, key="verify_migration", title="Verify migration rolled back",
-                              leaves=f"{stopped}; newest migration rolled back", after=True),
-            *_bring_up(i, f"services STOPPED; migration rolled back; compose file names "
+                              leaves=f"{stopped}; {undone} rolled back", after=True),
+            *_bring_up(i, f"services STOPPED; {undone} rolled back; compose file names "
                           f"{i.target}"),
         ),
         succeeded_state=f"{s} runs {i.target} on the previous schema, healthy, all services up",

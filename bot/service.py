@@ -43,7 +43,7 @@ from bot.recovery import (
     recovery_preflight,
     resume_procedure,
 )
-from bot.session import open_session
+from bot.session import HostSession, open_session
 from bot.store import Store
 from bot.versions import parse_version
 
@@ -60,6 +60,18 @@ class Plan:
     preflight: Preflight
     title: str
     steps: tuple[StepInfo, ...]
+
+
+async def _changed_since_preflight(session: HostSession, env: EnvironmentConfig,
+                                   pre: Preflight) -> str:
+    """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
+    containers = await session.docker.compose_containers(env.compose.project_name)
+    now = running_tag(containers, env) or await compose_tag(session.host, env)
+    if now == pre.current:
+        return ""
+    return (f"production changed while pre-flight ran: it was {pre.current}, it is now {now} "
+            "(another rollback or deploy?). Look again (`plan`, or a new card) before rolling "
+            "back.")
 
 
 @dataclass(frozen=True)
@@ -112,65 +124,92 @@ class Rollbot:
 
     async def rollback(self, request: RollbackRequest, *, observers: Sequence[Observer] = (),
                        on_run: Callable[[Run], None] | None = None) -> RunOutcome:
-        """Take the lock, pre-flight, run the procedure. Refusals change nothing on the host."""
+        """Pre-flight (reads only), then take the lock, then run. Refusals change nothing."""
         env_name, env = self.environment(request.environment)
+        async with contextlib.AsyncExitStack() as stack:
+            # Connect and read before taking the lock: a slow pre-flight (a large backup's
+            # integrity check) or a failing one never holds the environment's lock.
+            session, pre, failure = await self._read_preflight(stack, env_name, env, request)
+            try:
+                run_id = await self.store.begin_run(request, owner=self._owner)
+            except RollbotError as exc:
+                await self.store.audit(environment=env_name, actor=request.requested_by,
+                                       kind="refusal", detail=str(exc))
+                raise
+            if session is not None:
+                await session.host.adopt(run_id)
+            await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
+                                   run_id=run_id,
+                                   detail=f"requested {request.procedure} to "
+                                          f"{request.target or 'previous version'}; reason: "
+                                          f"{request.reason or '-'}")
+            heart = asyncio.create_task(self._heartbeat(run_id))
+            try:
+                return await self._locked_rollback(run_id, env_name, env, request, session, pre,
+                                                   failure, list(observers), on_run)
+            except BaseException as exc:
+                # Whatever went wrong, the run must not stay "active" and hold the lock.
+                outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
+                                     host_state="unknown: rollbot stopped during the run",
+                                     message=f"rollbot stopped during the run: "
+                                             f"{exc or type(exc).__name__}")
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.finish_run(outcome))
+                raise
+            finally:
+                heart.cancel()
+                self._active.pop(run_id, None)
+
+    async def _read_preflight(
+        self, stack: contextlib.AsyncExitStack, env_name: str, env: EnvironmentConfig,
+        request: RollbackRequest,
+    ) -> tuple[HostSession | None, Preflight | None, RollbotError | None]:
+        """Connect (kept open in ``stack`` for the run) and run pre-flight's read-only checks."""
+        session: HostSession | None = None
         try:
-            run_id = await self.store.begin_run(request, owner=self._owner)
+            session = await stack.enter_async_context(
+                open_session(env_name, env, store=self.store, actor=request.requested_by,
+                             run_id=None))
+            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                      request=request,
+                                      quarantined=await self.quarantined(env_name))
         except RollbotError as exc:
-            await self.store.audit(environment=env_name, actor=request.requested_by,
-                                   kind="refusal", detail=str(exc))
-            raise
-        await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
-                               run_id=run_id,
-                               detail=f"requested {request.procedure} to "
-                                      f"{request.target or 'previous version'}; reason: "
-                                      f"{request.reason or '-'}")
-        heart = asyncio.create_task(self._heartbeat(run_id))
-        try:
-            return await self._locked_rollback(run_id, env_name, env, request,
-                                               list(observers), on_run)
-        except BaseException as exc:
-            # Whatever went wrong, the run must not stay "active" and hold the lock.
-            outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
-                                 host_state="unknown: rollbot stopped during the run",
-                                 message=f"rollbot stopped during the run: "
-                                         f"{exc or type(exc).__name__}")
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.finish_run(outcome))
-            raise
-        finally:
-            heart.cancel()
-            self._active.pop(run_id, None)
+            return session, None, exc
+        return session, pre, None
 
     async def _locked_rollback(self, run_id: int, env_name: str, env: EnvironmentConfig,
-                               request: RollbackRequest, observers: list[Observer],
+                               request: RollbackRequest, session: HostSession | None,
+                               pre: Preflight | None, failure: RollbotError | None,
+                               observers: list[Observer],
                                on_run: Callable[[Run], None] | None) -> RunOutcome:
         try:
-            quarantined = await self.quarantined(env_name)
-            async with open_session(env_name, env, store=self.store,
-                                    actor=request.requested_by, run_id=run_id) as session:
-                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                          request=request, quarantined=quarantined)
-                if not pre.ok:
-                    return await self._refuse(run_id, env_name, request, pre.checks,
-                                              f"Refused by pre-flight, nothing was changed. "
-                                              f"{pre.refusal}", pre.current, pre.target)
-                procedure = build(request.procedure, self._inputs(env, pre))
-                ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
-                                  env=env, current=pre.current, target=pre.target,
-                                  facts=RunFacts(), emit=lambda _line: None)
-                await self.store.start_run(run_id, from_version=pre.current,
-                                           to_version=pre.target,
-                                           backup=pre.backup.name if pre.backup else None,
-                                           checks=pre.checks)
-                offers = offer_recorder(self.recoveries, environment=env_name,
-                                        procedure=request.procedure, ctx=ctx, backup=pre.backup)
-                run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                          checks=pre.checks, observers=[self._recorder(), offers, *observers])
-                self._active[run_id] = run
-                if on_run is not None:
-                    on_run(run)
-                outcome = await run.execute()
+            if session is None or pre is None:
+                raise failure or RollbotError("pre-flight did not run")
+            if not pre.ok:
+                return await self._refuse(run_id, env_name, request, pre.checks,
+                                          f"Refused by pre-flight, nothing was changed. "
+                                          f"{pre.refusal}", pre.current, pre.target)
+            moved = await _changed_since_preflight(session, env, pre)
+            if moved:
+                return await self._refuse(run_id, env_name, request, pre.checks,
+                                          f"Refused, nothing was changed: {moved}",
+                                          pre.current, pre.target)
+            procedure = build(request.procedure, self._inputs(env, pre))
+            ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
+                              env=env, current=pre.current, target=pre.target,
+                              facts=RunFacts(), emit=lambda _line: None)
+            await self.store.start_run(run_id, from_version=pre.current,
+                                       to_version=pre.target,
+                                       backup=pre.backup.name if pre.backup else None,
+                                       checks=pre.checks)
+            offers = offer_recorder(self.recoveries, environment=env_name,
+                                    procedure=request.procedure, ctx=ctx, backup=pre.backup)
+            run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
+                      checks=pre.checks, observers=[self._recorder(), offers, *observers])
+            self._active[run_id] = run
+            if on_run is not None:
+                on_run(run)
+            outcome = await run.execute()
         except RollbotError as exc:
             # Before any step: connection or pre-flight reading failed; nothing was changed.
             if run_id in self._active:

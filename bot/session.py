@@ -35,6 +35,7 @@ class AuditedHost:
         self._environment = environment
         self._actor = actor
         self.run_id = run_id
+        self._unlinked: list[int] = []  # written while run_id was None
 
     @property
     def name(self) -> str:
@@ -43,12 +44,25 @@ class AuditedHost:
     async def _record(self, kind: str, command: str) -> int | None:
         command = redact(command)
         try:
-            return await self._store.audit(
+            entry = await self._store.audit(
                 environment=self._environment, actor=self._actor, kind=kind,
                 run_id=self.run_id, host=self.name, command=command)
         except Exception as exc:  # a failed audit write must not stop a rollback half-way
             log.error("AUDIT WRITE FAILED for %s on %s: %s: %s", kind, self.name, command, exc)
             return None
+        if self.run_id is None:
+            self._unlinked.append(entry)
+        return entry
+
+    async def adopt(self, run_id: int) -> None:
+        """From now on commands belong to ``run_id``; so do those sent before it existed."""
+        self.run_id = run_id
+        entries, self._unlinked = self._unlinked, []
+        if entries:
+            try:
+                await self._store.link_audit(entries, run_id=run_id)
+            except Exception as exc:
+                log.error("AUDIT LINK FAILED for run #%s (entries %s): %s", run_id, entries, exc)
 
     async def _result(self, entry: int | None, status: int | None, started: float,
                       detail: str = "") -> None:

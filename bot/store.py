@@ -267,6 +267,12 @@ class Store:
             " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             run_id, environment, actor, kind, host, command, detail))
 
+    async def link_audit(self, entry_ids: list[int], *, run_id: int) -> None:
+        """Attach entries written before their run existed (pre-flight's reads) to that run."""
+        await self._pool.execute(
+            "UPDATE audit_log SET run_id = $2 WHERE id = ANY($1::bigint[]) AND run_id IS NULL",
+            entry_ids, run_id)
+
     async def audit_result(self, entry_id: int, *, exit_status: int | None, duration_s: float,
                            detail: str = "") -> None:
         await self._pool.execute(

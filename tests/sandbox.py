@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import re
 import subprocess
 import time
@@ -79,6 +81,26 @@ class Sandbox:
             capture_output=True, text=True, timeout=60, check=True)
         return out.stdout.strip()
 
+    def make_backup(self, name: str, *, emptied: tuple[str, ...] = ()) -> Path:
+        """A fresh, complete backup of production in the backups directory, with the
+        ``emptied`` tables' rows left out (`sandbox reset` removes it again)."""
+        scratch = "scratch_backup_source"
+        self.psql(f"DROP DATABASE IF EXISTS {scratch}", database="postgres")
+        self.psql(f"CREATE DATABASE {scratch} TEMPLATE azora_prod", database="postgres")
+        try:
+            for table in emptied:
+                self.psql(f"TRUNCATE {table}", database=scratch)
+            dump = subprocess.run(
+                ["pg_dump", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
+                 "--no-owner", "--no-privileges", scratch],
+                capture_output=True, timeout=60, check=True).stdout
+        finally:
+            self.psql(f"DROP DATABASE IF EXISTS {scratch}", database="postgres")
+        path = self.backups / name
+        path.write_bytes(gzip.compress(dump))
+        os.chmod(path, 0o644)
+        return path
+
     def row_counts(self) -> dict[str, int]:
         return {t: int(self.psql(f"SELECT count(*) FROM {t}")) for t in ("users", "orders")}
 
@@ -115,6 +137,11 @@ class Sandbox:
 
     def newest_migration(self) -> str:
         return self.psql("SELECT name FROM migrations ORDER BY executed_at DESC, id DESC LIMIT 1")
+    def processes(self, needle: str) -> list[str]:
+        """The host's processes whose command line contains ``needle`` (``ps`` on the host)."""
+        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True,
+                             timeout=30, check=True)
+        return [ln.strip() for ln in out.stdout.splitlines() if needle in ln]
 
     def running_image(self, service: str = "api") -> str:
         out = subprocess.run(

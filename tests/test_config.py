@@ -20,6 +20,7 @@ def test_the_documented_runbook_loads() -> None:
     assert env.ssh.port == 22
     assert env.compose.project_name == "azora"
     assert env.database is not None and env.database.verify_tables == ("users", "orders")
+    assert env.database.migrations_to_undo == 1
 
 
 def test_the_shipped_example_is_the_documented_one() -> None:
@@ -46,6 +47,8 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
     ('name = "azora_prod"', 'name = "azora; DROP"', "environments.production.database.name"),
     ('backup_glob = "azora_prod_*.sql.gz"', 'backup_glob = "$(id).gz"', "backup_glob"),
     ("retention_days = 30", "retention_days = 0", "retention_days"),
+    ("migrations_to_undo = 1 ", "migrations_to_undo = 0 ",
+     "environments.production.database.migrations_to_undo"),
 ])
 def test_each_fault_names_file_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     path = _broken(tmp_path, old, new)
