@@ -221,6 +221,10 @@ async def test_the_spec_ci_order_a_failed_migration_is_rolled_back_with_its_migr
             "finish)") in said
     assert "Roll back to v1.2.2" in button_labels(card)
     await world.click(ALICE, card, Action.CONFIRM)
+    # undoing a migration is a data change: a second person approves it
+    waiting = await world.wait_message(
+        lambda m: m.ts == card.ts and "Waiting for a second approver" in message_text(m))
+    await world.click(BOB, waiting, Action.APPROVE_RESTORE)
     await world.wait_message(lambda m: "Rollback completed. Service restored to v1.2.2" in m.text,
                              timeout=180)
     assert production.running_image() == "azora-api:v1.2.2"

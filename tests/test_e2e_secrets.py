@@ -22,7 +22,15 @@ import pytest
 from bot.store import Store
 from handlers.ids import Action
 from tests.sandbox import Sandbox
-from tests.slack_world import ALICE, INCIDENTS, SlackWorld, header, message_text, slack_world
+from tests.slack_world import (
+    ALICE,
+    BOB,
+    INCIDENTS,
+    SlackWorld,
+    header,
+    message_text,
+    slack_world,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +91,10 @@ async def run_from_slack(world: SlackWorld, text: str, card_title: str, final: s
     await world.command(ALICE, text)
     card = await world.wait_card(card_title)
     await world.click(ALICE, card, Action.CONFIRM)
+    # a migration rollback is a data change: a second person approves it
+    waiting = await world.wait_message(
+        lambda m: m.ts == card.ts and "Waiting for a second approver" in message_text(m))
+    await world.click(BOB, waiting, Action.APPROVE_RESTORE)
     await world.wait_message(lambda m: m.ts == card.ts and header(m).startswith(final),
                              timeout=180)
     # the report is uploaded into the run's thread once the run is over
