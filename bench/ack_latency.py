@@ -57,7 +57,7 @@ from aiohttp import web  # noqa: E402
 from slack_bolt.async_app import AsyncAck, AsyncApp  # noqa: E402
 from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
-from bot.embedded_pg import EmbeddedPostgres  # noqa: E402
+from bot.store.embedded_pg import EmbeddedPostgres  # noqa: E402
 from handlers.ids import Action, Block  # noqa: E402
 from handlers.server import EVENTS_PATH  # noqa: E402
 from slack_emulator import Emulator, SendResult, SlackSender  # noqa: E402
@@ -359,7 +359,7 @@ async def make_card(dsn: str, kind: str) -> str:
     if kind == "unknown":
         return UNKNOWN_CARD
     from bot.model import ProcedureName, RollbackRequest
-    from bot.store import Store
+    from bot.store.runs import Store
 
     store = await Store.open(dsn)
     try:

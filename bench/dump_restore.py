@@ -21,10 +21,10 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from bot import commands as cmd
 from bot.config import DatabaseConfig, load_runbook
+from bot.edges.ssh import SshHost
+from bot.procedures import commands as cmd
 from bot.shell import with_prefix
-from bot.ssh import SshHost
 
 BENCH_DB = "bench_prod"
 SCRATCH_DB = "scratch_bench_restore"  # `sandbox reset` drops it, like any scratch database

@@ -23,11 +23,11 @@ import asyncssh
 import httpx
 
 from bot.config import EnvironmentConfig, load_runbook
-from bot.embedded_pg import EmbeddedPostgres
-from bot.http_probe import HttpxProbe
+from bot.edges.http import HttpxProbe
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.runs import Store
 from bot.versions import parse_version
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.autorollback.deploys import DeployStore
 from bot.config import Runbook, Settings, load_runbook
-from bot.deploys import DeployStore
-from bot.embedded_pg import EmbeddedPostgres
-from bot.http_probe import HttpxProbe
+from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
-from bot.reporting import Reporter
-from bot.scheduler import Verifier
+from bot.post_rollback.report import Reporter
+from bot.post_rollback.schedule import Verifier
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.runs import Store
 
 log = logging.getLogger(__name__)
 

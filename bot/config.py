@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
-from bot.log_scan import DEFAULT_ERROR_LOG_PATTERN, check_error_pattern
+from bot.post_rollback.log_scan import DEFAULT_ERROR_LOG_PATTERN, check_error_pattern
 from bot.shell import check_pg_dump_prefix, check_psql_prefix, check_runbook_command
 
 RunbookCommand = Annotated[str, AfterValidator(check_runbook_command)]

@@ -25,7 +25,7 @@ from bot.events import (
     StepStarted,
 )
 from bot.model import Check, RollbackRequest, RunOutcome, RunStatus, StepResult, StepStatus
-from bot.procedure import Procedure, Safeguard, Step, StepContext
+from bot.procedures.base import Procedure, Safeguard, Step, StepContext
 from bot.redaction import redact
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot import commands as cmd
+from bot.autorollback.deploys import Quarantined
 from bot.config import DatabaseConfig, EnvironmentConfig
-from bot.deploys import Quarantined
-from bot.errors import CommandFailed, HostError, RollbotError
-from bot.host_facts import (
+from bot.edges.host_facts import (
     age_text,
     choose_backup,
     compose_tag,
@@ -22,9 +20,11 @@ from bot.host_facts import (
     running_tag,
     skipped_text,
 )
+from bot.errors import CommandFailed, HostError, RollbotError
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks
 from bot.ports import DockerFacts, RemoteHost
+from bot.procedures import commands as cmd
 from bot.versions import try_parse_version
 
 # "Newest backup" tests at most this many candidates (each test reads the whole file).

@@ -31,15 +31,15 @@ from enum import StrEnum
 
 import asyncpg
 
-from bot import commands as cmd
-from bot.compose_file import find_image_line
 from bot.config import EnvironmentConfig
+from bot.edges.host_facts import compose_tag, docker_summary, list_backups, running_tag
 from bot.errors import HealthCheckFailed, HostError
 from bot.events import Observer, RunEvent, RunFinished
-from bot.host_facts import compose_tag, docker_summary, list_backups, running_tag
 from bot.model import Backup, Check, ProcedureName, RunStatus, StepResult, StepStatus
 from bot.ports import DockerFacts, RemoteHost
-from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepContext
+from bot.procedures import commands as cmd
+from bot.procedures.base import Procedure, RunFacts, Safeguard, Step, StepContext
+from bot.procedures.compose_file import find_image_line
 
 log = logging.getLogger(__name__)
 

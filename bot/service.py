@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from bot.autorollback.deploys import DeployStore, Quarantined
 from bot.config import EnvironmentConfig, Runbook
-from bot.deploys import DeployStore, Quarantined
+from bot.edges.host_facts import compose_tag, docker_summary, list_backups, running_tag
+from bot.edges.session import HostSession, open_session
 from bot.engine import Run, step_infos
 from bot.errors import RollbotError
 from bot.events import Observer, RunEvent, RunFinished, StepFinished, StepInfo, StepStarted
-from bot.host_facts import compose_tag, docker_summary, list_backups, running_tag
 from bot.model import (
     Backup,
     Check,
@@ -31,8 +32,8 @@ from bot.model import (
 )
 from bot.ports import HttpProbe
 from bot.preflight import Preflight, run_preflight
-from bot.procedure import RunFacts, StepContext
-from bot.procedures import ProcedureInputs, build
+from bot.procedures.base import RunFacts, StepContext
+from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery import (
     Claim,
     RecoveryChoice,
@@ -43,8 +44,7 @@ from bot.recovery import (
     recovery_preflight,
     resume_procedure,
 )
-from bot.session import HostSession, open_session
-from bot.store import Store
+from bot.store.runs import Store
 from bot.versions import parse_version
 
 log = logging.getLogger(__name__)

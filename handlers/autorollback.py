@@ -18,13 +18,13 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.autorollback.deploys import Deploy, DeployState, DeployStore
+from bot.autorollback.watch import Observation, WatchResult, watch, window_ratio
 from bot.config import AutoRollbackConfig, SlackConfig
-from bot.deploys import Deploy, DeployState, DeployStore
+from bot.edges.session import open_session
 from bot.model import ProcedureName, RollbackRequest
 from bot.service import Rollbot
-from bot.session import open_session
 from bot.versions import parse_version
-from bot.watch import Observation, WatchResult, watch, window_ratio
 from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.ids import Action, Block

@@ -7,8 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from bot.approvals import Pending, PendingState
-from bot.checklist import ITEMS as CHECKLIST
-from bot.checklist import Tick
 from bot.events import StepInfo
 from bot.model import (
     Check,
@@ -19,6 +17,8 @@ from bot.model import (
     StepStatus,
     VerificationResult,
 )
+from bot.post_rollback.checklist import ITEMS as CHECKLIST
+from bot.post_rollback.checklist import Tick
 from bot.recovery import left_down, put_back_refusal
 from bot.service import Plan
 from handlers.grammar import HELP

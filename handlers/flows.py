@@ -19,10 +19,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import Pending, PendingState
-from bot.checklist import ChecklistStore, automatic_ticks
+from bot.autorollback.deploys import DeployStore
 from bot.config import SlackConfig
 from bot.decision import assess
-from bot.deploys import DeployStore
 from bot.engine import Run
 from bot.errors import InvalidInput, RollbotError, RunLocked
 from bot.model import (
@@ -36,10 +35,11 @@ from bot.model import (
     VerificationResult,
 )
 from bot.pinning import pinned_request
+from bot.post_rollback.checklist import ChecklistStore, automatic_ticks
+from bot.post_rollback.report import MAX_IMPACT, MAX_ROOT_CAUSE, Reporter, check_notes
+from bot.post_rollback.schedule import Verifier
 from bot.preflight import Preflight
 from bot.recovery import RecoveryChoice, RecoveryOffer
-from bot.reporting import MAX_IMPACT, MAX_ROOT_CAUSE, Reporter, check_notes
-from bot.scheduler import Verifier
 from bot.service import Plan, Rollbot
 from bot.versions import parse_version
 from handlers import blocks as ui

@@ -15,11 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.deploys import DeployStore
-from bot.errors import InvalidInput
-from bot.service import Rollbot
-from bot.sightings import Sightings, check_previous_version
-from bot.webhook import (
+from bot.autorollback.contract import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     BadSignature,
@@ -27,6 +23,10 @@ from bot.webhook import (
     parse_query,
     verify,
 )
+from bot.autorollback.deploys import DeployStore
+from bot.autorollback.sightings import Sightings, check_previous_version
+from bot.errors import InvalidInput
+from bot.service import Rollbot
 from handlers.autorollback import AutoRollback
 
 log = logging.getLogger(__name__)

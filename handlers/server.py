@@ -28,7 +28,7 @@ from bot.app import App, open_app
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
-from bot.store import Store
+from bot.store.runs import Store
 from handlers.access import Access
 from handlers.app import build_app
 from handlers.autorollback import AutoRollback

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from bot.config import Runbook, load_runbook
-from bot.embedded_pg import EmbeddedPostgres
-from bot.http_probe import HttpxProbe
+from bot.edges.http import HttpxProbe
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.runs import Store
 from tests.sandbox import Sandbox
 
 # The sandbox is one production host on this machine: two pytest sessions (say, two checkouts)

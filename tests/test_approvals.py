@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from bot.approvals import PendingState
 from bot.model import Backup, Pinned, ProcedureName, RollbackRequest
 from bot.pinning import pinned_request
-from bot.store import Store
+from bot.store.runs import Store
 from bot.versions import parse_version
 
 

@@ -21,7 +21,7 @@ from bot.model import (
     StepStatus,
 )
 from bot.preflight import Preflight
-from bot.procedures import ProcedureInputs, build
+from bot.procedures.catalog import ProcedureInputs, build
 from bot.service import Plan
 from bot.versions import parse_version
 from handlers import blocks as ui

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.compose_file import find_image_line, switch_image_tag
 from bot.errors import ComposeEditError
+from bot.procedures.compose_file import find_image_line, switch_image_tag
 
 COMPOSE = """version: "2.4"
 # production stack

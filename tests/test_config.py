@@ -101,7 +101,7 @@ def test_verification_thresholds_are_checked_at_load(tmp_path: Path, old: str, n
 
 
 def test_verification_thresholds_have_defaults_and_can_be_set(tmp_path: Path) -> None:
-    from bot.log_scan import DEFAULT_ERROR_LOG_PATTERN
+    from bot.post_rollback.log_scan import DEFAULT_ERROR_LOG_PATTERN
 
     without = tmp_path / "without.toml"
     without.write_text("".join(line for line in EXAMPLE.read_text().splitlines(keepends=True)

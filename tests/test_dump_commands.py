@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import commands as cmd
 from bot.config import DatabaseConfig
+from bot.procedures import commands as cmd
 
 DUMP = (
     "--\n-- PostgreSQL database dump\n--\n\nCREATE TABLE users (id integer, email text);\n"

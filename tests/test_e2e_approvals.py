@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bot import cli
 from bot.app import open_app
+from bot.autorollback.deploys import DeployStore
 from bot.config import Settings
-from bot.deploys import DeployStore
 from bot.model import RunStatus
-from bot.store import Store
+from bot.store.runs import Store
+from bot.terminal import cli
 from handlers.ids import Action, Block, Field
 from slack_emulator.state import Message
 from tests.sandbox import BACKUP_COUNTS, CORRUPT_BACKUP, CURRENT_COUNTS, GOOD_BACKUP, Sandbox

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.autorollback.contract import sign
 from bot.model import ProcedureName, RunStatus
-from bot.store import Store
-from bot.webhook import sign
+from bot.store.runs import Store
 from handlers.ids import Action
 from tests.sandbox import Sandbox
 from tests.slack_world import (

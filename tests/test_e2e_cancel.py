@@ -19,13 +19,13 @@ import httpx
 import pytest
 
 from bot.config import load_runbook
+from bot.edges.http import HttpxProbe
 from bot.engine import Run
 from bot.events import RunEvent, StepStarted
-from bot.http_probe import HttpxProbe
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.recovery import RecoveryChoice
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.runs import Store
 from bot.versions import parse_version
 from handlers.ids import Action
 from tests.sandbox import BACKUP_COUNTS, GOOD_BACKUP, Sandbox

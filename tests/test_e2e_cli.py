@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store
+from bot.store.runs import Store
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e

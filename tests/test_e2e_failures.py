@@ -8,13 +8,13 @@ import re
 
 import pytest
 
-from bot.compose_file import find_image_line
 from bot.config import Runbook
 from bot.errors import RunLocked
 from bot.events import RunEvent, StepStarted
 from bot.model import ProcedureName, RunStatus
+from bot.procedures.compose_file import find_image_line
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.runs import Store
 from tests.sandbox import CORRUPT_BACKUP, CURRENT_COUNTS, EXPIRED_BACKUP, Sandbox
 from tests.test_e2e_procedures import request
 
@@ -66,7 +66,7 @@ async def test_unknown_host_key_is_refused_before_any_command(
     forged = runbook.model_copy(update={"environments": {"production": other}})
     import httpx
 
-    from bot.http_probe import HttpxProbe
+    from bot.edges.http import HttpxProbe
     async with httpx.AsyncClient() as client:
         bot = Rollbot(runbook=forged, store=store, probe=HttpxProbe(client))
         outcome = await bot.rollback(request(ProcedureName.SIMPLE))
@@ -130,7 +130,7 @@ async def test_a_second_rollback_is_refused_naming_the_first(
 async def test_hardened_host_falls_back_to_the_docker_cli(
     production: Sandbox, rollbot: Rollbot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.docker_facts")
+    caplog.set_level(logging.INFO, logger="bot.edges.docker")
     versions = await rollbot.versions("hardened", actor="alice")
     assert versions.running == "v1.2.3"
     assert {"v1.2.1", "v1.2.2", "v1.2.3"} <= {t.tag for t in versions.tags}

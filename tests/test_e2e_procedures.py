@@ -11,7 +11,7 @@ import pytest
 
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.runs import Store
 from bot.versions import parse_version
 from tests.sandbox import BACKUP_COUNTS, CURRENT_COUNTS, GOOD_BACKUP, Sandbox
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.reporting import Reporter
-from bot.store import Store
+from bot.post_rollback.report import Reporter
+from bot.store.runs import Store
 from handlers.ids import Action, Block, Field
 from slack_emulator.state import UploadedFile
 from tests.sandbox import Sandbox

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store
+from bot.store.runs import Store
 from handlers.ids import Action
 from tests.sandbox import Sandbox
 from tests.slack_world import (

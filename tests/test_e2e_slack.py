@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot.model import RunStatus
-from bot.store import Store
+from bot.store.runs import Store
 from handlers.ids import Action, Block, Field
 from tests.sandbox import BACKUP_COUNTS, CURRENT_COUNTS, GOOD_BACKUP, Sandbox
 from tests.slack_world import (
@@ -376,7 +376,7 @@ async def test_report_uploaded_and_checklist_ticked(
         run_id = (await store.history())[0].id
         assert await store.report(run_id) == body
     # rollbot restarts: the human tick is still there
-    from bot.checklist import ChecklistStore
+    from bot.post_rollback.checklist import ChecklistStore
     from handlers.blocks import checklist_message
     ticks = await ChecklistStore(store.pool).ticks(run_id)
     assert ticks["postmortem"].done_by == BOB and not ticks["postmortem"].automatic

@@ -20,7 +20,7 @@ import pytest
 
 from bot.config import Settings, load_runbook
 from bot.model import RunStatus
-from bot.store import Store
+from bot.store.runs import Store
 from handlers.ids import Action
 from handlers.server import SlackService, running
 from slack_emulator import Emulator, SocketModeSender

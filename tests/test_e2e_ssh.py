@@ -9,8 +9,8 @@ import time
 import pytest
 
 from bot.config import Runbook, SshConfig
+from bot.edges.ssh import KILL_GRACE_S, OUTPUT_CAP_BYTES, SshHost
 from bot.errors import CommandFailed, CommandTimeout, ConnectionLost, HostKeyRejected
-from bot.ssh import KILL_GRACE_S, OUTPUT_CAP_BYTES, SshHost
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e

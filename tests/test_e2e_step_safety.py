@@ -17,7 +17,7 @@ import pytest
 from bot.errors import RunLocked
 from bot.model import ProcedureName, RunStatus, StepStatus
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.runs import Store
 from tests.sandbox import CORRUPT_BACKUP, CURRENT_COUNTS, GOOD_BACKUP, Sandbox
 from tests.test_e2e_procedures import assert_runs_v122, request
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from bot.config import Runbook
-from bot.http_probe import HttpxProbe
+from bot.edges.http import HttpxProbe
 from bot.model import ProcedureName, RunStatus, Tier
-from bot.scheduler import Verifier
+from bot.post_rollback.schedule import Verifier
 from bot.service import Rollbot
-from bot.store import Store
+from bot.store.runs import Store
 from tests.sandbox import Sandbox
 from tests.test_e2e_procedures import request
 from tests.test_e2e_verification import Announcements, wire

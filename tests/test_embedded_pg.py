@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot import embedded_pg
-from bot.embedded_pg import EmbeddedPostgres
 from bot.errors import ConfigError, StoreError
+from bot.store import embedded_pg
+from bot.store.embedded_pg import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -354,7 +354,7 @@ def test_not_root_runs_the_binaries_directly() -> None:
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from bot.embedded_pg import EmbeddedPostgres
+        from bot.store.embedded_pg import EmbeddedPostgres
         pg = EmbeddedPostgres(Path({str(base / "pg")!r}))
         try:
             print(pg.start())

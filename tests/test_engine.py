@@ -7,7 +7,7 @@ from bot.engine import Run
 from bot.errors import CommandFailed
 from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinished
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
-from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
+from bot.procedures.base import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
 
 REQUEST = RollbackRequest(environment="production", procedure=ProcedureName.SIMPLE, target=None,
                           requested_by="alice")

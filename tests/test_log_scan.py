@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bot.log_scan import (
+from bot.post_rollback.log_scan import (
     DEFAULT_ERROR_LOG_PATTERN,
     check_error_pattern,
     error_lines,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.deploys import Quarantined
-from bot.host_facts import newest_migrations, previous_release, skipped_text
+from bot.autorollback.deploys import Quarantined
+from bot.edges.host_facts import newest_migrations, previous_release, skipped_text
 from bot.model import Backup, ImageTag, Pinned, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks, pinned_request
 from bot.versions import try_parse_version

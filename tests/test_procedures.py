@@ -9,10 +9,10 @@ from bot.config import load_runbook
 from bot.engine import step_infos
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.preflight import Preflight
-from bot.procedure import Safeguard
-from bot.procedures import ProcedureInputs, build, reported_version
+from bot.procedures.base import Safeguard
+from bot.procedures.catalog import ProcedureInputs, build, reported_version
 from bot.service import Plan
-from bot.terminal import render_plan
+from bot.terminal.render import render_plan
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
     "production"]

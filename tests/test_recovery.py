@@ -21,8 +21,8 @@ from bot.model import (
     StepResult,
     StepStatus,
 )
-from bot.procedure import Procedure, RunFacts, StepContext
-from bot.procedures import ProcedureInputs, build
+from bot.procedures.base import Procedure, RunFacts, StepContext
+from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery import (
     RecoveryChoice,
     RecoveryOffer,
@@ -33,7 +33,7 @@ from bot.recovery import (
     put_back_refusal,
     resume_procedure,
 )
-from bot.store import Store
+from bot.store.runs import Store
 from tests.test_procedures import BACKUP
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from bot import commands as cmd
 from bot.config import DatabaseConfig
 from bot.errors import CommandFailed, HostError
+from bot.procedures import commands as cmd
 from bot.redaction import MASK, RedactingFilter, install_log_redaction, is_secret_name, redact
 
 PW = "Xq7-s3cret"

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from bot.ssh import KILL_GRACE_S, kill_group_command, remote_command
+from bot.edges.ssh import KILL_GRACE_S, kill_group_command, remote_command
 
 
 def unique_sleep() -> str:

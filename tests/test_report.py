@@ -15,7 +15,7 @@ from bot.model import (
     VerificationItem,
     VerificationResult,
 )
-from bot.report import ReportInputs, render_report, report_filename
+from bot.post_rollback.report_markdown import ReportInputs, render_report, report_filename
 
 T0 = datetime(2026, 11, 27, 3, 14, 0, tzinfo=UTC)  # 1795749240 seconds since the epoch
 BACKUP = "azora_prod_20261127T020000.sql.gz"

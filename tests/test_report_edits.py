@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus, Tier
-from bot.reporting import Reporter
-from bot.store import Store
-from bot.verification import VerificationStore
+from bot.post_rollback.report import Reporter
+from bot.post_rollback.verification import VerificationStore
+from bot.store.runs import Store
 
 EXAMPLE = Path(__file__).parent / "data" / "rollbot.example.toml"
 

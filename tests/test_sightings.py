@@ -2,10 +2,10 @@
 
 import pytest
 
-from bot.deploys import DeployState, DeployStore
+from bot.autorollback.deploys import DeployState, DeployStore
+from bot.autorollback.sightings import Sightings, check_previous_version, judge_previous_version
 from bot.preflight import unfinished_deploy
-from bot.sightings import Sightings, check_previous_version, judge_previous_version
-from bot.store import Store
+from bot.store.runs import Store
 
 
 def judge(previous: str, *, version: str = "v1.2.3", running: str | None = "v1.2.2",

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.store import Store
+from bot.store.runs import Store
 from slack_emulator.signing import signature
 from tests.sandbox import Sandbox
 from tests.slack_world import ALICE, INCIDENTS, SECRET, SlackWorld, slack_world

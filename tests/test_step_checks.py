@@ -13,8 +13,8 @@ import pytest
 from bot.config import EnvironmentConfig, load_runbook
 from bot.errors import HostError
 from bot.model import Backup, CommandResult, ProcedureName
-from bot.procedure import RunFacts, Step, StepContext
-from bot.procedures import ProcedureInputs, build
+from bot.procedures.base import RunFacts, Step, StepContext
+from bot.procedures.catalog import ProcedureInputs, build
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
     "production"]

@@ -8,7 +8,7 @@ import pytest
 
 from bot.errors import RunLocked
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
-from bot.store import Store
+from bot.store.runs import Store
 
 
 def req(who: str, env: str = "production") -> RollbackRequest:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.verification import judge_row_counts, judge_warnings
+from bot.post_rollback.verification import judge_row_counts, judge_warnings
 
 BASE = {"users": 10_000, "orders": 250}
 

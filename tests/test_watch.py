@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.autorollback.deploys import Deploy, DeployState
+from bot.autorollback.watch import Observation, WatchResult, triggers_of, watch
 from bot.config import AutoRollbackConfig, load_runbook
-from bot.deploys import Deploy, DeployState
 from bot.model import ContainerState, ImageTag
-from bot.watch import Observation, WatchResult, triggers_of, watch
 from handlers.autorollback import ci_failure, offer_message, watch_message
 from slack_emulator.limits import block_kit_problems
 

@@ -26,8 +26,7 @@ import yaml
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from bot.errors import ConfigError, InvalidInput
-from bot.webhook import (
+from bot.autorollback.contract import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AllowedQuery,
@@ -39,6 +38,7 @@ from bot.webhook import (
     sign,
     verify,
 )
+from bot.errors import ConfigError, InvalidInput
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "deploy" / "hook-client.sh"

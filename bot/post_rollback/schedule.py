@@ -17,10 +17,10 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.edges.session import open_session
 from bot.model import RunOutcome, RunRecord, RunStatus, Tier, VerificationResult
+from bot.post_rollback.verification import VerificationStore, late_by, row_counts, run_tier
 from bot.service import Rollbot
-from bot.session import open_session
-from bot.verification import VerificationStore, late_by, row_counts, run_tier
 
 log = logging.getLogger(__name__)
 

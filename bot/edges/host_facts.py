@@ -7,12 +7,12 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.compose_file import find_image_line
+from bot.autorollback.deploys import Quarantined
 from bot.config import DatabaseConfig, EnvironmentConfig
-from bot.deploys import Quarantined
 from bot.errors import InvalidInput
 from bot.model import Backup, ContainerState, ImageTag
 from bot.ports import DockerFacts, RemoteHost
+from bot.procedures.compose_file import find_image_line
 from bot.shell import file_name, join
 from bot.versions import Version, try_parse_version
 

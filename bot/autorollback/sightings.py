@@ -15,9 +15,9 @@ from datetime import datetime
 
 import asyncpg
 
+from bot.autorollback.deploys import DeployStore
 from bot.config import EnvironmentConfig
-from bot.deploys import DeployStore
-from bot.host_facts import running_tag
+from bot.edges.host_facts import running_tag
 from bot.model import ContainerState, ImageTag
 from bot.ports import DockerFacts
 from bot.versions import try_parse_version

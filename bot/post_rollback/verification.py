@@ -16,14 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from bot import commands as cmd
 from bot.config import EnvironmentConfig
+from bot.edges.host_facts import running_tag
 from bot.errors import RollbotError
-from bot.host_facts import running_tag
-from bot.log_scan import WARNING_LOG_PATTERN, matching
 from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationResult
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
-from bot.procedures import reported_version
+from bot.post_rollback.log_scan import WARNING_LOG_PATTERN, matching
+from bot.procedures import commands as cmd
+from bot.procedures.catalog import reported_version
 from bot.redaction import redact
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.config import EnvironmentConfig
-from bot.host_facts import running_tag
+from bot.edges.host_facts import running_tag
 from bot.ports import DockerFacts, HttpProbe
-from bot.procedures import reported_version
+from bot.procedures.catalog import reported_version
 
 CONSECUTIVE_HEALTH_FAILURES = 3
 

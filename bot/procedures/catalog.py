@@ -6,13 +6,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot import commands as cmd
-from bot.compose_file import switch_image_tag
 from bot.config import DatabaseConfig, EnvironmentConfig
+from bot.edges.host_facts import running_tag
 from bot.errors import ConfigError, HealthCheckFailed, HostError
-from bot.host_facts import running_tag
 from bot.model import Backup, ProcedureName, RunStatus
-from bot.procedure import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
+from bot.procedures import commands as cmd
+from bot.procedures.base import Procedure, RunFacts, Safeguard, Step, StepAction, StepContext
+from bot.procedures.compose_file import switch_image_tag
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from bot.autorollback.sightings import RecordingDocker, Sightings
 from bot.config import EnvironmentConfig
-from bot.docker_facts import open_docker_facts
+from bot.edges.docker import open_docker_facts
+from bot.edges.ssh import SshHost
 from bot.errors import HostError
 from bot.model import CommandResult
 from bot.ports import DockerFacts, LineSink
 from bot.redaction import redact
-from bot.sightings import RecordingDocker, Sightings
-from bot.ssh import SshHost
-from bot.store import Store
+from bot.store.runs import Store
 
 log = logging.getLogger(__name__)
 

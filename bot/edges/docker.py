@@ -19,11 +19,11 @@ import aiodocker
 import aiohttp
 import asyncssh
 
+from bot.edges.ssh import SshHost
 from bot.errors import HostError
 from bot.model import ContainerState, ImageTag
 from bot.ports import DockerFacts, RemoteHost
 from bot.shell import join
-from bot.ssh import SshHost
 from bot.versions import try_parse_version
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from bot.errors import InvalidInput
 from bot.model import Tier
+from bot.post_rollback.report_markdown import ReportInputs, render_report, report_filename
+from bot.post_rollback.verification import VerificationStore
 from bot.redaction import redact
-from bot.report import ReportInputs, render_report, report_filename
-from bot.store import Store
-from bot.verification import VerificationStore
+from bot.store.runs import Store
 
 MAX_IMPACT = 500        # one line in the Summary
 MAX_ROOT_CAUSE = 3000   # one paragraph

@@ -27,7 +27,7 @@ from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
 from bot.recovery import RecoveryChoice, down_sentence
 from bot.redaction import install_log_redaction
-from bot.terminal import (
+from bot.terminal.render import (
     TerminalProgress,
     render_backups,
     render_history,

@@ -39,7 +39,7 @@ _ACTIVE = ("preflight", "running")
 
 def _migrations() -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("bot.migrations").iterdir():
+    for entry in resources.files("bot.store.migrations").iterdir():
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
     return sorted(found)

@@ -1,0 +1,1 @@
+"""Automatic rollback after a CI deploy: the hook contract, the watch, countdown, quarantine."""

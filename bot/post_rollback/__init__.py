@@ -1,0 +1,1 @@
+"""After the rollback: verification tiers and their schedule, the report, the checklist."""
