@@ -64,7 +64,7 @@ async def run_preflight(
     tags, containers = await docker_summary(docker, env)
     in_file = await compose_tag(host, env)
     running = running_tag(containers, env)
-    current = running or in_file
+    current = current_version(running=running, in_file=in_file)
     unfinished = unfinished_deploy(running=running, in_file=in_file)
     if running is None:
         checks.append(Check("Current version", True,
@@ -73,7 +73,6 @@ async def run_preflight(
     elif unfinished:
         # The spec's CI order: the tag is written, then migrations run; they failed, so the old
         # containers still serve. The version to roll back from is the one the file names.
-        current = in_file
         checks.append(Check("Current version", True,
                             f"{running} still runs; the compose file already names {in_file} "
                             "(a deploy that did not finish)"))
@@ -128,6 +127,14 @@ def unfinished_deploy(*, running: str | None, in_file: str) -> bool:
     """The compose file names a higher release than the one still running: a deploy stopped."""
     now, named = try_parse_version(running or ""), try_parse_version(in_file)
     return now is not None and named is not None and named > now
+
+
+def current_version(*, running: str | None, in_file: str) -> str:
+    """The version a rollback starts from: what runs, or what the file names when nothing runs
+    or a deploy did not finish (the spec's CI order writes the tag, then migrates)."""
+    if running is None or unfinished_deploy(running=running, in_file=in_file):
+        return in_file
+    return running
 
 
 def _check_target(request: RollbackRequest, target: str, tags: list,  # type: ignore[type-arg]

@@ -31,9 +31,15 @@ from bot.model import (
     RunStatus,
 )
 from bot.ports import HttpProbe
+<<<<<<< HEAD
 from bot.preflight import Preflight, run_preflight
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
+=======
+from bot.preflight import Preflight, current_version, run_preflight
+from bot.procedure import RunFacts, StepContext
+from bot.procedures import ProcedureInputs, build
+>>>>>>> main
 from bot.recovery import (
     Claim,
     RecoveryChoice,
@@ -66,7 +72,8 @@ async def _changed_since_preflight(session: HostSession, env: EnvironmentConfig,
                                    pre: Preflight) -> str:
     """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
     containers = await session.docker.compose_containers(env.compose.project_name)
-    now = running_tag(containers, env) or await compose_tag(session.host, env)
+    now = current_version(running=running_tag(containers, env),
+                          in_file=await compose_tag(session.host, env))
     if now == pre.current:
         return ""
     return (f"production changed while pre-flight ran: it was {pre.current}, it is now {now} "

@@ -4,7 +4,7 @@ import pytest
 
 from bot.autorollback.deploys import DeployState, DeployStore
 from bot.autorollback.sightings import Sightings, check_previous_version, judge_previous_version
-from bot.preflight import unfinished_deploy
+from bot.preflight import current_version, unfinished_deploy
 from bot.store.runs import Store
 
 
@@ -98,3 +98,16 @@ async def test_a_deploy_that_was_rolled_back_is_not_the_last_deployed(store: Sto
     await deploys.record(environment="production", version="v1.2.4", previous_version="v1.2.2",
                          stage="migration_failed", commit="", actor="ci", run_url="")
     assert await deploys.last_deployed("production", other_than="v1.2.5") == "v1.2.2"
+
+
+@pytest.mark.parametrize(("running", "in_file", "current"), [
+    ("v1.2.3", "v1.2.3", "v1.2.3"),   # a finished deploy
+    (None, "v1.2.3", "v1.2.3"),       # nothing runs: the file says what ran
+    ("v1.2.2", "v1.2.3", "v1.2.3"),   # the spec's CI order stopped after writing the tag
+    ("v1.2.3", "v1.2.2", "v1.2.3"),   # a file edited back by hand: what runs is what counts
+])
+def test_a_rollback_starts_from_what_runs_or_from_an_unfinished_deploy(
+        running: str | None, in_file: str, current: str) -> None:
+    # pre-flight and the look taken once the lock is held must agree on this, or a good run is
+    # refused as "production changed"
+    assert current_version(running=running, in_file=in_file) == current
