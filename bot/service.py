@@ -31,15 +31,9 @@ from bot.model import (
     RunStatus,
 )
 from bot.ports import HttpProbe
-<<<<<<< HEAD
-from bot.preflight import Preflight, run_preflight
+from bot.preflight import Preflight, current_version, run_preflight
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
-=======
-from bot.preflight import Preflight, current_version, run_preflight
-from bot.procedure import RunFacts, StepContext
-from bot.procedures import ProcedureInputs, build
->>>>>>> main
 from bot.recovery import (
     Claim,
     RecoveryChoice,
