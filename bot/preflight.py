@@ -221,17 +221,14 @@ def _within_retention(backup: Backup, db: DatabaseConfig, now: datetime,
 
 
 async def _integrity_problem(host: RemoteHost, db: DatabaseConfig, backup: Backup) -> str | None:
-    """None when the backup passes `gunzip -t` and ends with pg_dump's trailer; else why not."""
+    """None when the backup decompresses intact and ends with pg_dump's trailer; else why not."""
     try:
         await host.run(cmd.verify_backup_integrity(backup.path), timeout=db.restore_timeout_s)
     except CommandFailed as exc:
-        return "the dump is incomplete (no pg_dump \"dump complete\" line)" + _last_line(exc)
+        # The check's own last line says which test failed (gzip, or pg_dump's trailer).
+        tail = exc.output_tail.strip()
+        return tail.splitlines()[-1][:160] if tail else "the integrity check failed"
     return None
-
-
-def _last_line(exc: CommandFailed) -> str:
-    tail = exc.output_tail.strip()
-    return f": {tail.splitlines()[-1][:160]}" if tail else ""
 
 
 def _integrity_check(backup: Backup, problem: str | None, checks: list[Check]) -> None:

@@ -88,7 +88,7 @@ async def test_a_restore_restores_the_backup_on_the_card_though_a_newer_one_land
     card = await world.wait_card("Rollback production: v1.2.3 → v1.2.2")
     shown = message_text(card)
     # "newest backup" skipped the corrupt newer file, and says so on the card
-    assert f"skipped {HALF_WRITTEN}: gunzip -t failed" in shown
+    assert f"skipped {HALF_WRITTEN}: gunzip failed: the file is damaged or cut short" in shown
     assert f"restoring `{GOOD_BACKUP}`" in shown
     # the nightly dump (of the corrupted database, perhaps) lands while people confirm
     new_backup(production, NIGHTLY, copy_of=GOOD_BACKUP)
