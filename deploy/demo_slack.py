@@ -105,9 +105,9 @@ class Timeline:
 
 
 async def wait_until(found: Callable[[], T | None], *, timeout: float) -> T | None:
-    """Poll for an effect in Slack; None when it did not come within ``timeout`` seconds."""
+    """Poll until ``found`` returns something truthy; None if nothing came within ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while (value := found()) is None or value is False:
+    while not (value := found()):
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.2)
@@ -214,7 +214,8 @@ async def tell_the_story(emu: Emulator, sender: SlackSender) -> bool:
     print(f"\nalice clicks [{label}]", flush=True)
     timeline.restart()
     await sender.block_action(ALICE, INCIDENTS, card.ts, Action.CONFIRM.value)
-    timeline.say("the card becomes the live message; each step's output goes in its thread")
+    if await wait_until(lambda: card.edits, timeout=30):
+        timeline.say("the card becomes the live message; each step's output goes in its thread")
     notice = await wait_until(lambda: _notice(emu), timeout=RUN_TIMEOUT_S)
     if notice is None:
         timeline.say(f"no stakeholder notice after {RUN_TIMEOUT_S:.0f} s: the run is stuck")
@@ -224,7 +225,7 @@ async def tell_the_story(emu: Emulator, sender: SlackSender) -> bool:
         timeline.say("the rollback did NOT complete: see the notice below")
         return False
     steps: list[tuple[str, Callable[[], object | None]]] = [
-        ("the rollback report is uploaded in the run's thread", lambda: emu.files() or None),
+        ("the rollback report is uploaded in the run's thread", emu.files),
         ("the rollback checklist is posted in the thread, rollbot's items ticked",
          lambda: _posted(emu, "Rollback checklist, run #")),
         (f"the first verification check ran ({FIRST_CHECK_MINUTES * 60:.0f} s after the run, "

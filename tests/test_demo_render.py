@@ -1,8 +1,11 @@
-"""The demo prints each channel once: final states, channel order, threads under their parent."""
+"""The demo prints each channel once: final states, in order, threads under their parent."""
 
 from __future__ import annotations
 
-from deploy.demo_slack import render_channels
+import asyncio
+import time
+
+from deploy.demo_slack import render_channels, wait_until
 from slack_emulator.state import Identity, Workspace
 
 BOT = Identity().bot_user_id
@@ -93,3 +96,12 @@ def test_a_reply_whose_parent_was_deleted_stands_at_its_own_place() -> None:
     parent.deleted = True
     lines = render_channels(ws, [INCIDENTS]).splitlines()[1:]
     assert lines == ["rollbot: second", "", "rollbot: orphan"]
+
+
+async def test_the_demo_waits_for_an_effect_and_gives_up_after_its_bound() -> None:
+    edits: list[str] = []
+    asyncio.get_running_loop().call_later(0.3, edits.append, "the card became the live message")
+    assert await wait_until(lambda: edits, timeout=5) == ["the card became the live message"]
+    started = time.monotonic()
+    assert await wait_until(lambda: [], timeout=0.5) is None
+    assert 0.5 <= time.monotonic() - started < 2
