@@ -1,4 +1,4 @@
-"""What a procedure is: an ordered list of named steps, each with a timeout and safeguards."""
+"""What a procedure is: its title, its inputs, and its ordered steps with their safeguards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bot.ports import DockerFacts, HttpProbe, LineSink, RemoteHost
 
 @dataclass(frozen=True)
 class ProcedureTitle:
-    """What a procedure is called, written once in its own module; every front reads it here."""
+    """What a procedure is called: one per procedure module, read by everyone via catalog.TITLES."""
 
     name: ProcedureName
     words: str  # how a sentence names it: "simple service rollback"
