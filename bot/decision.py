@@ -40,6 +40,7 @@ from types import MappingProxyType
 
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
+from bot.procedures.catalog import TITLES
 
 QUICK_FIX_MINUTES = 15  # "Fix is quick (< 15 minutes)"
 LONG_FIX_MINUTES = 30   # "Fix would take > 30 minutes"
@@ -144,18 +145,6 @@ DECISION_TABLE: Mapping[Scenario, TableRow] = MappingProxyType({
         Action.ROLLBACK_IF_NOT_FIXED_IN_30, None, ProcedureName.SIMPLE, LONG_FIX_MINUTES),
 })
 
-# The "Use when" line of each manual procedure in the spec.
-PROCEDURE_USE_WHEN: Mapping[ProcedureName, tuple[str, str]] = MappingProxyType({
-    ProcedureName.SIMPLE: ("Procedure 1, simple service rollback",
-                           "Code issue only, no database changes"),
-    ProcedureName.MIGRATIONS: ("Procedure 2, rollback with database migration rollback",
-                               "Database schema changed and needs rollback"),
-    ProcedureName.RESTORE: ("Procedure 3, full database restore from backup",
-                            "Data corruption or critical data loss"),
-    ProcedureName.EMERGENCY: ("Procedure 4, emergency rollback",
-                              "Service completely down, need immediate recovery"),
-})
-
 _SIDE_OF: Mapping[Action, Side | None] = MappingProxyType({
     Action.ROLLBACK_NOW: Side.ROLLBACK,
     Action.ROLLBACK_AND_RESTORE: Side.ROLLBACK,
@@ -201,12 +190,13 @@ def _minutes(a: Assessment) -> int:
 
 
 def _data_loss_warning(a: Assessment, row: TableRow) -> str:
+    restore, migrations = TITLES[ProcedureName.RESTORE], TITLES[ProcedureName.MIGRATIONS]
     return ("WARNING: THIS ROLLBACK LOSES DATA. The spec says fix forward when a rollback "
             "would cause data loss, but a CRITICAL issue is rolled back anyway. Decide what "
-            "you give up: a full restore from backup (Procedure 3) loses every write since "
-            "the backup was taken; a migration rollback (Procedure 2) keeps the rows but "
-            "drops what the new migrations added. Take a backup of the database as it is now "
-            "before anything runs.")
+            f"you give up: a full restore from backup (Procedure {restore.number}) loses every "
+            "write since the backup was taken; a migration rollback (Procedure "
+            f"{migrations.number}) keeps the rows but drops what the new migrations added. "
+            "Take a backup of the database as it is now before anything runs.")
 
 
 def _keep_limit(a: Assessment, row: TableRow) -> str:
@@ -314,8 +304,9 @@ def assess(a: Assessment) -> Verdict:
     procedure = None if action is Action.FIX_FORWARD else row.procedure
     if procedure is ProcedureName.SIMPLE and a.data_loss_if_rolled_back:
         procedure = ProcedureName.MIGRATIONS
-        reasons.append("Procedure 1 is for code-only changes with no database changes, and "
-                       "this rollback touches data, so the migration rollback is recommended.")
+        reasons.append(f"Procedure {TITLES[ProcedureName.SIMPLE].number} is for code-only "
+                       "changes with no database changes, and this rollback touches data, so "
+                       "the migration rollback is recommended.")
     if procedure is not None:
         reasons.append(_procedure_reason(procedure))
     return Verdict(action=action, urgency=urgency, reasons=tuple(reasons),
@@ -352,5 +343,5 @@ def _also(rule: Rule, a: Assessment, row: TableRow, *, decider: Rule, side: Side
 
 
 def _procedure_reason(procedure: ProcedureName) -> str:
-    title, use_when = PROCEDURE_USE_WHEN[procedure]
-    return f"Recommended procedure: {title} (spec, “Use when”: “{use_when}”)."
+    t = TITLES[procedure]
+    return f"Recommended procedure: {t.reference} (spec, “Use when”: “{t.use_when}”)."

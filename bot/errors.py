@@ -18,9 +18,7 @@ a person, a log or the audit log through an error:
       read or write of a file did not finish in time.
   - ``ComposeEditError``: the compose file does not have the service or image line to change.
   - ``HealthCheckFailed``: the service did not become healthy, or reports the wrong version.
-  - ``PreflightFailed``: a pre-flight check refused the run; nothing has changed on the host.
   - ``RunLocked``: another rollback is active in the environment (says who and since when).
-  - ``SafeguardViolation``: a destructive step was reached without its safeguards; not run.
   - ``StoreError``: the audit database is unreachable or refused a write.
 """
 
@@ -80,10 +78,6 @@ class HealthCheckFailed(RollbotError):
     """The service is not healthy or not on the expected version."""
 
 
-class PreflightFailed(RollbotError):
-    """Pre-flight refused the run before anything changed."""
-
-
 class RunLocked(RollbotError):
     """Another rollback holds the environment's lock."""
 
@@ -98,10 +92,6 @@ class RunLocked(RollbotError):
         self.run_id = run_id
         self.requested_by = requested_by
         self.since = since
-
-
-class SafeguardViolation(RollbotError):
-    """A destructive step was reached without its safeguards."""
 
 
 class StoreError(RollbotError):

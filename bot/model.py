@@ -10,11 +10,13 @@ from bot.versions import Version
 
 
 class ProcedureName(StrEnum):
-    SIMPLE = "simple"        # Procedure 1: code only
-    MIGRATIONS = "migrations"  # Procedure 2: with database migration rollback
-    RESTORE = "restore"      # Procedure 3: full database restore (data loss)
-    EMERGENCY = "emergency"  # Procedure 4: fastest path
-    PUT_BACK = "put_back"    # after a cancel that left production down: start what ran before
+    """A procedure's key; what each is called is in its module under bot/procedures/."""
+
+    SIMPLE = "simple"
+    MIGRATIONS = "migrations"
+    RESTORE = "restore"
+    EMERGENCY = "emergency"
+    PUT_BACK = "put_back"
 
 
 class RunStatus(StrEnum):
@@ -26,10 +28,6 @@ class RunStatus(StrEnum):
     REFUSED = "refused"                          # pre-flight said no; nothing changed
     RESTORE_RECOMMENDED = "restore_recommended"  # emergency ran, service still unhealthy
     INTERRUPTED = "interrupted"                  # rollbot itself died mid-run
-
-    @property
-    def active(self) -> bool:
-        return self in (RunStatus.PREFLIGHT, RunStatus.RUNNING)
 
 
 class StepStatus(StrEnum):

@@ -1,4 +1,4 @@
-"""After a cancel that left production down: what the run left, Resume rollback, or Put back.
+"""After a cancel that left production down: the offer of Resume or Put back, and the choice.
 
 A run cancelled after "Stop services" and before "Start services" leaves production DOWN. It is
 then *offered* two ways out, kept in ``run_recoveries``; one of them is chosen, once (a conditional
@@ -17,7 +17,8 @@ UPDATE), and runs as a new run that names the cancelled one in ``runs.continues_
   what ran before.
 
 Both start with a pre-flight that accepts only the state the cancel left: services stopped, and
-the compose file naming either the old version or the target.
+the compose file naming either the old version or the target. The two procedures themselves are
+built in ``bot/procedures/resume.py`` and ``bot/procedures/put_back.py``.
 """
 
 from __future__ import annotations
@@ -32,20 +33,20 @@ from enum import StrEnum
 import asyncpg
 
 from bot.config import EnvironmentConfig
-from bot.edges.host_facts import compose_tag, docker_summary, list_backups, running_tag
-from bot.errors import HealthCheckFailed, HostError
+from bot.edges.host_facts import compose_tag, docker_summary, list_backups
+from bot.errors import HostError
 from bot.events import Observer, RunEvent, RunFinished
 from bot.model import Backup, Check, ProcedureName, RunStatus, StepResult, StepStatus
 from bot.ports import DockerFacts, RemoteHost
-from bot.procedures import commands as cmd
-from bot.procedures.base import Procedure, RunFacts, Safeguard, Step, StepContext
+from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.compose_file import find_image_line
+from bot.procedures.restore import DROP
+from bot.procedures.steps import START, STOP, SWITCH
 
 log = logging.getLogger(__name__)
 
-# Step keys of bot/procedures.py this module reasons about.
-STOP, START, SWITCH, SAFETY_BACKUP, DROP = (
-    "stop_services", "start_services", "switch_version", "safety_backup", "drop_database")
+# The Put back's first step (bot/procedures/put_back.py): it makes the compose file name the old
+# version again.
 PUT_BACK_COMPOSE = "put_back_compose"
 _DATA_CHANGES = {
     "migrate_down": "rolled back a database migration",
@@ -53,7 +54,6 @@ _DATA_CHANGES = {
     "create_database": "re-created the database",
     "restore_backup": "restored the database from a backup",
 }
-_COMMAND_S = 60.0
 _ABANDONED_CHOICE_S = 300  # chosen, but no run began: the process died between the two
 
 
@@ -120,152 +120,6 @@ def put_back_refusal(done: Iterable[str], *, run_id: int, from_version: str) -> 
 def down_sentence(host_state: str) -> str:
     """The plain words for the live message and the terminal."""
     return f"Production is DOWN: {host_state}."
-
-
-# --- Resume ---------------------------------------------------------------------------------
-
-def resume_procedure(full: Procedure, offer: RecoveryOffer) -> Procedure:
-    """``full`` without the steps already done, safeguards re-established in this run."""
-    done = set(offer.done_steps)
-    remaining = [s for s in full.steps if s.key not in done]
-    needed = {g for s in remaining for g in s.requires}
-    steps: list[Step] = []
-    for step in full.steps:
-        if step.key not in done:
-            steps.append(step)
-        elif step.establishes is not None and step.establishes in needed:
-            if step.key == SAFETY_BACKUP and DROP in done:
-                steps.append(_verify_kept_safety_backup(offer))
-            else:
-                steps.append(step)  # read-only or a fresh copy: safe to do again
-    return Procedure(
-        name=full.name, title=f"{full.title}, resumed after run #{offer.run_id}",
-        initial_state=offer.host_state, steps=tuple(steps),
-        succeeded_state=full.succeeded_state,
-        succeeded_message=f"Rolled back to {offer.to_version} (resuming run #{offer.run_id}): "
-                          f"{full.succeeded_state}.",
-    )
-
-
-def _verify_kept_safety_backup(offer: RecoveryOffer) -> Step:
-    path = offer.run_facts().safety_backup
-    inner = (f"test -s {cmd.quote(path)} && gunzip -t {cmd.quote(path)}"
-             f" && gunzip -c {cmd.quote(path)} | tail -n 5 | grep -q {cmd.quote(cmd.DUMP_TRAILER)}"
-             f" && ls -l {cmd.quote(path)}")
-    c = cmd.join("bash", "-o", "pipefail", "-c", inner)
-
-    async def action(ctx: StepContext) -> str:
-        if not path:
-            raise HostError(f"run #{offer.run_id} recorded no safety backup")
-        db = ctx.env.database
-        await ctx.host.run(c, timeout=db.restore_timeout_s if db else 600.0, on_line=ctx.emit)
-        ctx.facts.safety_backup = path
-        return f"safety backup {path} is complete"
-
-    return Step(key="verify_safety_backup",
-                title=f"Verify the safety backup run #{offer.run_id} wrote", action=action,
-                shows=(c,), leaves=offer.host_state, timeout_s=3605,
-                establishes=Safeguard.SAFETY_BACKUP_WRITTEN,
-                if_failed=f"the safety backup {path or '?'} is missing or incomplete: nothing more "
-                          "was run; restore by hand with the DBA.")
-
-
-# --- Put back -------------------------------------------------------------------------------
-
-def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: int,
-                       in_compose_file: str) -> Procedure:
-    """Restore the kept compose file copy, start, confirm the services, check health."""
-    old, svc = offer.from_version, env.service
-    kept = offer.run_facts().compose_backup
-    copy_path = f"{env.compose.file}.rollbot-{epoch}.bak"
-    switched = in_compose_file != old
-
-    async def put_back_file(ctx: StepContext) -> str:
-        current = await ctx.host.read_file(env.compose.file)
-        now_names = find_image_line(current, service=svc, image=env.image).tag
-        if now_names == old:
-            ctx.emit(f"{env.compose.file} already names {env.image}:{old}")
-            return f"compose file already names {old}: nothing to put back"
-        text = await ctx.host.read_file(kept)
-        kept_names = find_image_line(text, service=svc, image=env.image).tag
-        if kept_names != old:
-            raise HostError(f"the kept copy {kept} names {kept_names}, not {old}")
-        ctx.emit(f"{env.compose.file}: image {env.image}:{now_names} -> {env.image}:{old} "
-                 f"(the copy {kept})")
-        await ctx.host.write_file_atomic(env.compose.file, text, backup_path=copy_path)
-        ctx.emit(f"the file as it was kept as {copy_path}")
-        return f"compose file names {old} again"
-
-    up = cmd.compose(env, "up", "-d")
-    t_up = env.timeouts.compose_up_s
-    start_cmd = up
-
-    async def start(ctx: StepContext) -> str:
-        await ctx.host.run(start_cmd, timeout=t_up, on_line=ctx.emit)
-        return f"services started on {old}"
-
-    async def confirm(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
-        for c in containers:
-            ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
-        down = [c.name for c in containers if not c.up]
-        if not containers or down:
-            raise HealthCheckFailed(f"not running: {', '.join(down) or 'no containers'}")
-        if running_tag(containers, env) != old:
-            raise HealthCheckFailed(f"{svc} does not run {env.image}:{old}")
-        return f"all {len(containers)} services Up on {old}"
-
-    deadline = env.timeouts.emergency_health_s
-    interval = env.timeouts.health_interval_s
-
-    async def health(ctx: StepContext) -> str:
-        poll = await ctx.probe.wait_healthy(env.health_url, deadline_s=deadline,
-                                            interval_s=interval)
-        answer = f"HTTP {poll.status}" if poll.status is not None else poll.detail
-        ctx.emit(f"GET {env.health_url} -> {answer} after {poll.elapsed_s:.1f} s "
-                 f"({poll.attempts} tries)")
-        if not poll.ok:
-            raise HealthCheckFailed(f"{env.health_url} still answered {answer} after "
-                                    f"{poll.elapsed_s:.0f} s")
-        return f"healthy after {poll.elapsed_s:.1f} s"
-
-    back_up = f"{svc} is back up on {old} (all services running)"
-    return Procedure(
-        name=ProcedureName.PUT_BACK, title=f"Put back what ran before ({old})",
-        initial_state=offer.host_state,
-        steps=(
-            Step(key=PUT_BACK_COMPOSE,
-                 title=(f"Put back the compose file copy ({old})" if switched
-                        else f"Check the compose file names {old}"),
-                 action=put_back_file,
-                 shows=(f"sftp: copy {kept} over {env.compose.file} (the current file kept as "
-                        f"{copy_path}; temp file, then rename)" if switched else
-                        f"sftp: read {env.compose.file}: it must name {env.image}:{old}",),
-                 leaves=f"services STOPPED; compose file names {old}", timeout_s=_COMMAND_S,
-                 destructive=switched,
-                 if_failed=f"the compose file is unchanged; the copy is {kept or '?'}."),
-            Step(key=START, title="Start services", action=start, shows=(up,),
-                 leaves=f"services started on {old}, not yet confirmed", timeout_s=t_up + 5,
-                 destructive=True,
-                 if_failed="services may be stopped: check `docker-compose ps` on the host."),
-            Step(key="confirm_services", title="Confirm all services are up", action=confirm,
-                 shows=(f"docker ps (compose project {env.compose.project_name}): every "
-                        f"service running {env.image}:{old}",),
-                 leaves=f"{back_up}, health not yet checked", timeout_s=_COMMAND_S,
-                 failed_state=f"services started on {old}, but not all of them are up",
-                 if_failed="check `docker-compose ps` and the logs."),
-            Step(key="wait_healthy", title="Check health", action=health,
-                 shows=(f"GET {env.health_url} every {interval:g} s until 2xx (at most "
-                        f"{deadline:.0f} s)",),
-                 leaves=f"{svc} is back on {old}, up and healthy", timeout_s=deadline + 10,
-                 failed_state=f"{back_up} but NOT healthy",
-                 if_failed=f"roll back to {offer.to_version} again (a fresh pre-flight), or "
-                           "fix forward."),
-        ),
-        succeeded_state=f"{svc} is back on {old}, up and healthy",
-        succeeded_message=f"Put back {old} after run #{offer.run_id} was cancelled: {svc} is "
-                          f"back on {old}, up and healthy.",
-    )
 
 
 # --- the pre-flight of a Resume or a Put back ----------------------------------------------

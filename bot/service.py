@@ -34,15 +34,15 @@ from bot.ports import HttpProbe
 from bot.preflight import Preflight, current_version, run_preflight
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
+from bot.procedures.put_back import put_back_procedure
+from bot.procedures.resume import resume_procedure
 from bot.recovery import (
     Claim,
     RecoveryChoice,
     RecoveryOffer,
     RecoveryStore,
     offer_recorder,
-    put_back_procedure,
     recovery_preflight,
-    resume_procedure,
 )
 from bot.store.runs import Store
 from bot.versions import parse_version

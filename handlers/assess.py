@@ -13,7 +13,6 @@ from typing import Any
 
 from bot.decision import (
     DECISION_TABLE,
-    PROCEDURE_USE_WHEN,
     Action,
     Assessment,
     Scenario,
@@ -22,6 +21,7 @@ from bot.decision import (
 )
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
+from bot.procedures.catalog import TITLES
 from handlers.blocks import Blocks, clip, context, esc, header, section
 from handlers.ids import AssessAction, AssessBlock, AssessField, AssessView
 from handlers.metadata import AssessCardRef
@@ -221,7 +221,7 @@ def verdict_message(v: Verdict, a: Assessment, *, version_hint: str | None) -> B
     ]
     if v.recommended_procedure is not None:
         procedure = v.recommended_procedure
-        title, _ = PROCEDURE_USE_WHEN[procedure]
+        title = TITLES[procedure].reference
         target = f"`{esc(clip(version_hint, 64))}`" if version_hint else "the previous version"
         blocks.append(section(f"*Recommended:* {esc(title)}, to {target} in "
                               f"*{esc(a.environment)}*."))

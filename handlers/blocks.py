@@ -19,6 +19,7 @@ from bot.model import (
 )
 from bot.post_rollback.checklist import ITEMS as CHECKLIST
 from bot.post_rollback.checklist import Tick
+from bot.procedures.catalog import TITLES
 from bot.recovery import left_down, put_back_refusal
 from bot.service import Plan
 from handlers.grammar import HELP
@@ -43,13 +44,6 @@ _RUN_ICON = {
     RunStatus.SUCCEEDED: "✅", RunStatus.FAILED: "❌", RunStatus.CANCELLED: "🛑",
     RunStatus.REFUSED: "🚫", RunStatus.RESTORE_RECOMMENDED: "🚨", RunStatus.INTERRUPTED: "⚠️",
     RunStatus.RUNNING: "⏳", RunStatus.PREFLIGHT: "⏳",
-}
-_PROCEDURE_TEXT = {
-    ProcedureName.SIMPLE: "simple rollback (code only)",
-    ProcedureName.MIGRATIONS: "rollback with database migration rollback",
-    ProcedureName.RESTORE: "full database restore from backup (DATA LOSS)",
-    ProcedureName.EMERGENCY: "EMERGENCY rollback (fastest path)",
-    ProcedureName.PUT_BACK: "put back what ran before (the rollback was cancelled)",
 }
 
 
@@ -159,7 +153,7 @@ def card_body(plan: Plan) -> Blocks:
     target = pre.target or "?"
     title = f"Rollback {r.environment}: {pre.current} → {target}"
     emergency = r.procedure is ProcedureName.EMERGENCY
-    lines = [f"*Procedure:* {_PROCEDURE_TEXT[r.procedure]}",
+    lines = [f"*Procedure:* {TITLES[r.procedure].title}",
              f"*Requested by:* {mention(r.requested_by)}",
              f"*Reason:* {esc(r.reason) if r.reason else '_none given_'}"]
     if emergency:
@@ -287,7 +281,7 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
     who = f"*Requested by:* {mention(s.requested_by)}"
     if s.confirmed_by:
         who += f" · *confirmed by:* {', '.join(mention(u) for u in s.confirmed_by)}"
-    info = [f"*Procedure:* {_PROCEDURE_TEXT[s.procedure]}", who,
+    info = [f"*Procedure:* {TITLES[s.procedure].title}", who,
             f"*Reason:* {esc(s.reason) if s.reason else '_none given_'}"]
     lines = []
     for step in s.steps:

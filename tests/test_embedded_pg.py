@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from bot.errors import ConfigError, StoreError
-from bot.store import embedded_pg
+from bot.store import pg_binaries
 from bot.store.embedded_pg import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def test_missing_binaries_are_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ROLLBOT_PG_BIN", raising=False)
-    monkeypatch.setattr(embedded_pg, "_PG_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(pg_binaries, "_PG_ROOT", tmp_path / "nothing")
     with pytest.raises(ConfigError, match=r"PostgreSQL server binaries not found.*DATABASE_URL"):
         EmbeddedPostgres(tmp_path / "pg")
     monkeypatch.setenv("ROLLBOT_PG_BIN", str(tmp_path))
@@ -292,7 +292,7 @@ def test_binaries_newest_or_matching_the_cluster(
     _fake_install(install, ["9.6", "15", "16"])
     (install / "17").mkdir()  # a version without its server package
     monkeypatch.delenv("ROLLBOT_PG_BIN", raising=False)
-    monkeypatch.setattr(embedded_pg, "_PG_ROOT", install)
+    monkeypatch.setattr(pg_binaries, "_PG_ROOT", install)
     assert EmbeddedPostgres(tmp_path / "new").bin_dir == install / "16" / "bin"
     (tmp_path / "old" / "pgdata").mkdir(parents=True)
     (tmp_path / "old" / "pgdata" / "PG_VERSION").write_text("15\n")

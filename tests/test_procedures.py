@@ -10,7 +10,8 @@ from bot.engine import step_infos
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.preflight import Preflight
 from bot.procedures.base import Safeguard
-from bot.procedures.catalog import ProcedureInputs, build, reported_version
+from bot.procedures.catalog import ProcedureInputs, build
+from bot.procedures.steps import reported_version
 from bot.service import Plan
 from bot.terminal.render import render_plan
 

@@ -23,15 +23,15 @@ from bot.model import (
 )
 from bot.procedures.base import Procedure, RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
+from bot.procedures.put_back import put_back_procedure
+from bot.procedures.resume import resume_procedure
 from bot.recovery import (
     RecoveryChoice,
     RecoveryOffer,
     RecoveryStore,
     left_down,
     offer_recorder,
-    put_back_procedure,
     put_back_refusal,
-    resume_procedure,
 )
 from bot.store.runs import Store
 from tests.test_procedures import BACKUP

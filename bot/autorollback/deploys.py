@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -171,7 +171,3 @@ def _deploy(row: asyncpg.Record) -> Deploy:
                   state=DeployState(row["state"]), detail=row["detail"],
                   deadline=row["deadline"], decided_by=row["decided_by"],
                   front_ref=json.loads(row["front_ref"]))
-
-
-def countdown_left(deploy: Deploy, now: datetime) -> timedelta:
-    return (deploy.deadline - now) if deploy.deadline else timedelta(0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import running_tag
 from bot.ports import DockerFacts, HttpProbe
-from bot.procedures.catalog import reported_version
+from bot.procedures.steps import reported_version
 
 CONSECUTIVE_HEALTH_FAILURES = 3
 

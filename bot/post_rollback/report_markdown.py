@@ -23,15 +23,8 @@ from bot.model import (
     Verdict,
     VerificationResult,
 )
+from bot.procedures.catalog import TITLES
 
-# The spec's own headings for the four procedures.
-SPEC_TITLES = {
-    ProcedureName.SIMPLE: "Procedure 1: Simple Service Rollback (No Data Changes)",
-    ProcedureName.MIGRATIONS: "Procedure 2: Rollback with Database Migration Rollback",
-    ProcedureName.RESTORE: "Procedure 3: Full Database Restore from Backup",
-    ProcedureName.EMERGENCY: "Procedure 4: Emergency Rollback (Fastest)",
-    ProcedureName.PUT_BACK: "Put back what ran before (after a cancelled rollback)",
-}
 # The spec template's four Next Steps, left for people to tick.
 NEXT_STEPS = ("Root cause analysis", "Fix implementation", "Testing", "Re-deployment")
 ROOT_CAUSE_PLACEHOLDER = "[Describe what went wrong]"
@@ -104,7 +97,7 @@ def _summary(inputs: ReportInputs) -> list[str]:
         f"- Impact: {_line(inputs.impact) or 'unknown'}",
         f"- Run: #{run.id}",
         f"- Environment: {_line(run.environment)}",
-        f"- Procedure: {run.procedure.value} — {SPEC_TITLES[run.procedure]}",
+        f"- Procedure: {run.procedure.value} — {TITLES[run.procedure].heading}",
         f"- Outcome: {_outcome(run)}",
         f"- Host state: {_line(run.host_state) or 'not recorded'}",
         f"- Requested by: {_line(run.requested_by)}",
@@ -137,7 +130,7 @@ def _resolution(run: RunRecord, checks: tuple[Check, ...]) -> str:
         case RunStatus.RESTORE_RECOMMENDED:
             return (f"Rolled back {tried}, but the service was still unhealthy at "
                     f"{_step_ref(run, stopped)}: {_step_error(stopped)}{left} The spec's next "
-                    f"move is {SPEC_TITLES[ProcedureName.RESTORE]}.")
+                    f"move is {TITLES[ProcedureName.RESTORE].heading}.")
         case RunStatus.CANCELLED:
             before = f", before {_step_ref(run, stopped)}" if stopped is not None else ""
             return (f"A rollback of {tried} was cancelled after {ran} of {total} steps"
@@ -234,14 +227,13 @@ def _next_steps(run: RunRecord) -> list[str]:
 # --- the run's story in words ---------------------------------------------------------------
 
 def _procedure_phrase(run: RunRecord) -> str:
-    if run.procedure is ProcedureName.RESTORE:
-        return f"Procedure 3 (full database restore from {_line(run.backup or 'a backup')})"
-    return {
-        ProcedureName.SIMPLE: "Procedure 1 (simple service rollback, no data changes)",
-        ProcedureName.MIGRATIONS: "Procedure 2 (rollback with database migration rollback)",
-        ProcedureName.EMERGENCY: "Procedure 4 (emergency rollback)",
-        ProcedureName.PUT_BACK: "put back what ran before a cancelled rollback",
-    }[run.procedure]
+    """"Procedure 1 (simple service rollback, no data changes)"; a restore names its backup."""
+    t = TITLES[run.procedure]
+    if run.procedure is ProcedureName.RESTORE:  # "from backup" → from the backup it restored
+        about = f"{t.words.removesuffix('backup')}{_line(run.backup or 'a backup')}"
+    else:
+        about = f"{t.words}, {t.note}" if t.note else t.words
+    return about if t.number is None else f"Procedure {t.number} ({about})"
 
 
 def _backup(run: RunRecord) -> str:

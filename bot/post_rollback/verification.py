@@ -23,7 +23,7 @@ from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationRe
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.post_rollback.log_scan import WARNING_LOG_PATTERN, matching
 from bot.procedures import commands as cmd
-from bot.procedures.catalog import reported_version
+from bot.procedures.steps import reported_version
 from bot.redaction import redact
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""What a procedure is: an ordered list of named steps, each with a timeout and safeguards."""
+"""What a procedure is: its title, its inputs, and its ordered steps with their safeguards."""
 
 from __future__ import annotations
 
@@ -7,8 +7,49 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.config import EnvironmentConfig
-from bot.model import ProcedureName, RunStatus
+from bot.model import Backup, ProcedureName, RunStatus
 from bot.ports import DockerFacts, HttpProbe, LineSink, RemoteHost
+
+
+@dataclass(frozen=True)
+class ProcedureTitle:
+    """What a procedure is called: one per procedure module, read by everyone via catalog.TITLES."""
+
+    name: ProcedureName
+    words: str  # how a sentence names it: "simple service rollback"
+    note: str = ""  # what sets it apart, in brackets after the words: "no data changes"
+    number: int | None = None  # the spec's "Procedure N"; None for rollbot's own put-back
+    spec_heading: str = ""  # the spec's heading, capitalised as the spec writes it
+    use_when: str = ""  # the spec's "Use when" line
+
+    @property
+    def title(self) -> str:
+        """The run's title: "Simple service rollback (no data changes)"."""
+        named = self.words[:1].upper() + self.words[1:]
+        return f"{named} ({self.note})" if self.note else named
+
+    @property
+    def heading(self) -> str:
+        """The spec's heading with its number: "Procedure 1: Simple Service Rollback (…)"."""
+        if self.number is None:
+            return self.title
+        return f"Procedure {self.number}: {self.spec_heading}"
+
+    @property
+    def reference(self) -> str:
+        """The name in running text: "Procedure 1, simple service rollback"."""
+        return self.words if self.number is None else f"Procedure {self.number}, {self.words}"
+
+
+@dataclass(frozen=True)
+class ProcedureInputs:
+    """Everything decided before the first step: versions, backup, the moment of the run."""
+
+    env: EnvironmentConfig
+    current: str
+    target: str
+    epoch: int
+    backup: Backup | None = None
 
 
 class Safeguard(StrEnum):

@@ -1,0 +1,212 @@
+"""The steps the procedures share: check, stop, switch, start, wait for health, confirm."""
+
+from __future__ import annotations
+
+import json
+
+from bot.config import DatabaseConfig
+from bot.edges.host_facts import running_tag
+from bot.errors import ConfigError, HealthCheckFailed, HostError
+from bot.model import RunStatus
+from bot.procedures import commands as cmd
+from bot.procedures.base import ProcedureInputs, Step, StepAction, StepContext
+from bot.procedures.compose_file import switch_image_tag
+
+# Step keys that bot/recovery.py reasons about (what a cancelled run left behind).
+STOP, SWITCH, START = "stop_services", "switch_version", "start_services"
+
+COMMAND_S = 60.0
+ADVICE_DOWN = ("services may be stopped. Run `rollback --emergency` to force the known-good "
+               "version up, or fix by hand (see the output).")
+_ADVICE_HEALTH = ("the new version started but is not healthy. Check `docker-compose logs`; if it "
+                  "stays down, run `rollback --emergency`, and `rollback --restore` if the data is "
+                  "damaged.")
+
+
+def run_command(command: str, *, timeout: float, summary: str = "") -> StepAction:
+    """A step action that runs one command; its summary, else the output's last line."""
+    async def action(ctx: StepContext) -> str:
+        result = await ctx.host.run(command, timeout=timeout, on_line=ctx.emit)
+        if summary:
+            return summary
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else "done"
+    return action
+
+
+def database(i: ProcedureInputs) -> DatabaseConfig:
+    """The environment's database; a procedure that needs one refuses to build without it."""
+    if i.env.database is None:
+        raise ConfigError("this environment has no [database] section in the runbook")
+    return i.env.database
+
+
+def check_current(i: ProcedureInputs) -> Step:
+    env = i.env
+
+    # The spec's `docker-compose ps` and `docker images | grep` as Docker facts: the same answer
+    # without starting docker-compose (a Python program: ~0.3 s per call) on the host.
+    async def action(ctx: StepContext) -> str:
+        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        for c in containers:
+            ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
+        tags = await ctx.docker.image_tags(env.image)
+        for t in tags[:5]:
+            ctx.emit(f"{t.repository}  {t.tag:<12} {t.image_id.removeprefix('sha256:')[:12]}  "
+                     f"created {t.created:%Y-%m-%d %H:%M:%S} UTC")
+        running = running_tag(containers, env) or "nothing"
+        if not any(t.tag == ctx.target for t in tags):
+            raise HostError(f"image {env.image}:{ctx.target} is no longer on the host")
+        return f"{env.service} runs {running}; {env.image}:{ctx.target} is present"
+
+    return Step(
+        key="check_current", title="Check current version", action=action,
+        shows=(f"docker ps: containers of compose project {env.compose.project_name} "
+               "(Docker API)",
+               f"docker images {env.image}: tags and creation times (Docker API)"),
+        leaves=f"untouched: {env.service} still runs {i.current}", timeout_s=COMMAND_S,
+    )
+
+
+def stop(i: ProcedureInputs, leaves: str) -> Step:
+    t = i.env.timeouts.compose_down_s
+    c = cmd.compose(i.env, "down")
+    return Step(key=STOP, title="Stop services",
+                action=run_command(c, timeout=t, summary="services stopped"),
+                shows=(c,), leaves=leaves, timeout_s=t + 5, destructive=True,
+                if_failed=ADVICE_DOWN)
+
+
+def switch(i: ProcedureInputs, leaves: str) -> Step:
+    env = i.env
+    backup_path = f"{env.compose.file}.rollbot-{i.epoch}.bak"
+
+    async def action(ctx: StepContext) -> str:
+        text = await ctx.host.read_file(env.compose.file)
+        change = switch_image_tag(text, service=env.service, image=env.image, new_tag=ctx.target)
+        ctx.emit(f"{env.compose.file}: image {env.image}:{change.old_tag} -> "
+                 f"{env.image}:{change.new_tag}")
+        await ctx.host.write_file_atomic(env.compose.file, change.text, backup_path=backup_path)
+        ctx.facts.compose_backup = backup_path
+        ctx.emit(f"previous file kept as {backup_path}")
+        return f"compose file now names {env.image}:{ctx.target}"
+
+    return Step(
+        key=SWITCH, title=f"Switch compose file to {i.target}", action=action,
+        shows=(f"sftp: in {env.compose.file} set services.{env.service}.image to "
+               f"{env.image}:{i.target} (copy kept as {backup_path}; written to a temp file, "
+               "then renamed)",),
+        leaves=leaves, timeout_s=COMMAND_S, destructive=True,
+        if_failed=f"the compose file is unchanged or fully changed (never partial); the copy is "
+                  f"{backup_path}. {ADVICE_DOWN}",
+    )
+
+
+def start(i: ProcedureInputs) -> Step:
+    t = i.env.timeouts.compose_up_s
+    c = cmd.compose(i.env, "up", "-d")
+    return Step(key=START, title="Start services",
+                action=run_command(c, timeout=t, summary=f"services started on {i.target}"),
+                shows=(c,), leaves=f"services started on {i.target}, health not yet confirmed",
+                timeout_s=t + 5, destructive=True, if_failed=ADVICE_DOWN)
+
+
+def wait_healthy(i: ProcedureInputs, *, deadline_s: float, title: str = "Wait for health",
+                 failure_status: RunStatus = RunStatus.FAILED, if_failed: str = _ADVICE_HEALTH
+                 ) -> Step:
+    env = i.env
+    interval = env.timeouts.health_interval_s
+
+    async def action(ctx: StepContext) -> str:
+        poll = await ctx.probe.wait_healthy(env.health_url, deadline_s=deadline_s,
+                                            interval_s=interval)
+        answer = f"HTTP {poll.status}" if poll.status is not None else poll.detail
+        if not poll.ok:
+            raise HealthCheckFailed(
+                f"{env.health_url} still answered {answer} after {poll.elapsed_s:.0f} s "
+                f"({poll.attempts} tries)"
+            )
+        ctx.emit(f"GET {env.health_url} -> {answer} after {poll.elapsed_s:.1f} s "
+                 f"({poll.attempts} tries)")
+        return f"healthy after {poll.elapsed_s:.1f} s"
+
+    return Step(
+        key="wait_healthy", title=title, action=action,
+        shows=(f"GET {env.health_url} every {interval:g} s until 2xx "
+               f"(at most {deadline_s:.0f} s)",),
+        leaves=f"{env.service} runs {i.target} and answers healthy", timeout_s=deadline_s + 10,
+        failure_status=failure_status, if_failed=if_failed,
+        failed_state=f"services started on {i.target} but NOT healthy",
+    )
+
+
+def reported_version(body: str) -> str:
+    """The version a /version endpoint reports: JSON ``{"version": …}`` or plain text."""
+    text = body.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.splitlines()[0].strip() if text else ""
+    if isinstance(data, dict):
+        return str(data.get("version", ""))
+    return str(data)
+
+
+def _verify_version(i: ProcedureInputs) -> Step:
+    env = i.env
+
+    async def action(ctx: StepContext) -> str:
+        status, body = await ctx.probe.fetch(env.version_url, timeout_s=10)
+        if status is None or not 200 <= status < 300:
+            raise HealthCheckFailed(f"{env.version_url} answered {status or body}")
+        seen = reported_version(body)
+        ctx.emit(f"GET {env.version_url} -> {seen[:80]}")
+        if seen != ctx.target:
+            raise HealthCheckFailed(
+                f"{env.version_url} reports '{seen[:40]}', not {ctx.target}"
+            )
+        return f"version endpoint reports {seen}"
+
+    return Step(
+        key="verify_version", title="Check service version", action=action,
+        shows=(f"GET {env.version_url} must report {i.target}",),
+        leaves=f"{env.service} runs {i.target}, healthy, version confirmed", timeout_s=20,
+        failed_state=f"services started and healthy, but not reporting {i.target}",
+        if_failed="the host serves another version than expected; check which image runs.",
+    )
+
+
+def _confirm_services(i: ProcedureInputs) -> Step:
+    env = i.env
+
+    async def action(ctx: StepContext) -> str:
+        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        for c in containers:
+            ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
+        down = [c.name for c in containers if not c.up]
+        if not containers:
+            raise HealthCheckFailed(f"no containers of compose project "
+                                    f"'{env.compose.project_name}' are running")
+        if down:
+            raise HealthCheckFailed(f"not running: {', '.join(down)}")
+        if running_tag(containers, env) != ctx.target:
+            raise HealthCheckFailed(f"{env.service} does not run {env.image}:{ctx.target}")
+        return f"all {len(containers)} services Up"
+
+    return Step(
+        key="confirm_services", title="Confirm all services are up", action=action,
+        shows=(f"docker ps (compose project {env.compose.project_name}): every service running",),
+        leaves=f"{env.service} runs {i.target}, healthy, all services up", timeout_s=COMMAND_S,
+        if_failed="some services are not up; check `docker-compose ps` and their logs.",
+    )
+
+
+def bring_up(i: ProcedureInputs, switched: str) -> tuple[Step, ...]:
+    """The spec's common ending: edit the compose file, start, wait for health, confirm."""
+    return (
+        switch(i, switched),
+        start(i),
+        wait_healthy(i, deadline_s=i.env.timeouts.health_s),
+        _verify_version(i),
+        _confirm_services(i),
+    )
