@@ -75,8 +75,12 @@ async def confirm_and_approve(world: SlackWorld, card: Message, *, confirmer: st
 
 
 async def final(world: SlackWorld, ts: str, prefix: str) -> str:
-    msg = await world.wait_message(lambda m: m.ts == ts and header(m).startswith(prefix),
-                                   timeout=180)
+    try:
+        msg = await world.wait_message(lambda m: m.ts == ts and header(m).startswith(prefix),
+                                       timeout=180)
+    except TimeoutError:
+        now = [message_text(m) for m in world.emu.messages(INCIDENTS) if m.ts == ts]
+        raise AssertionError(f"the card never reached '{prefix}'; it says: {now}") from None
     return message_text(msg)
 
 
