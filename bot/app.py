@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import httpx
 
 from bot.autorollback.deploys import DeployStore
+from bot.autorollback.machine import AutoRollback
+from bot.autorollback.sightings import Sightings
 from bot.config import Runbook, Settings, load_runbook
 from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
@@ -31,6 +33,7 @@ class App:
     verifier: Verifier
     reporter: Reporter
     deploys: DeployStore
+    auto: AutoRollback  # tells the log until a front gives it another notifier (notify_with)
 
 
 def load(settings: Settings) -> Runbook:
@@ -86,5 +89,7 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot.finished_hooks.append(write_report)
         rollbot.finished_hooks.append(quarantine)
         verifier.checked_hooks.append(rewrite_report)
+        auto = AutoRollback(rollbot=rollbot, deploys=deploys, sightings=Sightings(store.pool))
+        stack.push_async_callback(auto.wait_idle, 3600.0)  # a countdown's rollback finishes
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
-                  verifier=verifier, reporter=reporter, deploys=deploys)
+                  verifier=verifier, reporter=reporter, deploys=deploys, auto=auto)
