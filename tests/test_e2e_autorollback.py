@@ -111,6 +111,9 @@ async def test_bad_deploy_is_rolled_back_after_the_countdown_and_quarantined(
     [run] = await store.history()
     assert run.status is RunStatus.SUCCEEDED and run.requested_by == "rollbot (automatic)"
     assert run.reason.startswith("automatic rollback of v1.2.3")
+    # the run was shown in the countdown's message: its thread gets the verification checks
+    shown = await store.approvals.front_ref_for_run(run.id)
+    assert shown is not None and shown["ts"] == countdown.ts
     allowed = await hook(world, "/hooks/deploy/allowed",
                          {"environment": "production", "version": "v1.2.3"})
     assert allowed.status_code == 409

@@ -15,11 +15,11 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.autorollback.contract import DeployEvent
 from bot.autorollback.deploys import Deploy, DeployState, DeployStore, Quarantined
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 AUTOMATIC = "rollbot (automatic)"
 _POLL_S = 0.2
+_T = TypeVar("_T")
 _OPEN = (DeployState.COUNTDOWN, DeployState.INTERRUPTED, DeployState.OFFERED)
 
 
@@ -180,7 +181,8 @@ class AutoRollback:
     async def _watch(self, deploy: Deploy) -> list[str]:
         env_name, env = self._rollbot.environment(deploy.environment)
         cfg = env.auto_rollback
-        deploy = await self._remember(deploy, await self._notifier.watching(deploy, cfg))
+        deploy = await self._remember(deploy, await self._tell(
+            deploy, self._notifier.watching(deploy, cfg)))
         started = time.monotonic()
         last_told = -math.inf   # the start itself is not an update
 
@@ -194,9 +196,11 @@ class AutoRollback:
             last_told = time.monotonic()
             elapsed = last_told - started
             if done:
-                await self._notifier.healthy(deploy, cfg, result, elapsed_s=elapsed)
+                await self._tell(deploy, self._notifier.healthy(deploy, cfg, result,
+                                                                elapsed_s=elapsed))
             else:
-                await self._notifier.observed(deploy, cfg, result, elapsed_s=elapsed)
+                await self._tell(deploy, self._notifier.observed(deploy, cfg, result,
+                                                                 elapsed_s=elapsed))
 
         async def shown(_obs: Observation, result: WatchResult) -> None:
             await paced(result)
@@ -217,7 +221,8 @@ class AutoRollback:
                                         detail="; ".join(triggers)):
             return
         deploy = await self._deploys.get(deploy.id)
-        await self._remember(deploy, await self._notifier.offered(deploy, triggers))
+        await self._remember(deploy, await self._tell(deploy,
+                                                      self._notifier.offered(deploy, triggers)))
 
     async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
         _, env = self._rollbot.environment(deploy.environment)
@@ -227,8 +232,8 @@ class AutoRollback:
                                         countdown_s=seconds):
             return
         deploy = await self._deploys.get(deploy.id)
-        await self._remember(deploy, await self._notifier.counting_down(deploy, triggers,
-                                                                        seconds=seconds))
+        await self._remember(deploy, await self._tell(deploy, self._notifier.counting_down(
+            deploy, triggers, seconds=seconds)))
         deadline = datetime.now(UTC) + timedelta(seconds=seconds)
         while datetime.now(UTC) < deadline:
             await asyncio.sleep(_POLL_S)
@@ -250,7 +255,7 @@ class AutoRollback:
             if isinstance(event, RunStarted):
                 await self._deploys.attach_run(deploy.id, event.run_id)
 
-        observers = await self._notifier.rolling_back(deploy, request)
+        observers = await self._tell(deploy, self._notifier.rolling_back(deploy, request)) or ()
         try:
             outcome: RunOutcome | None = await self._rollbot.rollback(
                 request, observers=[attach, *observers])
@@ -265,9 +270,9 @@ class AutoRollback:
         await self._deploys.move(deploy.id, (DeployState.ROLLING_BACK,),
                                  DeployState.ROLLED_BACK if ok else DeployState.FAILED)
         if outcome is None:
-            await self._notifier.not_rolled_back(deploy, problem)
+            await self._tell(deploy, self._notifier.not_rolled_back(deploy, problem))
         else:
-            await self._notifier.rolled_back(deploy, outcome)
+            await self._tell(deploy, self._notifier.rolled_back(deploy, outcome))
 
     # --- what people decide ----------------------------------------------------------------
 
@@ -291,22 +296,28 @@ class AutoRollback:
         await self._rollbot.store.audit(environment=deploy.environment, actor=by,
                                         kind="auto_cancel",
                                         detail=f"{did} {deploy.version}: {deploy.detail}")
-        await self._notifier.cancelled(deploy, by=by, offered=offered)
+        await self._tell(deploy, self._notifier.cancelled(deploy, by=by, offered=offered))
         return Decision(True)
 
     async def resume_after_restart(self) -> None:
         """Countdowns and watches a stopped rollbot left: reported; they wait for a person."""
         for deploy in await self._deploys.interrupt_countdowns():
-            try:
-                await self._notifier.interrupted(deploy)
-            except Exception:
-                log.exception("could not report interrupted deploy #%s", deploy.id)
+            await self._tell(deploy, self._notifier.interrupted(deploy))
 
     async def record_notice(self, run_id: int, where: Where) -> None:
         """Where stakeholders were told how an automatic rollback ended (ETA, checklist)."""
         await self._rollbot.store.save_notice(run_id, front_ref=where)
 
     # --- tasks -----------------------------------------------------------------------------
+
+    async def _tell(self, deploy: Deploy, told: Awaitable[_T]) -> _T | None:
+        """Tell the notifier; a failure to show something never stops the machine."""
+        try:
+            return await told
+        except Exception:
+            log.exception("the notifier failed to show deploy #%s (%s %s)", deploy.id,
+                          deploy.environment, deploy.version)
+            return None
 
     async def _remember(self, deploy: Deploy, where: Where | None) -> Deploy:
         """Keep where the notifier showed the deploy, for its later updates and the run."""
