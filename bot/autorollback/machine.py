@@ -304,6 +304,20 @@ class AutoRollback:
         for deploy in await self._deploys.interrupt_countdowns():
             await self._tell(deploy, self._notifier.interrupted(deploy))
 
+    async def quarantine_rolled_back(self, outcome: RunOutcome) -> None:
+        """A ``Rollbot.finished_hooks`` entry: a version rolled back (by anyone) is quarantined.
+
+        CI's ``/hooks/deploy/allowed`` then refuses it. ``from_version`` is pre-flight's
+        "current": after a deploy that did not finish (the compose file names a newer release
+        than still runs) it is the file's, failed one.
+        """
+        run = await self._rollbot.store.get_run(outcome.run_id)
+        if (run is not None and outcome.status is RunStatus.SUCCEEDED
+                and run.from_version and run.from_version != run.to_version):
+            await self._deploys.quarantine(environment=run.environment, version=run.from_version,
+                                           by=run.requested_by, run_id=run.id,
+                                           reason=run.reason or "rolled back")
+
     async def record_notice(self, run_id: int, where: Where) -> None:
         """Where stakeholders were told how an automatic rollback ended (ETA, checklist)."""
         await self._rollbot.store.save_notice(run_id, front_ref=where)
