@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import httpx
 
 from bot.autorollback.deploys import DeployStore
+from bot.autorollback.machine import AutoRollback
+from bot.autorollback.sightings import Sightings
 from bot.config import Runbook, Settings, load_runbook
 from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
@@ -31,6 +33,7 @@ class App:
     verifier: Verifier
     reporter: Reporter
     deploys: DeployStore
+    auto: AutoRollback  # tells the log until a front gives it another notifier (notify_with)
 
 
 def load(settings: Settings) -> Runbook:
@@ -70,21 +73,12 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
             await reporter.write(result.run_id)
 
         deploys = DeployStore(store.pool)
-
-        async def quarantine(outcome: RunOutcome) -> None:
-            # A version that was rolled back is marked bad, so CI can refuse to deploy it again.
-            # from_version is pre-flight's "current": after a deploy that did not finish (the
-            # compose file names a newer release than still runs) it is the file's, failed one.
-            run = await store.get_run(outcome.run_id)
-            if (run is not None and outcome.status is RunStatus.SUCCEEDED
-                    and run.from_version and run.from_version != run.to_version):
-                await deploys.quarantine(environment=run.environment, version=run.from_version,
-                                         by=run.requested_by, run_id=run.id,
-                                         reason=run.reason or "rolled back")
+        auto = AutoRollback(rollbot=rollbot, deploys=deploys, sightings=Sightings(store.pool))
+        stack.push_async_callback(auto.wait_idle, 3600.0)  # a countdown's rollback finishes
 
         rollbot.finished_hooks.append(verifier.after_run)
         rollbot.finished_hooks.append(write_report)
-        rollbot.finished_hooks.append(quarantine)
+        rollbot.finished_hooks.append(auto.quarantine_rolled_back)
         verifier.checked_hooks.append(rewrite_report)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
-                  verifier=verifier, reporter=reporter, deploys=deploys)
+                  verifier=verifier, reporter=reporter, deploys=deploys, auto=auto)

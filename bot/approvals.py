@@ -131,9 +131,14 @@ class Approvals:
         return Transition(current, False, _not_open(current))
 
     async def front_ref_for_run(self, run_id: int) -> dict[str, Any] | None:
-        """Where the front showed the run (its live message), if a front did."""
+        """Where the front showed the run (its live message), if a front did.
+
+        A person's run is shown on its card; an automatic rollback's on its deploy's message.
+        """
         raw = await self._pool.fetchval(
-            "SELECT front_ref FROM pending_rollbacks WHERE run_id = $1", run_id)
+            "SELECT front_ref FROM (SELECT front_ref, 0 AS rank FROM pending_rollbacks"
+            " WHERE run_id = $1 UNION ALL SELECT front_ref, 1 FROM deploys WHERE run_id = $1)"
+            " shown ORDER BY rank LIMIT 1", run_id)
         return json.loads(raw) if raw is not None else None
 
     async def attach_run(self, pending_id: str, run_id: int) -> None:

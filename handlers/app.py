@@ -17,7 +17,7 @@ from bot.model import ProcedureName
 from bot.recovery import RecoveryChoice
 from handlers import blocks as ui
 from handlers.assess import parse_assess_submission
-from handlers.autorollback import AutoRollback
+from handlers.autorollback import SlackAutoRollback
 from handlers.flows import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
 from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, View
@@ -111,7 +111,7 @@ def _value(body: dict[str, Any]) -> str:
 
 
 def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
-              auto: AutoRollback) -> AsyncApp:
+              auto: SlackAutoRollback) -> AsyncApp:
     app = AsyncApp(client=client, signing_secret=signing_secret,
                    raise_error_for_unhandled_request=False)
     seen = SeenEvents()

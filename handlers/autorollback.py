@@ -1,182 +1,63 @@
-"""Automatic rollback in Slack: the watch after a CI deploy, the countdown, and the rollback.
+"""Automatic rollback in Slack: the machine's notifier, its messages, and its buttons.
 
-A deploy announced through the signed hook is watched in one live message; when a trigger fires,
-a countdown message says what was seen and offers **Roll back now** and **Cancel**; with no click
-the `simple` procedure runs to the previous version, as rollbot itself ("automatic"), through the
-same flow as a person's rollback: live message, notice, verification, report, checklist.
+The state machine lives in ``bot/autorollback/machine.py``; this module renders what it decided:
+the watch in one live message, the countdown with **Roll back now** and **Cancel**, CI's failure
+offered as buttons, the restart notice, and the run itself (live message, stakeholder notice,
+report and checklist in its thread), like a person's rollback. The buttons call the machine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import time
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.autorollback.deploys import Deploy, DeployState, DeployStore
-from bot.autorollback.watch import Observation, WatchResult, watch, window_ratio
+from bot.autorollback.deploys import Deploy
+from bot.autorollback.machine import AutoRollback
+from bot.autorollback.notifier import Where
+from bot.autorollback.watch import WatchResult, window_ratio
 from bot.config import AutoRollbackConfig, SlackConfig
-from bot.edges.session import open_session
-from bot.model import ProcedureName, RollbackRequest
-from bot.service import Rollbot
-from bot.versions import parse_version
+from bot.events import Observer, RunEvent, RunStarted
+from bot.model import RollbackRequest, RunOutcome, RunStatus
+from bot.post_rollback.report import Reporter
 from handlers import blocks as ui
 from handlers.flows import Reply, SlackFront
 from handlers.ids import Action, Block
+from handlers.live import LiveRun
 from handlers.metadata import DeployRef, NextStep
+from handlers.slack_writer import SlackMessage, SlackWriter
 
 log = logging.getLogger(__name__)
 
-AUTOMATIC = "rollbot (automatic)"
-_POLL_S = 0.2
+_FINAL_DELIVERY_S = 600.0
 
 
-class AutoRollback:
-    """Watches deploys, counts down, rolls back; every decision is one conditional update."""
+@dataclass
+class _ShownRun:
+    """An automatic rollback's run as Slack shows it: the live message and its writer."""
 
-    def __init__(self, *, rollbot: Rollbot, front: SlackFront, deploys: DeployStore,
-                 client: AsyncWebClient, config: SlackConfig) -> None:
-        self._rollbot = rollbot
+    writer: SlackWriter
+    message: SlackMessage
+    live: LiveRun
+
+
+class SlackAutoRollback:
+    """The Slack notifier of the automatic-rollback machine, and the handlers of its buttons."""
+
+    def __init__(self, *, auto: AutoRollback, front: SlackFront, client: AsyncWebClient,
+                 config: SlackConfig, reporter: Reporter,
+                 min_update_interval_s: float = 1.0) -> None:
+        self._auto = auto
         self._front = front
-        self._deploys = deploys
         self._client = client
         self._config = config
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    # --- the hook --------------------------------------------------------------------------
-
-    async def on_deploy(self, *, environment: str, version: str, previous_version: str,
-                        stage: str, commit: str, actor: str, run_url: str
-                        ) -> tuple[int, dict[str, Any]]:
-        """Record the deploy and start watching it; the HTTP answer for CI."""
-        _, env = self._rollbot.environment(environment)
-        deploy, new = await self._deploys.record(
-            environment=environment, version=version, previous_version=previous_version,
-            stage=stage, commit=commit, actor=actor, run_url=run_url)
-        if not new:
-            return 200, {"deploy": deploy.id, "state": deploy.state.value,
-                         "status": "already received; watched once"}
-        if not env.auto_rollback.enabled:
-            await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
-                                     detail="automatic rollback is disabled for this "
-                                            "environment")
-            return 200, {"deploy": deploy.id, "status": "automatic rollback disabled"}
-        self._spawn(self._handle(deploy))
-        if stage == "deployed":
-            status = "watching"
-        elif env.auto_rollback.trust_ci_failures:
-            status = "counting down"
-        else:
-            status = "offered to a person in Slack (trust_ci_failures is off)"
-        return 202, {"deploy": deploy.id, "status": status}
-
-    async def _handle(self, deploy: Deploy) -> None:
-        if deploy.stage == "deployed":
-            triggers = await self._watch(deploy)
-            if not triggers:
-                return
-        else:
-            triggers = [ci_failure(deploy)]
-            _, env = self._rollbot.environment(deploy.environment)
-            if not env.auto_rollback.trust_ci_failures:
-                # Only CI says so: a person decides, nothing runs by itself.
-                await self._offer(deploy, triggers)
-                return
-        await self._countdown(deploy, triggers)
-
-    async def _watch(self, deploy: Deploy) -> list[str]:
-        env_name, env = self._rollbot.environment(deploy.environment)
-        cfg = env.auto_rollback
-        text, blocks = watch_message(deploy, cfg, WatchResult(planned=cfg.planned_checks),
-                                     elapsed_s=0.0)
-        posted = await self._client.chat_postMessage(channel=self._config.incidents_channel,
-                                                     text=text, blocks=blocks)
-        ref = {"channel": self._config.incidents_channel, "ts": str(posted["ts"])}
-        await self._deploys.set_front_ref(deploy.id, ref)
-        started = time.monotonic()
-        last_update = -math.inf   # the post itself is not an edit
-
-        async def paced(result: WatchResult, *, done: bool = False) -> None:
-            # In place, at most once per interval: a 30-minute watch edits one bounded message.
-            # Looks come on that cadence, so waiting out the few ms of jitter drops none.
-            nonlocal last_update
-            wait = last_update + cfg.interval_seconds - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last_update = time.monotonic()
-            await self._update(ref, *watch_message(deploy, cfg, result,
-                                                   elapsed_s=last_update - started, done=done))
-
-        async def shown(_obs: Observation, result: WatchResult) -> None:
-            await paced(result)
-
-        async with open_session(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
-                                run_id=None) as session:
-            result = await watch(env=env, probe=self._rollbot.probe, docker=session.docker,
-                                 deployed=deploy.version, on_observation=shown)
-        if not result.failed:
-            await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
-                                     detail=f"{len(result.observations)} checks green")
-            await paced(result, done=True)
-        return result.triggers
-
-    async def _offer(self, deploy: Deploy, triggers: list[str]) -> None:
-        """CI's own failure report without trust: posted with the rollback as buttons."""
-        if not await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.OFFERED,
-                                        detail="; ".join(triggers)):
-            return
-        deploy = await self._deploys.get(deploy.id)
-        text, blocks = offer_message(deploy, triggers)
-        posted = await self._client.chat_postMessage(channel=self._config.incidents_channel,
-                                                     text=text, blocks=blocks)
-        await self._deploys.set_front_ref(deploy.id, {"channel": self._config.incidents_channel,
-                                                      "ts": str(posted["ts"])})
-
-    async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
-        _, env = self._rollbot.environment(deploy.environment)
-        seconds = env.auto_rollback.countdown_seconds
-        if not await self._deploys.move(deploy.id, (DeployState.WATCHING,),
-                                        DeployState.COUNTDOWN, detail="; ".join(triggers),
-                                        countdown_s=seconds):
-            return
-        deploy = await self._deploys.get(deploy.id)
-        text, blocks = countdown_message(deploy, triggers, seconds=seconds)
-        posted = await self._client.chat_postMessage(channel=self._config.incidents_channel,
-                                                     text=text, blocks=blocks)
-        ref = {"channel": self._config.incidents_channel, "ts": str(posted["ts"])}
-        await self._deploys.set_front_ref(deploy.id, ref)
-        deadline = datetime.now(UTC) + timedelta(seconds=seconds)
-        while datetime.now(UTC) < deadline:
-            await asyncio.sleep(_POLL_S)
-            if (await self._deploys.get(deploy.id)).state is not DeployState.COUNTDOWN:
-                return  # cancelled, or someone clicked "Roll back now"
-        if await self._deploys.move(deploy.id, (DeployState.COUNTDOWN,),
-                                    DeployState.ROLLING_BACK, by=AUTOMATIC):
-            await self._roll_back(await self._deploys.get(deploy.id), by=AUTOMATIC)
-
-    async def _roll_back(self, deploy: Deploy, *, by: str) -> None:
-        request = RollbackRequest(
-            environment=deploy.environment, procedure=ProcedureName.SIMPLE,
-            target=parse_version(deploy.previous_version), requested_by=AUTOMATIC,
-            reason=f"automatic rollback of {deploy.version}: {deploy.detail}")
-        pending = await self._rollbot.store.approvals.propose(request, ttl=timedelta(minutes=5))
-        ref = deploy.front_ref
-        await self._rollbot.store.approvals.set_front_ref(pending.id, {
-            "channel": ref["channel"], "ts": ref["ts"], "body": [], "facts": {}})
-        move = await self._rollbot.store.approvals.confirm(pending.id, by=by,
-                                                           needs_second=False)
-        run_id = await self._front.run_pending(move.pending, confirmed_by=(by,))
-        if run_id is not None:
-            await self._deploys.attach_run(deploy.id, run_id)
-        record = await self._rollbot.store.get_run(run_id) if run_id else None
-        ok = record is not None and record.status.value == "succeeded"
-        await self._deploys.move(deploy.id, (DeployState.ROLLING_BACK,),
-                                 DeployState.ROLLED_BACK if ok else DeployState.FAILED)
+        self._reporter = reporter
+        self._interval = min_update_interval_s
+        self._runs: dict[int, _ShownRun] = {}
 
     # --- clicks ----------------------------------------------------------------------------
 
@@ -184,84 +65,168 @@ class AutoRollback:
         if refusal := await self._front.user_refusal(user, "roll back"):
             await reply(ui.refusal(refusal), refusal)
             return
-        if not await self._deploys.move(deploy_id, (DeployState.COUNTDOWN,
-                                                    DeployState.INTERRUPTED,
-                                                    DeployState.OFFERED),
-                                        DeployState.ROLLING_BACK, by=user):
-            deploy = await self._deploys.get(deploy_id)
-            reason = f"Nothing to do: this deploy is {deploy.state.value.replace('_', ' ')}."
-            await reply(ui.refusal(reason), reason)
-            return
-        self._spawn(self._roll_back(await self._deploys.get(deploy_id), by=user))
+        decision = await self._auto.roll_back_now(deploy_id, by=user)
+        if not decision.taken:
+            await reply(ui.refusal(decision.reason), decision.reason)
 
     async def on_cancel(self, *, user: str, deploy_id: int, reply: Reply) -> None:
         if refusal := await self._front.user_refusal(user, "cancel an automatic rollback"):
             await reply(ui.refusal(refusal), refusal)
             return
-        deploy = await self._deploys.get(deploy_id)
-        if not await self._deploys.move(deploy_id, (DeployState.COUNTDOWN,
-                                                    DeployState.INTERRUPTED,
-                                                    DeployState.OFFERED),
-                                        DeployState.CANCELLED, by=user):
-            reason = f"Too late to cancel: this deploy is {deploy.state.value.replace('_', ' ')}."
-            await reply(ui.refusal(reason), reason)
-            return
-        offered = deploy.state is DeployState.OFFERED
-        did = ("dismissed the rollback offered for" if offered
-               else "cancelled the automatic rollback of")
-        await self._rollbot.store.audit(environment=deploy.environment, actor=user,
-                                        kind="auto_cancel",
-                                        detail=f"{did} {deploy.version}: {deploy.detail}")
+        decision = await self._auto.cancel(deploy_id, by=user)
+        if not decision.taken:
+            await reply(ui.refusal(decision.reason), decision.reason)
+
+    # --- the notifier: the watch, the countdown, the offer ---------------------------------
+
+    async def watching(self, deploy: Deploy, config: AutoRollbackConfig) -> Where | None:
+        text, blocks = watch_message(deploy, config, WatchResult(planned=config.planned_checks),
+                                     elapsed_s=0.0)
+        return await self._post(text, blocks)
+
+    async def observed(self, deploy: Deploy, config: AutoRollbackConfig, result: WatchResult,
+                       *, elapsed_s: float) -> None:
+        await self._update(deploy, *watch_message(deploy, config, result, elapsed_s=elapsed_s))
+
+    async def healthy(self, deploy: Deploy, config: AutoRollbackConfig, result: WatchResult,
+                      *, elapsed_s: float) -> None:
+        await self._update(deploy, *watch_message(deploy, config, result, elapsed_s=elapsed_s,
+                                                  done=True))
+
+    async def counting_down(self, deploy: Deploy, triggers: Sequence[str], *,
+                            seconds: float) -> Where | None:
+        return await self._post(*countdown_message(deploy, triggers, seconds=seconds))
+
+    async def offered(self, deploy: Deploy, triggers: Sequence[str]) -> Where | None:
+        return await self._post(*offer_message(deploy, triggers))
+
+    async def interrupted(self, deploy: Deploy) -> None:
+        await self._post(*interrupted_message(deploy))
+
+    async def cancelled(self, deploy: Deploy, *, by: str, offered: bool) -> None:
         what = "Rollback offered for" if offered else "Automatic rollback of"
         done = "dismissed" if offered else "cancelled"
-        text = (f"🛑 {what} {deploy.version} {done} by {ui.mention(user)}. "
+        text = (f"🛑 {what} {deploy.version} {done} by {ui.mention(by)}. "
                 f"Nothing was rolled back; {deploy.environment} stays as CI left it.")
-        await self._update(deploy.front_ref, text, [ui.section(text)])
+        await self._update(deploy, text, [ui.section(text)])
 
-    async def resume_after_restart(self) -> None:
-        """Countdowns that a stopped rollbot left: reported, and they wait for a person."""
-        for deploy in await self._deploys.interrupt_countdowns():
-            text = (f"⚠️ rollbot restarted while watching or counting down for {deploy.version} "
-                    f"in {deploy.environment} ({deploy.detail or 'no trigger yet'}). Nothing "
-                    "was rolled back; decide now.")
-            ref = DeployRef(deploy=deploy.id).dump()
-            try:
-                await self._client.chat_postMessage(
-                    channel=self._config.incidents_channel, text=text, blocks=[
-                        ui.section(text), ui.actions(
-                            Block.AUTO_ACTIONS,
-                            ui.button(f"Roll back to {deploy.previous_version} now",
-                                      Action.AUTO_ROLL_BACK_NOW, ref, style="danger"),
-                            ui.button("Cancel", Action.AUTO_CANCEL, ref))])
-            except SlackApiError as exc:
-                log.error("could not report interrupted deploy #%s: %s", deploy.id, exc)
+    # --- the notifier: the run, in the message that announced it ---------------------------
+
+    async def rolling_back(self, deploy: Deploy, request: RollbackRequest) -> Sequence[Observer]:
+        writer = SlackWriter(self._client, min_interval_s=self._interval)
+        writer.start()
+        ref = deploy.front_ref
+        message = writer.message(str(ref.get("channel", self._config.incidents_channel)),
+                                 ts=str(ref["ts"]) if "ts" in ref else None)
+        live = LiveRun(writer=writer, message=message, state=ui.LiveState(
+            run_id=0, environment=request.environment, procedure=request.procedure,
+            from_version="(pre-flight)", to_version=str(request.target or "previous"),
+            requested_by=request.requested_by, confirmed_by=request.approved_by,
+            reason=request.reason, started_at=datetime.now(UTC)))
+        live.render()
+        self._runs[deploy.id] = _ShownRun(writer=writer, message=message, live=live)
+
+        async def show(event: RunEvent) -> None:
+            if isinstance(event, RunStarted):
+                live.state.run_id = event.run_id
+            await live(event)
+        return [show]
+
+    async def rolled_back(self, deploy: Deploy, outcome: RunOutcome) -> None:
+        shown = self._runs.pop(deploy.id, None)
+        if shown is None:
+            return
+        try:
+            if outcome.status is RunStatus.REFUSED:
+                shown.live.state.outcome = outcome
+                shown.live.state.host_state = outcome.host_state
+                shown.live.render()
+            await shown.writer.drain(timeout_s=_FINAL_DELIVERY_S)
+            if outcome.status is RunStatus.REFUSED:
+                return  # the live message says why; nothing happened to production
+            await self._notice(outcome, deploy.environment, shown.writer)
+            if shown.message.ts:
+                await self._after_run(outcome.run_id, channel=shown.message.channel,
+                                      thread_ts=shown.message.ts)
+        finally:
+            await shown.writer.close()
+
+    async def not_rolled_back(self, deploy: Deploy, reason: str) -> None:
+        shown = self._runs.pop(deploy.id, None)
+        if shown is None:
+            return
+        try:
+            text = f"⚠️ The automatic rollback of {deploy.version} could not start: {reason}"
+            shown.writer.set(shown.message, text=text, blocks=[ui.section(ui.esc(text))])
+            await shown.writer.drain(timeout_s=60)
+        finally:
+            await shown.writer.close()
+
+    async def _notice(self, outcome: RunOutcome, environment: str, writer: SlackWriter) -> None:
+        """The stakeholder notice in the incidents channel, delivered like the live message."""
+        channel = self._config.incidents_channel
+        if outcome.status is RunStatus.SUCCEEDED:
+            blocks = ui.notice_success(version=outcome.to_version or "?", eta="TBD",
+                                       run_id=outcome.run_id)
+        else:
+            blocks = ui.notice_failure(outcome, environment=environment)
+        notice = writer.message(channel)
+        writer.set(notice, text=ui.notice_text(blocks), blocks=blocks)
+        if await writer.drain(timeout_s=_FINAL_DELIVERY_S) and notice.ts:
+            await self._auto.record_notice(outcome.run_id, {"channel": channel, "ts": notice.ts})
+
+    async def _after_run(self, run_id: int, *, channel: str, thread_ts: str) -> None:
+        """The report as the engine wrote it, uploaded into the run's thread, then the checklist."""
+        try:
+            saved = await self._reporter.saved(run_id)
+            if saved is None:  # its writer failed (logged there): the thread still gets one
+                path, markdown = await self._reporter.write(run_id)
+            else:
+                path, markdown = saved.path, saved.markdown
+            await self._client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, filename=path.name, content=markdown,
+                title=f"Rollback report, run #{run_id}", initial_comment="📝 Rollback report")
+        except Exception:
+            log.exception("could not upload the report of run #%s", run_id)
+        await self._front.refresh_checklist(run_id, channel=channel, thread_ts=thread_ts)
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _update(self, ref: dict[str, Any], text: str, blocks: ui.Blocks) -> None:
+    async def _post(self, text: str, blocks: ui.Blocks) -> Where | None:
+        channel = self._config.incidents_channel
+        try:
+            posted = await self._client.chat_postMessage(channel=channel, text=text,
+                                                         blocks=blocks)
+        except SlackApiError as exc:
+            log.error("could not post to %s (%s): %s", channel, text, exc)
+            return None
+        return {"channel": channel, "ts": str(posted["ts"])}
+
+    async def _update(self, deploy: Deploy, text: str, blocks: ui.Blocks) -> None:
+        ref = deploy.front_ref
         try:
             await self._client.chat_update(channel=ref["channel"], ts=ref["ts"], text=text,
                                            blocks=blocks)
         except (SlackApiError, KeyError) as exc:
-            log.warning("could not update the deploy message: %s", exc)
-
-    def _spawn(self, coro: Any) -> None:
-        async def wrapped() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("automatic rollback task failed")
-        task = asyncio.create_task(wrapped())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def wait_idle(self, timeout_s: float) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+            log.warning("could not update the message of deploy #%s: %s", deploy.id, exc)
 
 
-def countdown_message(deploy: Deploy, triggers: list[str], *, seconds: float
+def interrupted_message(deploy: Deploy) -> tuple[str, ui.Blocks]:
+    """After a restart: what was interrupted, and the two choices a person has."""
+    text = (f"⚠️ rollbot restarted while watching or counting down for {deploy.version} "
+            f"in {deploy.environment} ({deploy.detail or 'no trigger yet'}). Nothing "
+            "was rolled back; decide now.")
+    ref = DeployRef(deploy=deploy.id).dump()
+    return text, [ui.section(text), ui.actions(
+        Block.AUTO_ACTIONS,
+        ui.button(f"Roll back to {deploy.previous_version} now", Action.AUTO_ROLL_BACK_NOW, ref,
+                  style="danger"),
+        ui.button("Cancel", Action.AUTO_CANCEL, ref))]
+
+
+def countdown_message(deploy: Deploy, triggers: Sequence[str], *, seconds: float
                       ) -> tuple[str, ui.Blocks]:
+    """A trigger fired: what rollbot saw, the countdown, Roll back now and Cancel."""
     seen = "\n".join(f"• {ui.esc(t)}" for t in triggers)
     text = (f"⚠️ {deploy.version} in {deploy.environment} is failing. Rolling back to "
             f"{deploy.previous_version} in {seconds:g} s.")
@@ -282,14 +247,7 @@ def countdown_message(deploy: Deploy, triggers: list[str], *, seconds: float
     return text, blocks
 
 
-def ci_failure(deploy: Deploy) -> str:
-    """What CI reported, in the words the on-call person reads."""
-    if deploy.stage == "migration_failed":
-        return "CI reports: database migrations failed during the deploy"
-    return "CI reports: the new version failed to start during the deploy"
-
-
-def offer_message(deploy: Deploy, triggers: list[str]) -> tuple[str, ui.Blocks]:
+def offer_message(deploy: Deploy, triggers: Sequence[str]) -> tuple[str, ui.Blocks]:
     """CI's failure report, with the rollback offered as buttons and no countdown."""
     seen = "\n".join(f"• {ui.esc(t)}" for t in triggers)
     text = (f"⚠️ {deploy.version} in {deploy.environment} failed to deploy"

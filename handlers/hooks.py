@@ -3,7 +3,8 @@
 A missing or wrong signature, a timestamp over 5 minutes old, or a replayed request (remembered in
 the database, so every rollbot process refuses it) → 401 and an audit entry; a malformed body or an
 unknown environment → 400 with the reason, and so is a ``previous_version`` that is not lower
-than ``version`` or not what rollbot last saw running or deployed (``bot/sightings.py``).
+than ``version`` or not what rollbot last saw running or deployed
+(``bot/autorollback/sightings.py``).
 `allowed` changes nothing, so it needs a valid, fresh signature but no replay check.
 """
 
@@ -23,21 +24,21 @@ from bot.autorollback.contract import (
     parse_query,
     verify,
 )
-from bot.autorollback.deploys import DeployStore
-from bot.autorollback.sightings import Sightings, check_previous_version
+from bot.autorollback.machine import AutoRollback, Reception
 from bot.errors import InvalidInput
-from bot.service import Rollbot
-from handlers.autorollback import AutoRollback
 
 log = logging.getLogger(__name__)
 
+# What CI reads in the status code; the body says the rest.
+_STATUS = {Reception.REFUSED: 400, Reception.REPEATED: 200, Reception.DISABLED: 200,
+           Reception.ACCEPTED: 202}
+
 
 class DeployHooks:
-    def __init__(self, *, secret: str | None, rollbot: Rollbot, deploys: DeployStore,
-                 auto: AutoRollback) -> None:
+    """The two routes; every decision is the automatic-rollback machine's."""
+
+    def __init__(self, *, secret: str | None, auto: AutoRollback) -> None:
         self._secret = secret
-        self._rollbot = rollbot
-        self._deploys = deploys
         self._auto = auto
 
     def routes(self) -> list[web.RouteDef]:
@@ -54,10 +55,10 @@ class DeployHooks:
             verify(self._secret, timestamp=request.headers.get(TIMESTAMP_HEADER),
                    signature=signature, body=body, now=time.time())
         except BadSignature as exc:
-            await self._refused(f"deploy hook refused: {exc}")
+            await self._auto.record_refusal(f"deploy hook refused: {exc}")
             return web.json_response({"error": str(exc)}, status=401)
-        if replay_check and signature and not await self._deploys.first_sighting(signature):
-            await self._refused("deploy hook refused: replayed request")
+        if replay_check and signature and not await self._auto.first_sighting(signature):
+            await self._auto.record_refusal("deploy hook refused: replayed request")
             return web.json_response({"error": "replayed request"}, status=401)
         return None
 
@@ -66,39 +67,10 @@ class DeployHooks:
         if (refusal := await self._authentic(request, body, replay_check=True)) is not None:
             return refusal
         try:
-            event = parse_event(body)
-            self._rollbot.environment(event.environment)
+            received = await self._auto.receive(parse_event(body))
         except InvalidInput as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        # The same deploy sent again is answered as before, not judged against what it caused.
-        seen_before = await self._deploys.find(
-            environment=event.environment, version=event.version,
-            previous_version=event.previous_version, stage=event.stage.value,
-            commit=event.commit)
-        note = ""
-        if seen_before is None:
-            verdict = await check_previous_version(
-                sightings=Sightings(self._rollbot.store.pool), deploys=self._deploys,
-                environment=event.environment, version=event.version,
-                previous=event.previous_version)
-            if not verdict.accepted:
-                await self._rollbot.store.audit(
-                    environment=event.environment, actor=f"ci:{event.actor or '?'}",
-                    kind="refusal", detail=f"deploy hook refused ({event.stage.value} "
-                                           f"{event.version}): {verdict.reason}")
-                return web.json_response({"error": verdict.reason}, status=400)
-            note = verdict.reason
-        status, payload = await self._auto.on_deploy(
-            environment=event.environment, version=event.version,
-            previous_version=event.previous_version, stage=event.stage.value,
-            commit=event.commit, actor=event.actor, run_url=event.run_url)
-        if note:
-            payload["previous_version"] = note
-        await self._rollbot.store.audit(environment=event.environment,
-                                        actor=f"ci:{event.actor or '?'}", kind="deploy",
-                                        detail=f"{event.stage.value} {event.version} (from "
-                                               f"{event.previous_version}): {payload}")
-        return web.json_response(payload, status=status)
+        return web.json_response(received.answer, status=_STATUS[received.reception])
 
     async def allowed(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -106,10 +78,9 @@ class DeployHooks:
             return refusal
         try:
             query = parse_query(body)
-            self._rollbot.environment(query.environment)
+            bad = await self._auto.quarantined(query.environment, query.version)
         except InvalidInput as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        bad = await self._deploys.quarantined(query.environment, query.version)
         if bad is None:
             return web.json_response({"allowed": True})
         answer: dict[str, Any] = {
@@ -117,11 +88,3 @@ class DeployHooks:
             "reason": bad.reason,
             "how_to_lift": f"/rollback unquarantine {query.version} --env {query.environment}"}
         return web.json_response(answer, status=409)
-
-    async def _refused(self, detail: str) -> None:
-        log.warning("%s", detail)
-        try:
-            await self._rollbot.store.audit(environment=self._rollbot.runbook.default_environment,
-                                            actor="ci", kind="refusal", detail=detail)
-        except Exception as exc:
-            log.error("AUDIT WRITE FAILED (%s): %s", detail, exc)

@@ -3,6 +3,8 @@
 ``POST /slack/events`` takes slash commands, interactivity and events (Bolt verifies Slack's
 signature); before Bolt, a guard refuses replays of a request already seen and puts forged or
 stale requests in the audit log. ``GET /healthz`` answers 200 while the database is reachable.
+Without a ``[slack]`` table, ``rollbot serve`` serves only ``/healthz`` and CI's deploy hooks, and
+the automatic rollback reports to the log.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App, open_app
+from bot.autorollback.machine import AutoRollback
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
 from bot.store.runs import Store
 from handlers.access import Access
 from handlers.app import build_app
-from handlers.autorollback import AutoRollback
+from handlers.autorollback import SlackAutoRollback
 from handlers.flows import SlackFront
 from handlers.hooks import DeployHooks
 
@@ -113,22 +116,36 @@ class ReplayGuard:
         task.add_done_callback(self._background.discard)
 
 
-def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard,
+def web_app(*, store: Store, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
             hooks: DeployHooks | None = None) -> web.Application:
-    async def events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await bolt.async_dispatch(
-            await to_bolt_request(request)))
-
+    """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``)."""
     async def healthz(_request: web.Request) -> web.Response:
         if await store.ping():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
-    app = web.Application(middlewares=[guard.middleware])
-    app.add_routes([web.post(EVENTS_PATH, events), web.get("/healthz", healthz)])
+    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
+    app.add_routes([web.get("/healthz", healthz)])
+    if bolt is not None:
+        slack = bolt
+
+        async def events(request: web.Request) -> web.Response:
+            return await to_aiohttp_response(await slack.async_dispatch(
+                await to_bolt_request(request)))
+        app.add_routes([web.post(EVENTS_PATH, events)])
     if hooks is not None:
         app.add_routes(hooks.routes())
     return app
+
+
+async def _listen(stack: AsyncExitStack, app: web.Application, *, host: str, port: int) -> int:
+    """Serve ``app`` until ``stack`` closes; the port it listens on (``port`` 0: a free one)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
 
 @dataclass
@@ -180,26 +197,22 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         app.verifier.announce_with(front.announce_verification)
         await app.verifier.start()
         stack.push_async_callback(app.verifier.stop)
-        auto = AutoRollback(rollbot=app.rollbot, front=front, deploys=app.deploys,
-                            client=client, config=runbook.slack)
-        stack.push_async_callback(auto.wait_idle, 3600.0)
-        await auto.resume_after_restart()
-        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, rollbot=app.rollbot,
-                            deploys=app.deploys, auto=auto)
-        bolt = build_app(front=front, client=client, signing_secret=secret, auto=auto)
+        slack_auto = SlackAutoRollback(auto=app.auto, front=front, client=client,
+                                       config=runbook.slack, reporter=app.reporter,
+                                       min_update_interval_s=min_update_interval_s)
+        app.auto.notify_with(slack_auto)
+        stack.push_async_callback(app.auto.wait_idle, 3600.0)
+        await app.auto.resume_after_restart()
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
+        bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto)
 
         async def audit(detail: str) -> None:
             await app.store.audit(environment=runbook.default_environment, actor="slack",
                                   kind="refusal", detail=detail)
 
         guard = ReplayGuard(secret, audit=audit)
-        runner = web.AppRunner(web_app(bolt=bolt, store=app.store, guard=guard, hooks=hooks),
-                               access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host, settings.port)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = await _listen(stack, web_app(bolt=bolt, store=app.store, guard=guard,
+                                            hooks=hooks), host=host, port=settings.port)
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -211,7 +224,40 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
             await socket_mode.connect_async()  # type: ignore[no-untyped-call]
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
         log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
-        yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=auto)
+        yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto)
+
+
+@dataclass
+class HooksService:
+    """``rollbot serve`` without Slack: the engine app and the HTTP site of the hooks."""
+
+    app: App
+    port: int
+    auto: AutoRollback
+
+
+@asynccontextmanager
+async def running_without_slack(settings: Settings, runbook: Runbook, *,
+                                host: str = "127.0.0.1") -> AsyncIterator[HooksService]:
+    """``/healthz`` and CI's deploy hooks; the automatic rollback tells the log, not Slack."""
+    install_log_redaction()
+    if settings.slack_bot_token or settings.slack_signing_secret:
+        log.warning("%s has no [slack] table: Slack is not served (the Slack tokens are unused)",
+                    settings.rollbot_config)
+    async with AsyncExitStack() as stack:
+        app = await stack.enter_async_context(open_app(settings, runbook))
+        await app.verifier.start()  # rollbacks are still verified, and their reports rewritten
+        stack.push_async_callback(app.verifier.stop)
+        stack.push_async_callback(app.auto.wait_idle, 3600.0)
+        await app.auto.resume_after_restart()
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
+        if not settings.rollbot_webhook_secret:
+            log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
+        port = await _listen(stack, web_app(store=app.store, hooks=hooks), host=host,
+                             port=settings.port)
+        log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
+                    "automatic rollbacks are reported in this log", port)
+        yield HooksService(app=app, port=port, auto=app.auto)
 
 
 async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
@@ -220,7 +266,16 @@ async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running(settings, runbook, host=host) as service:
-        print(f"rollbot serving Slack on http://{host}:{service.port}{EVENTS_PATH}", flush=True)
+    async with AsyncExitStack() as stack:
+        if runbook.slack is None:
+            hooks = await stack.enter_async_context(
+                running_without_slack(settings, runbook, host=host))
+            print(f"rollbot serving the deploy hooks without Slack on http://{host}:"
+                  f"{hooks.port}/hooks/deploy (no [slack] table in {settings.rollbot_config})",
+                  flush=True)
+        else:
+            slack = await stack.enter_async_context(running(settings, runbook, host=host))
+            print(f"rollbot serving Slack on http://{host}:{slack.port}{EVENTS_PATH}",
+                  flush=True)
         await stop.wait()
         print("rollbot: stopping; waiting for running rollbacks to finish", flush=True)

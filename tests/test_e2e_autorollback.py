@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,11 +72,19 @@ async def world(production: Sandbox, store: Store, tmp_path: Path,
 async def hook(world: SlackWorld, path: str, body: dict[str, Any], *,
                secret: str = HOOK_SECRET, timestamp: int | None = None,
                raw: bytes | None = None) -> httpx.Response:
+    return await signed_post(world.service.port, path, body, secret=secret, timestamp=timestamp,
+                             raw=raw)
+
+
+async def signed_post(port: int, path: str, body: dict[str, Any], *,
+                      secret: str = HOOK_SECRET, timestamp: int | None = None,
+                      raw: bytes | None = None) -> httpx.Response:
+    """What CI sends: the body, signed with the shared secret (deploy/hook-client.sh)."""
     data = raw if raw is not None else json.dumps(body).encode()
     ts = timestamp or int(time.time())
     async with httpx.AsyncClient() as client:
         return await client.post(
-            f"http://127.0.0.1:{world.service.port}{path}", content=data,
+            f"http://127.0.0.1:{port}{path}", content=data,
             headers={"X-Rollbot-Timestamp": str(ts),
                      "X-Rollbot-Signature": sign(secret, ts, data),
                      "Content-Type": "application/json"})
@@ -99,6 +111,9 @@ async def test_bad_deploy_is_rolled_back_after_the_countdown_and_quarantined(
     [run] = await store.history()
     assert run.status is RunStatus.SUCCEEDED and run.requested_by == "rollbot (automatic)"
     assert run.reason.startswith("automatic rollback of v1.2.3")
+    # the run was shown in the countdown's message: its thread gets the verification checks
+    shown = await store.approvals.front_ref_for_run(run.id)
+    assert shown is not None and shown["ts"] == countdown.ts
     allowed = await hook(world, "/hooks/deploy/allowed",
                          {"environment": "production", "version": "v1.2.3"})
     assert allowed.status_code == 409
@@ -331,3 +346,71 @@ async def test_a_zero_countdown_rolls_back_at_once(world: SlackWorld, production
     assert production.running_image() == "azora-api:v1.2.2"
     [run] = await store.history()
     assert run.requested_by == "rollbot (automatic)"
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def test_without_slack_rollbot_serve_rolls_a_bad_deploy_back_and_says_so_in_its_log(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    # A runbook with no [slack] table and no Slack tokens: `rollbot serve` in its own process.
+    runbook = tmp_path / "rollbot.toml"
+    runbook.write_text(f'incident_logs_dir = "{tmp_path / "incident-logs"}"\n'
+                       + fast(2.0)(production.runbook.read_text()))
+    assert "[slack]" not in runbook.read_text()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "ROLLBOT_", "DATABASE_URL", "PORT"))}
+    env.update(DATABASE_URL=store.dsn, ROLLBOT_CONFIG=str(runbook), PORT="0",
+               ROLLBOT_WEBHOOK_SECRET=HOOK_SECRET, ROLLBOT_DATA_DIR=str(tmp_path / "data"),
+               PYTHONPATH=str(REPO))
+    log_path = tmp_path / "rollbot.log"
+    with log_path.open("wb") as log_file:
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=log_file)
+    try:
+        assert serve.stdout is not None
+        banner = (await asyncio.wait_for(serve.stdout.readline(), timeout=60)).decode()
+        found = re.search(r"without Slack on http://127.0.0.1:(\d+)/hooks/deploy", banner)
+        assert found, f"rollbot serve said {banner!r}; its log: {log_path.read_text()}"
+        port = int(found.group(1))
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            slack = await client.post(f"http://127.0.0.1:{port}/slack/events", content=b"{}")
+            assert slack.status_code == 404  # Slack is not served at all
+
+        # CI deployed the bad v1.2.3 over v1.2.2 and says so
+        answer = await signed_post(port, "/hooks/deploy", deploy())
+        assert answer.status_code == 202 and answer.json()["status"] == "watching"
+
+        # the watch sees the health checks fail, counts down 2 s, and rolls back by itself
+        deadline = time.monotonic() + 180
+        while "rolled back:" not in log_path.read_text():
+            assert serve.returncode is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.2)
+        assert production.running_image() == "azora-api:v1.2.2"
+        [run] = await store.history()
+        assert (run.status, run.procedure, run.requested_by) == (
+            RunStatus.SUCCEEDED, ProcedureName.SIMPLE, "rollbot (automatic)")
+        allowed = await signed_post(port, "/hooks/deploy/allowed",
+                                    {"environment": "production", "version": "v1.2.3"})
+        assert allowed.status_code == 409
+        assert allowed.json()["quarantined_by"] == "rollbot (automatic)"
+    finally:
+        if serve.returncode is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(serve.wait(), timeout=60)
+            except TimeoutError:
+                serve.kill()
+                await serve.wait()
+    assert serve.returncode == 0
+    # the log (at the default level, WARNING) names the countdown and the rollback
+    log = log_path.read_text()
+    assert "v1.2.3 in production is failing (health checks fail: 3 in a row" in log
+    assert "Countdown: rolling back to v1.2.2 in 2 s" in log
+    assert "rolling back production from v1.2.3 to v1.2.2 (procedure simple" in log
+    assert f"rolled back: production runs v1.2.2 again (run #{run.id}); v1.2.3 is quarantined" \
+        in log

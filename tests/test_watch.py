@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from bot.autorollback.deploys import Deploy, DeployState
+from bot.autorollback.machine import ci_failure
 from bot.autorollback.watch import Observation, WatchResult, triggers_of, watch
 from bot.config import AutoRollbackConfig, load_runbook
 from bot.model import ContainerState, ImageTag
-from handlers.autorollback import ci_failure, offer_message, watch_message
+from handlers.autorollback import offer_message, watch_message
 from slack_emulator.limits import block_kit_problems
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
