@@ -26,7 +26,7 @@ from bot.model import ProcedureName, RollbackRequest
 from bot.service import Rollbot
 from bot.versions import parse_version
 from handlers import blocks as ui
-from handlers.flows import Reply, SlackFront
+from handlers.front import Reply, SlackFront
 from handlers.ids import Action, Block
 from handlers.metadata import DeployRef, NextStep
 

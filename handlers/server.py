@@ -28,11 +28,11 @@ from bot.app import App, open_app
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
-from bot.store.runs import Store
+from bot.service import Rollbot
 from handlers.access import Access
 from handlers.app import build_app
 from handlers.autorollback import AutoRollback
-from handlers.flows import SlackFront
+from handlers.front import SlackFront
 from handlers.hooks import DeployHooks
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,14 @@ class ReplayGuard:
         task.add_done_callback(self._background.discard)
 
 
-def web_app(*, bolt: AsyncApp, store: Store, guard: ReplayGuard,
+def web_app(*, bolt: AsyncApp, rollbot: Rollbot, guard: ReplayGuard,
             hooks: DeployHooks | None = None) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(
             await to_bolt_request(request)))
 
     async def healthz(_request: web.Request) -> web.Response:
-        if await store.ping():
+        if await rollbot.ping():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
@@ -174,7 +174,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
 
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
-                           access=access, verifier=app.verifier, reporter=app.reporter,
+                           access=access, approvals=app.approvals, follow_up=app.follow_up,
                            min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
         app.verifier.announce_with(front.announce_verification)
@@ -189,11 +189,11 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         bolt = build_app(front=front, client=client, signing_secret=secret, auto=auto)
 
         async def audit(detail: str) -> None:
-            await app.store.audit(environment=runbook.default_environment, actor="slack",
-                                  kind="refusal", detail=detail)
+            await app.rollbot.audit(environment=runbook.default_environment, actor="slack",
+                                    kind="refusal", detail=detail)
 
         guard = ReplayGuard(secret, audit=audit)
-        runner = web.AppRunner(web_app(bolt=bolt, store=app.store, guard=guard, hooks=hooks),
+        runner = web.AppRunner(web_app(bolt=bolt, rollbot=app.rollbot, guard=guard, hooks=hooks),
                                access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
