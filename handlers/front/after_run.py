@@ -159,7 +159,7 @@ class AfterRunFront:
 
     async def on_report_submitted(self, *, user: str, run_id: int, impact: str,
                                   root_cause: str) -> None:
-        """Store what the person wrote, rewrite the report once, upload it again."""
+        """Keep what the person wrote, rewrite the report once, upload it again."""
         path, markdown = await self._follow_up.fill_in_report(run_id, impact=impact,
                                                               root_cause=root_cause, by=user)
         await self._publish_rewritten_report(run_id, path, markdown,
