@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.approvals import ApprovalService, TwoPersonRule
 from bot.autorollback.deploys import DeployStore
 from bot.autorollback.machine import AutoRollback
 from bot.autorollback.sightings import Sightings
 from bot.config import Runbook, Settings, load_runbook
 from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
+from bot.post_rollback.follow_up import FollowUp
 from bot.post_rollback.report import Reporter
 from bot.post_rollback.schedule import Verifier
 from bot.service import Rollbot
@@ -34,6 +36,8 @@ class App:
     reporter: Reporter
     deploys: DeployStore
     auto: AutoRollback  # tells the log until a front gives it another notifier (notify_with)
+    approvals: ApprovalService  # what the fronts ask of cards waiting for confirmation
+    follow_up: FollowUp         # and of a run once it ended
 
 
 def load(settings: Settings) -> Runbook:
@@ -80,5 +84,14 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot.finished_hooks.append(write_report)
         rollbot.finished_hooks.append(auto.quarantine_rolled_back)
         verifier.checked_hooks.append(rewrite_report)
+        slack = runbook.slack
+        rule = TwoPersonRule(restore=slack.restore_requires_second_approver,
+                             migrations=slack.migrations_requires_second_approver
+                             ) if slack else TwoPersonRule()
+        approvals = ApprovalService(approvals=store.approvals, runbook=runbook, rule=rule,
+                                    audit=store.audit)
+        follow_up = FollowUp(store=store, verifier=verifier, reporter=reporter,
+                             default_environment=runbook.default_environment)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
-                  verifier=verifier, reporter=reporter, deploys=deploys, auto=auto)
+                  verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
+                  approvals=approvals, follow_up=follow_up)

@@ -11,10 +11,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
+from bot.config import Runbook
 from bot.errors import InvalidInput
 from bot.model import ProcedureName, RollbackRequest
 from bot.pinning import pinned_from_json, pinned_json
@@ -157,6 +158,91 @@ class Approvals:
         if current.state is frm:
             return Transition(current, False, _EXPIRED)
         return Transition(current, False, _not_open(current))
+
+
+class AuditLog(Protocol):
+    """Writes one audit row (``Store.audit``)."""
+
+    async def __call__(self, *, environment: str, actor: str, kind: str,
+                       run_id: int | None = None, host: str = "", command: str = "",
+                       detail: str = "") -> int: ...
+
+
+@dataclass(frozen=True)
+class TwoPersonRule:
+    """Which procedures need a second approver after the first confirmation (runbook)."""
+
+    restore: bool = True
+    migrations: bool = True
+
+    def needs_second(self, procedure: ProcedureName) -> bool:
+        if procedure is ProcedureName.MIGRATIONS:
+            return self.migrations
+        return procedure is ProcedureName.RESTORE and self.restore
+
+
+class ApprovalService:
+    """What a front asks of pending rollbacks: propose, confirm, approve, cancel, find them."""
+
+    def __init__(self, *, approvals: Approvals, runbook: Runbook, rule: TwoPersonRule,
+                 audit: AuditLog) -> None:
+        self._approvals = approvals
+        self._runbook = runbook
+        self._rule = rule
+        self._audit = audit
+
+    async def propose(self, request: RollbackRequest, *, ttl: timedelta) -> Pending:
+        return await self._approvals.propose(request, ttl=ttl)
+
+    async def get(self, pending_id: str) -> Pending:
+        return await self._approvals.get(pending_id)
+
+    async def set_front_ref(self, pending_id: str, front_ref: dict[str, Any]) -> None:
+        """Where the front shows the proposal (and what it needs to show it again)."""
+        await self._approvals.set_front_ref(pending_id, front_ref)
+
+    async def confirm(self, pending_id: str, *, by: str) -> Transition:
+        """The first confirmation: starts the run, or waits for a second person."""
+        pending = await self._approvals.get(pending_id)
+        return await self._approvals.confirm(
+            pending_id, by=by, needs_second=self._rule.needs_second(pending.request.procedure))
+
+    async def approve(self, pending_id: str, *, by: str) -> Transition:
+        """The second approval; a refused one is in the audit log."""
+        move = await self._approvals.approve(pending_id, by=by)
+        if not move.moved:
+            await self._refused(by, f"approve restore card {pending_id}: {move.reason}",
+                                environment=move.pending.request.environment)
+        return move
+
+    async def cancel(self, pending_id: str, *, by: str) -> Transition:
+        return await self._approvals.cancel(pending_id, by=by)
+
+    async def attach_run(self, pending_id: str, run_id: int) -> None:
+        await self._approvals.attach_run(pending_id, run_id)
+
+    async def front_ref_for_run(self, run_id: int) -> dict[str, Any] | None:
+        """Where a front showed the run (its live message), if one did."""
+        return await self._approvals.front_ref_for_run(run_id)
+
+    def database_name(self, environment: str) -> str | None:
+        """The database a restore in ``environment`` drops, or None when it has none."""
+        _, env = self._runbook.environment(environment)
+        return env.database.name if env.database else None
+
+    async def typed_name_problem(self, pending_id: str, *, typed: str, by: str) -> str:
+        """A restore is confirmed by typing the database's name: why this is not it, or ""."""
+        pending = await self._approvals.get(pending_id)
+        expected = self.database_name(pending.request.environment) or ""
+        if typed.strip() == expected:
+            return ""
+        await self._refused(by, f"restore card {pending_id}: typed database name "
+                                f"'{typed[:64]}' does not match",
+                            environment=pending.request.environment)
+        return f"That is not the database name. Type {expected} exactly to confirm."
+
+    async def _refused(self, by: str, detail: str, *, environment: str) -> None:
+        await self._audit(environment=environment, actor=by, kind="refusal", detail=detail)
 
 
 _EXPIRED = ("This card has expired; nothing was run. Type the command again for a fresh "

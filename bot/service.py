@@ -10,7 +10,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from bot.autorollback.deploys import DeployStore, Quarantined
 from bot.config import EnvironmentConfig, Runbook
@@ -18,7 +17,7 @@ from bot.edges.host_facts import compose_tag, docker_summary, list_backups, runn
 from bot.edges.session import HostSession, open_session
 from bot.engine import Run, step_infos
 from bot.errors import RollbotError
-from bot.events import Observer, RunEvent, RunFinished, StepFinished, StepInfo, StepStarted
+from bot.events import Observer, StepInfo
 from bot.model import (
     Backup,
     Check,
@@ -44,7 +43,7 @@ from bot.recovery import (
     offer_recorder,
     recovery_preflight,
 )
-from bot.store.runs import Store
+from bot.store.runs import Store, step_recorder
 from bot.versions import parse_version
 
 log = logging.getLogger(__name__)
@@ -206,7 +205,7 @@ class Rollbot:
             offers = offer_recorder(self.recoveries, environment=env_name,
                                     procedure=request.procedure, ctx=ctx, backup=pre.backup)
             run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                      checks=pre.checks, observers=[self._recorder(), offers, *observers])
+                      checks=pre.checks, observers=[step_recorder(self.store), offers, *observers])
             self._active[run_id] = run
             if on_run is not None:
                 on_run(run)
@@ -246,27 +245,6 @@ class Rollbot:
     def _inputs(self, env: EnvironmentConfig, pre: Preflight) -> ProcedureInputs:
         return ProcedureInputs(env=env, current=pre.current, target=pre.target,
                                epoch=int(time.time()), backup=pre.backup)
-
-    def _recorder(self) -> Observer:
-        store = self.store
-
-        async def record(event: RunEvent) -> None:
-            if isinstance(event, StepStarted):
-                await store.step_started(event.run_id, position=event.step.index,
-                                         key=event.step.key, title=event.step.title,
-                                         destructive=event.step.destructive,
-                                         started_at=datetime.now(UTC))
-            elif isinstance(event, StepFinished):
-                await store.step_finished(event.run_id, position=event.step.index,
-                                          result=event.result,
-                                          destructive=event.step.destructive,
-                                          host_state=event.host_state)
-            elif isinstance(event, RunFinished):
-                for i, step in enumerate(event.outcome.steps):
-                    if step.started_at is None:
-                        await store.step_finished(event.run_id, position=i, result=step,
-                                                  destructive=False, host_state="")
-        return record
 
     async def _heartbeat(self, run_id: int) -> None:
         """Keep the lock fresh, and pick up cancellations asked of another rollbot process."""
@@ -383,7 +361,8 @@ class Rollbot:
                                         procedure=request.procedure, ctx=ctx, backup=None,
                                         base=offer)
                 run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                          checks=pre.checks, observers=[self._recorder(), offers, *observers])
+                          checks=pre.checks,
+                          observers=[step_recorder(self.store), offers, *observers])
                 self._active[run_id] = run
                 if on_run is not None:
                     on_run(run)
@@ -405,6 +384,41 @@ class Rollbot:
             except Exception:
                 log.exception("after-run hook failed for run #%s", run_id)
         return outcome
+
+    async def again_request(self, run_id: int, *, by: str) -> RollbackRequest | None:
+        """After an unhealthy put-back: the cancelled rollback asked again (audited), or None."""
+        offer = await self.recoveries.get(run_id)
+        if offer is None:
+            return None
+        await self.audit(environment=offer.environment, actor=by, kind="recovery",
+                         run_id=run_id, detail=f"roll back to {offer.to_version} again "
+                                               "after the put-back: new card")
+        return RollbackRequest(environment=offer.environment, procedure=offer.procedure,
+                               target=parse_version(offer.to_version), requested_by=by,
+                               reason=f"rolling back again after putting back "
+                                      f"{offer.from_version} (run #{run_id})",
+                               backup=offer.backup)
+
+    async def lift_quarantine(self, environment: str, version: str, *, by: str,
+                              reason: str) -> bool:
+        """Let CI deploy ``version`` again (audited); False when it was not quarantined."""
+        if not await DeployStore(self.store.pool).lift(environment, version):
+            return False
+        await self.audit(environment=environment, actor=by, kind="unquarantine",
+                         detail=f"{version}: {reason or 'no reason given'}")
+        return True
+
+    async def audit(self, *, environment: str, actor: str, kind: str, detail: str,
+                    run_id: int | None = None) -> None:
+        await self.store.audit(environment=environment, actor=actor, kind=kind, run_id=run_id,
+                               detail=detail)
+
+    async def run(self, run_id: int) -> RunRecord | None:
+        return await self.store.get_run(run_id)
+
+    async def ping(self) -> bool:
+        """Whether the database answers (for health checks)."""
+        return await self.store.ping()
 
     async def status(self, environment: str | None = None) -> RunRecord | None:
         env_name, _ = self.environment(environment)

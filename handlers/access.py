@@ -70,12 +70,6 @@ class Access:
                                "restores and migration rollbacks (runbook: "
                                "slack.restore_approvers).")
 
-    def approvers_text(self) -> str:
-        approvers = self._config.restore_approvers
-        if approvers is None:
-            return "any allowed user other than the requester"
-        return ", ".join(f"<@{u}>" for u in approvers)
-
     async def _channel_name(self, channel_id: str) -> str | None:
         if channel_id not in self._names and self._name_of is not None:
             try:

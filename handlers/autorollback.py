@@ -23,12 +23,13 @@ from bot.autorollback.watch import WatchResult, window_ratio
 from bot.config import AutoRollbackConfig, SlackConfig
 from bot.events import Observer, RunEvent, RunStarted
 from bot.model import RollbackRequest, RunOutcome, RunStatus
-from bot.post_rollback.report import Reporter
 from handlers import blocks as ui
-from handlers.flows import Reply, SlackFront
+from handlers.blocks.run import LiveState
+from handlers.front import Reply, SlackFront
 from handlers.ids import Action, Block
+from handlers.listeners import Kind, Row
 from handlers.live import LiveRun
-from handlers.metadata import DeployRef, NextStep
+from handlers.metadata import DeployRef, NextStep, load
 from handlers.slack_writer import SlackMessage, SlackWriter
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,12 @@ class SlackAutoRollback:
     """The Slack notifier of the automatic-rollback machine, and the handlers of its buttons."""
 
     def __init__(self, *, auto: AutoRollback, front: SlackFront, client: AsyncWebClient,
-                 config: SlackConfig, reporter: Reporter,
+                 config: SlackConfig,
                  min_update_interval_s: float = 1.0) -> None:
         self._auto = auto
         self._front = front
         self._client = client
         self._config = config
-        self._reporter = reporter
         self._interval = min_update_interval_s
         self._runs: dict[int, _ShownRun] = {}
 
@@ -118,7 +118,7 @@ class SlackAutoRollback:
         ref = deploy.front_ref
         message = writer.message(str(ref.get("channel", self._config.incidents_channel)),
                                  ts=str(ref["ts"]) if "ts" in ref else None)
-        live = LiveRun(writer=writer, message=message, state=ui.LiveState(
+        live = LiveRun(writer=writer, message=message, state=LiveState(
             run_id=0, environment=request.environment, procedure=request.procedure,
             from_version="(pre-flight)", to_version=str(request.target or "previous"),
             requested_by=request.requested_by, confirmed_by=request.approved_by,
@@ -144,10 +144,13 @@ class SlackAutoRollback:
             await shown.writer.drain(timeout_s=_FINAL_DELIVERY_S)
             if outcome.status is RunStatus.REFUSED:
                 return  # the live message says why; nothing happened to production
-            await self._notice(outcome, deploy.environment, shown.writer)
+            # the notice, the report and the checklist, as for a person's rollback
+            await self._front.run.post_notice(outcome, environment=deploy.environment,
+                                              writer=shown.writer)
             if shown.message.ts:
-                await self._after_run(outcome.run_id, channel=shown.message.channel,
-                                      thread_ts=shown.message.ts)
+                await self._front.after_run.show_records(
+                    outcome.run_id, channel=shown.message.channel, thread_ts=shown.message.ts,
+                    first=True)
         finally:
             await shown.writer.close()
 
@@ -161,34 +164,6 @@ class SlackAutoRollback:
             await shown.writer.drain(timeout_s=60)
         finally:
             await shown.writer.close()
-
-    async def _notice(self, outcome: RunOutcome, environment: str, writer: SlackWriter) -> None:
-        """The stakeholder notice in the incidents channel, delivered like the live message."""
-        channel = self._config.incidents_channel
-        if outcome.status is RunStatus.SUCCEEDED:
-            blocks = ui.notice_success(version=outcome.to_version or "?", eta="TBD",
-                                       run_id=outcome.run_id)
-        else:
-            blocks = ui.notice_failure(outcome, environment=environment)
-        notice = writer.message(channel)
-        writer.set(notice, text=ui.notice_text(blocks), blocks=blocks)
-        if await writer.drain(timeout_s=_FINAL_DELIVERY_S) and notice.ts:
-            await self._auto.record_notice(outcome.run_id, {"channel": channel, "ts": notice.ts})
-
-    async def _after_run(self, run_id: int, *, channel: str, thread_ts: str) -> None:
-        """The report as the engine wrote it, uploaded into the run's thread, then the checklist."""
-        try:
-            saved = await self._reporter.saved(run_id)
-            if saved is None:  # its writer failed (logged there): the thread still gets one
-                path, markdown = await self._reporter.write(run_id)
-            else:
-                path, markdown = saved.path, saved.markdown
-            await self._client.files_upload_v2(
-                channel=channel, thread_ts=thread_ts, filename=path.name, content=markdown,
-                title=f"Rollback report, run #{run_id}", initial_comment="📝 Rollback report")
-        except Exception:
-            log.exception("could not upload the report of run #%s", run_id)
-        await self._front.refresh_checklist(run_id, channel=channel, thread_ts=thread_ts)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -321,3 +296,14 @@ def watch_message(deploy: Deploy, cfg: AutoRollbackConfig, result: WatchResult, 
     if result.triggers:
         lines.append("❌ Watch stopped: " + "; ".join(ui.esc(t) for t in result.triggers))
     return head, [ui.section(head), ui.section("\n".join(lines))]
+
+
+# The countdown's buttons, as rows of the Slack front's listener table (handlers/app.py).
+def autorollback_rows(auto: SlackAutoRollback) -> list[Row]:
+    """The countdown's Roll back now / Cancel buttons."""
+    return [
+        Row(Kind.ACTION, Action.AUTO_ROLL_BACK_NOW.value, lambda r: auto.on_roll_back_now(
+            user=r.user, deploy_id=load(DeployRef, r.value).deploy, reply=r.reply)),
+        Row(Kind.ACTION, Action.AUTO_CANCEL.value, lambda r: auto.on_cancel(
+            user=r.user, deploy_id=load(DeployRef, r.value).deploy, reply=r.reply)),
+    ]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinished, StepStarted
 from bot.model import StepStatus
-from handlers.blocks import LiveState, live_message, step_output
+from handlers.blocks.run import LiveState, live_message, step_output
 from handlers.slack_writer import SlackMessage, SlackWriter
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ from bot.autorollback.machine import AutoRollback
 from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
-from bot.store.runs import Store
+from bot.service import Rollbot
 from handlers.access import Access
 from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
-from handlers.flows import SlackFront
+from handlers.front import SlackFront
 from handlers.hooks import DeployHooks
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,11 @@ class ReplayGuard:
         task.add_done_callback(self._background.discard)
 
 
-def web_app(*, store: Store, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
+def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
             hooks: DeployHooks | None = None) -> web.Application:
     """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``)."""
     async def healthz(_request: web.Request) -> web.Response:
-        if await store.ping():
+        if await rollbot.ping():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
@@ -191,14 +191,14 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
 
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
-                           access=access, verifier=app.verifier, reporter=app.reporter,
+                           access=access, approvals=app.approvals, follow_up=app.follow_up,
                            min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
         app.verifier.announce_with(front.announce_verification)
         await app.verifier.start()
         stack.push_async_callback(app.verifier.stop)
         slack_auto = SlackAutoRollback(auto=app.auto, front=front, client=client,
-                                       config=runbook.slack, reporter=app.reporter,
+                                       config=runbook.slack,
                                        min_update_interval_s=min_update_interval_s)
         app.auto.notify_with(slack_auto)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
@@ -207,11 +207,11 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto)
 
         async def audit(detail: str) -> None:
-            await app.store.audit(environment=runbook.default_environment, actor="slack",
-                                  kind="refusal", detail=detail)
+            await app.rollbot.audit(environment=runbook.default_environment, actor="slack",
+                                    kind="refusal", detail=detail)
 
         guard = ReplayGuard(secret, audit=audit)
-        port = await _listen(stack, web_app(bolt=bolt, store=app.store, guard=guard,
+        port = await _listen(stack, web_app(bolt=bolt, rollbot=app.rollbot, guard=guard,
                                             hooks=hooks), host=host, port=settings.port)
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -253,7 +253,7 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
-        port = await _listen(stack, web_app(store=app.store, hooks=hooks), host=host,
+        port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks), host=host,
                              port=settings.port)
         log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
                     "automatic rollbacks are reported in this log", port)

@@ -377,7 +377,7 @@ async def test_report_uploaded_and_checklist_ticked(
         assert await store.report(run_id) == body
     # rollbot restarts: the human tick is still there
     from bot.post_rollback.checklist import ChecklistStore
-    from handlers.blocks import checklist_message
+    from handlers.blocks.after_run import checklist_message
     ticks = await ChecklistStore(store.pool).ticks(run_id)
     assert ticks["postmortem"].done_by == BOB and not ticks["postmortem"].automatic
     assert "☑️ Schedule post-mortem" in str(checklist_message(run_id, ticks))

@@ -3,17 +3,18 @@
 from datetime import UTC, datetime
 
 from bot.model import ProcedureName, RunOutcome, RunStatus, StepResult, StepStatus
-from handlers import blocks as ui
+from handlers.blocks import Blocks
+from handlers.blocks.run import LiveState, live_message
 from slack_emulator.limits import block_kit_problems
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
 
 def state(*done: str, status: RunStatus = RunStatus.CANCELLED,
-          procedure: ProcedureName = ProcedureName.SIMPLE, **kw: object) -> ui.LiveState:
+          procedure: ProcedureName = ProcedureName.SIMPLE, **kw: object) -> LiveState:
     steps = tuple(StepResult(key=k, title=k, status=StepStatus.SUCCEEDED, started_at=NOW,
                              finished_at=NOW) for k in done)
-    s = ui.LiveState(run_id=12, environment="production", procedure=procedure,
+    s = LiveState(run_id=12, environment="production", procedure=procedure,
                      from_version="v1.2.3", to_version="v1.2.2", requested_by="U0ALICE",
                      confirmed_by=("U0ALICE",), reason="bad deploy", started_at=NOW,
                      **kw)  # type: ignore[arg-type]
@@ -23,16 +24,16 @@ def state(*done: str, status: RunStatus = RunStatus.CANCELLED,
     return s
 
 
-def labels(blocks: ui.Blocks) -> list[str]:
+def labels(blocks: Blocks) -> list[str]:
     return [e["text"]["text"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
 
 
-def text(blocks: ui.Blocks) -> str:
+def text(blocks: Blocks) -> str:
     return "\n".join(str(b.get("text", {}).get("text", "")) for b in blocks)
 
 
 def test_cancel_after_stop_says_production_is_down_with_both_buttons() -> None:
-    blocks = ui.live_message(state("check_current", "stop_services"), now=NOW)
+    blocks = live_message(state("check_current", "stop_services"), now=NOW)
     assert block_kit_problems(blocks) == []
     assert blocks[0]["text"]["text"] == "🔴 Rollback cancelled: production is DOWN"
     assert ("Production is DOWN.* The host is left: services STOPPED; compose file still names "
@@ -42,13 +43,13 @@ def test_cancel_after_stop_says_production_is_down_with_both_buttons() -> None:
 
 
 def test_cancel_before_anything_stopped_is_as_today() -> None:
-    blocks = ui.live_message(state("check_current"), now=NOW)
+    blocks = live_message(state("check_current"), now=NOW)
     assert blocks[0]["text"]["text"].startswith("🛑 Rollback cancelled: production v1.2.3")
     assert labels(blocks) == []
 
 
 def test_after_a_migration_was_rolled_back_only_resume_is_offered_and_why() -> None:
-    blocks = ui.live_message(state("stop_services", "migration_status", "migrate_down",
+    blocks = live_message(state("stop_services", "migration_status", "migrate_down",
                                    procedure=ProcedureName.MIGRATIONS), now=NOW)
     assert labels(blocks) == ["Resume rollback"]
     assert "already rolled back a database migration" in text(blocks)
@@ -68,7 +69,7 @@ def test_a_put_back_that_is_up_but_unhealthy_says_so_and_offers_the_rollback_aga
         message="Step 4 'Check health' failed.")
     s.from_version, s.to_version = "v1.2.2", "v1.2.3"
     s.recovery_versions = ("v1.2.3", "v1.2.2")
-    blocks = ui.live_message(s, now=NOW)
+    blocks = live_message(s, now=NOW)
     assert block_kit_problems(blocks) == []
     assert blocks[0]["text"]["text"] == "⚠️ v1.2.3 is back up in production but NOT healthy"
     assert labels(blocks) == ["Roll back to v1.2.2 again"]

@@ -1,13 +1,13 @@
 """The Edit report button and form: valid Block Kit, and the form shows what the report says."""
 
-from handlers import blocks as ui
+from handlers.blocks.after_run import report_actions, report_modal
 from handlers.ids import Action, Block, Field, View
 from handlers.metadata import RunRef, load
 from slack_emulator.limits import block_kit_problems, modal_view_problems
 
 
 def test_the_edit_report_button_points_at_the_run() -> None:
-    blocks = ui.report_actions(12)
+    blocks = report_actions(12)
     assert block_kit_problems(blocks) == []
     [button] = blocks[0]["elements"]
     assert button["action_id"] == Action.EDIT_REPORT.value
@@ -16,7 +16,7 @@ def test_the_edit_report_button_points_at_the_run() -> None:
 
 
 def test_the_form_shows_what_the_report_says_and_its_limits() -> None:
-    view = ui.report_modal(run_id=12, impact="checkout down", root_cause="x" * 4000,
+    view = report_modal(run_id=12, impact="checkout down", root_cause="x" * 4000,
                            max_impact=500, max_root_cause=3000)
     assert modal_view_problems(view) == []
     assert view["callback_id"] == View.EDIT_REPORT.value
@@ -33,7 +33,7 @@ def test_the_form_shows_what_the_report_says_and_its_limits() -> None:
 
 
 def test_an_empty_report_opens_an_empty_form() -> None:
-    view = ui.report_modal(run_id=1, impact="", root_cause="", max_impact=500,
+    view = report_modal(run_id=1, impact="", root_cause="", max_impact=500,
                            max_root_cause=3000)
     assert modal_view_problems(view) == []
     assert all("initial_value" not in b["element"] for b in view["blocks"]

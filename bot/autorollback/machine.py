@@ -318,10 +318,6 @@ class AutoRollback:
                                            by=run.requested_by, run_id=run.id,
                                            reason=run.reason or "rolled back")
 
-    async def record_notice(self, run_id: int, where: Where) -> None:
-        """Where stakeholders were told how an automatic rollback ended (ETA, checklist)."""
-        await self._rollbot.store.save_notice(run_id, front_ref=where)
-
     # --- tasks -----------------------------------------------------------------------------
 
     async def _tell(self, deploy: Deploy, told: Awaitable[_T]) -> _T | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,7 @@ import asyncpg
 
 from bot.approvals import Approvals
 from bot.errors import RunLocked, StoreError
+from bot.events import Observer, RunEvent, RunFinished, StepFinished, StepStarted
 from bot.model import (
     AuditEntry,
     Check,
@@ -292,6 +293,27 @@ class Store:
                        exit_status=r["exit_status"], detail=r["detail"])
             for r in rows
         ]
+
+
+def step_recorder(store: Store) -> Observer:
+    """An engine observer that records each step as it starts and ends."""
+
+    async def record(event: RunEvent) -> None:
+        if isinstance(event, StepStarted):
+            await store.step_started(event.run_id, position=event.step.index,
+                                     key=event.step.key, title=event.step.title,
+                                     destructive=event.step.destructive,
+                                     started_at=datetime.now(UTC))
+        elif isinstance(event, StepFinished):
+            await store.step_finished(event.run_id, position=event.step.index,
+                                      result=event.result, destructive=event.step.destructive,
+                                      host_state=event.host_state)
+        elif isinstance(event, RunFinished):
+            for i, step in enumerate(event.outcome.steps):
+                if step.started_at is None:
+                    await store.step_finished(event.run_id, position=i, result=step,
+                                              destructive=False, host_state="")
+    return record
 
 
 def _locked(environment: str, holder: asyncpg.Record) -> RunLocked:
