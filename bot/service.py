@@ -23,7 +23,6 @@ from bot.model import (
     Check,
     ContainerState,
     ImageTag,
-    ProcedureName,
     RollbackRequest,
     RunOutcome,
     RunRecord,
@@ -33,18 +32,9 @@ from bot.ports import HttpProbe
 from bot.preflight import Preflight, current_version, run_preflight
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
-from bot.procedures.put_back import put_back_procedure
-from bot.procedures.resume import resume_procedure
-from bot.recovery import (
-    Claim,
-    RecoveryChoice,
-    RecoveryOffer,
-    RecoveryStore,
-    offer_recorder,
-    recovery_preflight,
-)
+from bot.recovery.offers import offer_recorder
+from bot.recovery.store import RecoveryStore
 from bot.store.runs import Store, step_recorder
-from bot.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +80,9 @@ class Rollbot:
         self.runbook = runbook
         self.store = store
         self.probe = probe
-        self._probe = probe
         self.finished_hooks: list[Callable[[RunOutcome], Awaitable[None]]] = []
-        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
-        self._active: dict[int, Run] = {}
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.active: dict[int, Run] = {}
         self.recoveries = RecoveryStore(store.pool)
 
     def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
@@ -131,7 +120,7 @@ class Rollbot:
             # integrity check) or a failing one never holds the environment's lock.
             session, pre, failure = await self._read_preflight(stack, env_name, env, request)
             try:
-                run_id = await self.store.begin_run(request, owner=self._owner)
+                run_id = await self.store.begin_run(request, owner=self.owner)
             except RollbotError as exc:
                 await self.store.audit(environment=env_name, actor=request.requested_by,
                                        kind="refusal", detail=str(exc))
@@ -143,7 +132,7 @@ class Rollbot:
                                    detail=f"requested {request.procedure} to "
                                           f"{request.target or 'previous version'}; reason: "
                                           f"{request.reason or '-'}")
-            heart = asyncio.create_task(self._heartbeat(run_id))
+            heart = asyncio.create_task(self.heartbeat(run_id))
             try:
                 return await self._locked_rollback(run_id, env_name, env, request, session, pre,
                                                    failure, list(observers), on_run)
@@ -158,7 +147,7 @@ class Rollbot:
                 raise
             finally:
                 heart.cancel()
-                self._active.pop(run_id, None)
+                self.active.pop(run_id, None)
 
     async def _read_preflight(
         self, stack: contextlib.AsyncExitStack, env_name: str, env: EnvironmentConfig,
@@ -186,16 +175,16 @@ class Rollbot:
             if session is None or pre is None:
                 raise failure or RollbotError("pre-flight did not run")
             if not pre.ok:
-                return await self._refuse(run_id, env_name, request, pre.checks,
+                return await self.refuse(run_id, env_name, request, pre.checks,
                                           f"Refused by pre-flight, nothing was changed. "
                                           f"{pre.refusal}", pre.current, pre.target)
             moved = await _changed_since_preflight(session, env, pre)
             if moved:
-                return await self._refuse(run_id, env_name, request, pre.checks,
+                return await self.refuse(run_id, env_name, request, pre.checks,
                                           f"Refused, nothing was changed: {moved}",
                                           pre.current, pre.target)
             procedure = build(request.procedure, self._inputs(env, pre))
-            ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
+            ctx = StepContext(host=session.host, docker=session.docker, probe=self.probe,
                               env=env, current=pre.current, target=pre.target,
                               facts=RunFacts(), emit=lambda _line: None)
             await self.store.start_run(run_id, from_version=pre.current,
@@ -206,15 +195,15 @@ class Rollbot:
                                     procedure=request.procedure, ctx=ctx, backup=pre.backup)
             run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
                       checks=pre.checks, observers=[step_recorder(self.store), offers, *observers])
-            self._active[run_id] = run
+            self.active[run_id] = run
             if on_run is not None:
                 on_run(run)
             outcome = await run.execute()
         except RollbotError as exc:
             # Before any step: connection or pre-flight reading failed; nothing was changed.
-            if run_id in self._active:
+            if run_id in self.active:
                 raise
-            return await self._refuse(run_id, env_name, request, (),
+            return await self.refuse(run_id, env_name, request, (),
                                       f"Refused before any step, nothing was changed: {exc}",
                                       None, None)
         await self.store.finish_run(outcome)
@@ -231,7 +220,7 @@ class Rollbot:
         """The environment's quarantined versions, which "previous" skips."""
         return await DeployStore(self.store.pool).quarantined_in(env_name)
 
-    async def _refuse(self, run_id: int, env_name: str, request: RollbackRequest,
+    async def refuse(self, run_id: int, env_name: str, request: RollbackRequest,
                       checks: tuple[Check, ...], message: str, current: str | None,
                       target: str | None) -> RunOutcome:
         outcome = RunOutcome(run_id=run_id, status=RunStatus.REFUSED,
@@ -246,7 +235,7 @@ class Rollbot:
         return ProcedureInputs(env=env, current=pre.current, target=pre.target,
                                epoch=int(time.time()), backup=pre.backup)
 
-    async def _heartbeat(self, run_id: int) -> None:
+    async def heartbeat(self, run_id: int) -> None:
         """Keep the lock fresh, and pick up cancellations asked of another rollbot process."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
@@ -256,148 +245,17 @@ class Rollbot:
             except Exception as exc:
                 log.warning("heartbeat for run #%s failed: %s", run_id, exc)
                 continue
-            run = self._active.get(run_id)
+            run = self.active.get(run_id)
             if by and run is not None and not run.cancel_requested:
                 run.cancel(by)
 
     async def cancel(self, run_id: int, *, by: str) -> bool:
         """Ask an active run to stop before its next step; False when it is not active."""
         recorded = await self.store.request_cancel(run_id, by=by)
-        run = self._active.get(run_id)
+        run = self.active.get(run_id)
         if run is not None:
             run.cancel(by)
         return recorded or run is not None
-
-    # --- after a cancel that left production down: Resume, or Put back --------------------
-
-    async def choose_recovery(self, run_id: int, *, choice: RecoveryChoice, by: str) -> Claim:
-        """Take one person's choice for a run cancelled with production down (once; audited)."""
-        claim = await self.recoveries.claim(run_id, choice=choice, by=by)
-        env = claim.offer.environment if claim.offer else self.runbook.default_environment
-        await self.store.audit(
-            environment=env, actor=by, kind="recovery" if claim.moved else "refusal",
-            run_id=run_id, detail=(f"chose {choice.label} for cancelled run #{run_id}"
-                                   if claim.moved else f"{choice.label}: {claim.reason}"))
-        return claim
-
-    async def recover(self, offer: RecoveryOffer, *, by: str,
-                      observers: Sequence[Observer] = (),
-                      on_run: Callable[[Run], None] | None = None) -> RunOutcome:
-        """Run the choice taken on ``offer`` as a new run that continues the cancelled one.
-
-        Takes the environment's lock like any rollback. When it changes nothing (lock held,
-        pre-flight refused) the choice is offered again.
-        """
-        choice = offer.choice or RecoveryChoice.RESUME
-        env_name, env = self.environment(offer.environment)
-        cancelled = await self.store.get_run(offer.run_id)
-        resume = choice is RecoveryChoice.RESUME
-        target = offer.to_version if resume else offer.from_version
-        why = cancelled.reason if cancelled and cancelled.reason else "-"
-        request = RollbackRequest(
-            environment=env_name, procedure=offer.procedure if resume else ProcedureName.PUT_BACK,
-            target=parse_version(target), requested_by=by, backup=offer.backup,
-            reason=f"{choice.label} after run #{offer.run_id} was cancelled (its reason: {why})",
-            approved_by=(by,))
-        try:
-            run_id = await self.store.begin_run(request, owner=self._owner)
-        except RollbotError as exc:
-            await self.recoveries.release(offer.run_id)
-            await self.store.audit(environment=env_name, actor=by, kind="refusal",
-                                   run_id=offer.run_id, detail=f"{choice.label}: {exc}")
-            raise
-        await self.recoveries.attach(offer.run_id, run_id)
-        await self.store.audit(environment=env_name, actor=by, kind="run", run_id=run_id,
-                               detail=f"{choice.label} for cancelled run #{offer.run_id}")
-        heart = asyncio.create_task(self._heartbeat(run_id))
-        try:
-            return await self._locked_recovery(run_id, env_name, env, request, offer, choice,
-                                               list(observers), on_run)
-        except BaseException as exc:
-            outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
-                                 host_state="unknown: rollbot stopped during the run",
-                                 message=f"rollbot stopped during the run: "
-                                         f"{exc or type(exc).__name__}")
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.finish_run(outcome))
-            raise
-        finally:
-            heart.cancel()
-            self._active.pop(run_id, None)
-
-    async def _locked_recovery(self, run_id: int, env_name: str, env: EnvironmentConfig,
-                               request: RollbackRequest, offer: RecoveryOffer,
-                               choice: RecoveryChoice, observers: list[Observer],
-                               on_run: Callable[[Run], None] | None) -> RunOutcome:
-        resume = choice is RecoveryChoice.RESUME
-        try:
-            async with open_session(env_name, env, store=self.store, actor=request.requested_by,
-                                    run_id=run_id) as session:
-                pre = await recovery_preflight(host=session.host, docker=session.docker,
-                                               env=env, offer=offer, choice=choice)
-                if not pre.ok:
-                    await self.recoveries.release(offer.run_id)
-                    return await self._refuse(run_id, env_name, request, pre.checks,
-                                              f"Refused by pre-flight, nothing was changed. "
-                                              f"{pre.refusal}", pre.in_compose_file,
-                                              str(request.target))
-                epoch = int(time.time())
-                if resume:
-                    current, target = offer.from_version, offer.to_version
-                    full = build(offer.procedure, ProcedureInputs(
-                        env=env, current=current, target=target, epoch=epoch,
-                        backup=pre.backup))
-                    procedure = resume_procedure(full, offer)
-                else:
-                    current, target = pre.in_compose_file, offer.from_version
-                    procedure = put_back_procedure(env, offer, epoch=epoch,
-                                                   in_compose_file=pre.in_compose_file)
-                ctx = StepContext(host=session.host, docker=session.docker, probe=self._probe,
-                                  env=env, current=current, target=target,
-                                  facts=offer.run_facts(), emit=lambda _line: None)
-                await self.store.start_run(run_id, from_version=current, to_version=target,
-                                           backup=offer.backup, checks=pre.checks)
-                offers = offer_recorder(self.recoveries, environment=env_name,
-                                        procedure=request.procedure, ctx=ctx, backup=None,
-                                        base=offer)
-                run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                          checks=pre.checks,
-                          observers=[step_recorder(self.store), offers, *observers])
-                self._active[run_id] = run
-                if on_run is not None:
-                    on_run(run)
-                outcome = await run.execute()
-        except RollbotError as exc:
-            if run_id in self._active:
-                raise
-            await self.recoveries.release(offer.run_id)
-            return await self._refuse(run_id, env_name, request, (),
-                                      f"Refused before any step, nothing was changed: {exc}",
-                                      None, None)
-        await self.store.finish_run(outcome)
-        await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
-                               run_id=run_id, detail=f"{outcome.status}: {outcome.message}")
-        # A resumed rollback is a rollback: verification, report, quarantine. A put-back is not.
-        for hook in self.finished_hooks if resume else []:
-            try:
-                await hook(outcome)
-            except Exception:
-                log.exception("after-run hook failed for run #%s", run_id)
-        return outcome
-
-    async def again_request(self, run_id: int, *, by: str) -> RollbackRequest | None:
-        """After an unhealthy put-back: the cancelled rollback asked again (audited), or None."""
-        offer = await self.recoveries.get(run_id)
-        if offer is None:
-            return None
-        await self.audit(environment=offer.environment, actor=by, kind="recovery",
-                         run_id=run_id, detail=f"roll back to {offer.to_version} again "
-                                               "after the put-back: new card")
-        return RollbackRequest(environment=offer.environment, procedure=offer.procedure,
-                               target=parse_version(offer.to_version), requested_by=by,
-                               reason=f"rolling back again after putting back "
-                                      f"{offer.from_version} (run #{run_id})",
-                               backup=offer.backup)
 
     async def lift_quarantine(self, environment: str, version: str, *, by: str,
                               reason: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.errors import InvalidInput
 from bot.model import ProcedureName
-from bot.recovery import RecoveryChoice
+from bot.recovery.offers import RecoveryChoice
 from handlers.assess import parse_assess_submission
 from handlers.front import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command

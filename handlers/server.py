@@ -192,6 +192,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
                            access=access, approvals=app.approvals, follow_up=app.follow_up,
+                           recoveries=app.recoveries,
                            min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
         app.verifier.announce_with(front.announce_verification)

@@ -23,7 +23,8 @@ from bot.edges.http import HttpxProbe
 from bot.engine import Run
 from bot.events import RunEvent, StepStarted
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
-from bot.recovery import RecoveryChoice
+from bot.recovery.offers import RecoveryChoice
+from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.runs import Store
 from bot.versions import parse_version
@@ -171,13 +172,13 @@ async def test_put_back_restores_the_kept_compose_file_copy(
         assert outcome.status is RunStatus.CANCELLED
         assert outcome.host_state == "services STOPPED; compose file names v1.2.2"
         assert "azora-api:v1.2.2" in production.compose_file.read_text()
-        claim = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.PUT_BACK,
+        claim = await Recoveries(rollbot).choose(outcome.run_id, choice=RecoveryChoice.PUT_BACK,
                                               by="bob")
         assert claim.moved and claim.offer is not None
-        again = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.RESUME,
+        again = await Recoveries(rollbot).choose(outcome.run_id, choice=RecoveryChoice.RESUME,
                                               by="alice")
         assert not again.moved and "bob already chose" in again.reason
-        back = await rollbot.recover(claim.offer, by="bob")
+        back = await Recoveries(rollbot).recover(claim.offer, by="bob")
     assert back.status is RunStatus.FAILED  # v1.2.3 is back, and as unhealthy as before
     assert back.host_state == "api is back up on v1.2.3 (all services running) but NOT healthy"
     assert "azora-api:v1.2.3" in production.compose_file.read_text()
@@ -247,13 +248,13 @@ async def test_a_restore_cancelled_after_the_drop_resumes_only_behind_its_safegu
         observers=[cancel_at_drop], on_run=runs.append)
     assert outcome.status is RunStatus.CANCELLED
     assert "DROPPED" in outcome.host_state or "EMPTY" in outcome.host_state
-    put_back = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.PUT_BACK,
+    put_back = await Recoveries(rollbot).choose(outcome.run_id, choice=RecoveryChoice.PUT_BACK,
                                              by="bob")
     assert not put_back.moved and "dropped the database" in put_back.reason
-    claim = await rollbot.choose_recovery(outcome.run_id, choice=RecoveryChoice.RESUME,
+    claim = await Recoveries(rollbot).choose(outcome.run_id, choice=RecoveryChoice.RESUME,
                                           by="bob")
     assert claim.moved and claim.offer is not None
-    resumed = await rollbot.recover(claim.offer, by="bob")
+    resumed = await Recoveries(rollbot).recover(claim.offer, by="bob")
     assert resumed.status is RunStatus.SUCCEEDED, resumed.message
     keys = [s.key for s in resumed.steps]
     assert keys[:2] == ["verify_backup", "verify_safety_backup"]

@@ -12,9 +12,9 @@ from bot.decision import Scenario, assess
 from bot.model import ProcedureName
 from bot.post_rollback.report_markdown import render_report
 from bot.procedures.catalog import TITLES, ProcedureInputs, build
-from handlers import blocks as ui
 from handlers.assess import verdict_message
-from tests.test_blocks import BACKUP, ENV, NOW, pending, plan, text_of
+from handlers.blocks.cards import card_body
+from tests.test_blocks import BACKUP, ENV, plan, text_of
 from tests.test_decision import answers
 from tests.test_report import inputs, run_record
 
@@ -68,7 +68,7 @@ def test_the_run_and_its_card_carry_the_catalog_title(name: ProcedureName) -> No
                                             epoch=1, backup=BACKUP))
     assert procedure.title == t.title
     p = plan(name)
-    assert f"*Procedure:* {t.title}" in text_of(ui.card(p, pending(p), now=NOW))
+    assert f"*Procedure:* {t.title}" in text_of(card_body(p))
 
 
 @pytest.mark.parametrize("name", FOUR)

@@ -25,14 +25,14 @@ from bot.procedures.base import Procedure, RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.procedures.put_back import put_back_procedure
 from bot.procedures.resume import resume_procedure
-from bot.recovery import (
+from bot.recovery.offers import (
     RecoveryChoice,
     RecoveryOffer,
-    RecoveryStore,
     left_down,
     offer_recorder,
     put_back_refusal,
 )
+from bot.recovery.store import RecoveryStore
 from bot.store.runs import Store
 from tests.test_procedures import BACKUP
 

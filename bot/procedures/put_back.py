@@ -10,7 +10,7 @@ from bot.procedures import commands as cmd
 from bot.procedures.base import Procedure, ProcedureTitle, Step, StepContext
 from bot.procedures.compose_file import find_image_line
 from bot.procedures.steps import COMMAND_S, START
-from bot.recovery import PUT_BACK_COMPOSE, RecoveryOffer
+from bot.recovery.offers import PUT_BACK_COMPOSE, RecoveryOffer
 
 TITLE = ProcedureTitle(name=ProcedureName.PUT_BACK, words="put back what ran before")
 

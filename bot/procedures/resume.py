@@ -6,7 +6,7 @@ from bot.errors import HostError
 from bot.procedures import commands as cmd
 from bot.procedures.base import Procedure, Safeguard, Step, StepContext
 from bot.procedures.restore import DROP, SAFETY_BACKUP
-from bot.recovery import RecoveryOffer
+from bot.recovery.offers import RecoveryOffer
 
 
 def resume_procedure(full: Procedure, offer: RecoveryOffer) -> Procedure:

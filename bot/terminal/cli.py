@@ -25,7 +25,7 @@ from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
 from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
-from bot.recovery import RecoveryChoice, down_sentence
+from bot.recovery.offers import RecoveryChoice, down_sentence
 from bot.redaction import install_log_redaction
 from bot.terminal.render import (
     TerminalProgress,
@@ -183,7 +183,7 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
 
 async def _say_if_down(app: App, run_id: int, console: Console) -> None:
     """After a cancel that left production down: say so, and the two ways out."""
-    offer = await app.rollbot.recoveries.get(run_id)
+    offer = await app.recoveries.offer(run_id)
     if offer is None or offer.state != "offered":
         return
     console.print(f"[bold red]{escape(down_sentence(offer.host_state))}[/]")
@@ -198,11 +198,10 @@ async def _say_if_down(app: App, run_id: int, console: Console) -> None:
 
 async def _recover(app: App, args: argparse.Namespace, console: Console) -> int:
     """``rollbot resume RUN`` / ``rollbot put-back RUN``: the Slack buttons, in the terminal."""
-    svc = app.rollbot
     choice = RecoveryChoice.RESUME if args.command == "resume" else RecoveryChoice.PUT_BACK
-    offer = await svc.recoveries.get(args.run_id)
+    offer = await app.recoveries.offer(args.run_id)
     if offer is None or offer.state != "offered":
-        claim = await svc.choose_recovery(args.run_id, choice=choice, by=_actor(args))
+        claim = await app.recoveries.choose(args.run_id, choice=choice, by=_actor(args))
         console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
         return EXIT_FAILED
     console.print(f"Run #{offer.run_id} left production down: {escape(offer.host_state)}.")
@@ -216,13 +215,13 @@ async def _recover(app: App, args: argparse.Namespace, console: Console) -> int:
         if console.input(f"{what.capitalize()}? [y/N] ").strip().lower() not in ("y", "yes"):
             console.print("Not confirmed; nothing was changed.")
             return EXIT_FAILED
-    claim = await svc.choose_recovery(args.run_id, choice=choice, by=_actor(args))
+    claim = await app.recoveries.choose(args.run_id, choice=choice, by=_actor(args))
     if not claim.moved or claim.offer is None:
         console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
         return EXIT_FAILED
     progress = TerminalProgress(console)
     with _first_interrupt_cancels(console, by=_actor(args)) as on_run:
-        outcome = await svc.recover(claim.offer, by=_actor(args), observers=[progress],
+        outcome = await app.recoveries.recover(claim.offer, by=_actor(args), observers=[progress],
                                     on_run=on_run)
     if outcome.status is RunStatus.REFUSED:
         console.print(f"[bold yellow]REFUSED[/] — {escape(outcome.message)}")

@@ -9,7 +9,7 @@ from typing import Any
 from bot.events import StepInfo
 from bot.model import ProcedureName, RunOutcome, RunStatus, StepStatus
 from bot.procedures.catalog import TITLES
-from bot.recovery import left_down, put_back_refusal
+from bot.recovery.offers import left_down, put_back_refusal
 from handlers.blocks.kit import (
     RUN_ICON,
     STEP_ICON,

@@ -18,6 +18,7 @@ from bot.approvals import ApprovalService, Pending
 from bot.config import SlackConfig
 from bot.model import RunRecord, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
+from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from handlers.access import Access
 from handlers.front.after_run import AfterRunFront
@@ -34,13 +35,16 @@ class SlackFront:
 
     def __init__(self, *, rollbot: Rollbot, client: AsyncWebClient, config: SlackConfig,
                  access: Access, approvals: ApprovalService, follow_up: FollowUp,
+                 recoveries: Recoveries,
                  min_update_interval_s: float = 1.0) -> None:
         self.kit = FrontKit(rollbot=rollbot, client=client, config=config, access=access)
         self.after_run = AfterRunFront(kit=self.kit, approvals=approvals, follow_up=follow_up)
         self.run = RunFront(kit=self.kit, approvals=approvals, follow_up=follow_up,
+                            recoveries=recoveries,
                             after_run=self.after_run,
                             min_update_interval_s=min_update_interval_s)
-        self.cards = CardFront(kit=self.kit, approvals=approvals, run=self.run)
+        self.cards = CardFront(kit=self.kit, approvals=approvals, run=self.run,
+                               recoveries=recoveries)
         self.commands = CommandFront(kit=self.kit, approvals=approvals, follow_up=follow_up,
                                      cards=self.cards, run=self.run)
 

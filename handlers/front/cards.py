@@ -14,6 +14,7 @@ from bot.errors import RollbotError
 from bot.model import Check, ProcedureName, RollbackRequest
 from bot.pinning import pinned_request
 from bot.preflight import Preflight
+from bot.recovery.runs import Recoveries
 from bot.service import Plan
 from bot.versions import parse_version
 from handlers import blocks as ui
@@ -29,12 +30,14 @@ log = logging.getLogger(__name__)
 class CardFront:
     """Posts cards and takes their clicks; a confirmed card becomes a run (``RunFront``)."""
 
-    def __init__(self, *, kit: FrontKit, approvals: ApprovalService, run: RunFront) -> None:
+    def __init__(self, *, kit: FrontKit, approvals: ApprovalService, run: RunFront,
+                 recoveries: Recoveries) -> None:
         self._kit = kit
         self._rollbot = kit.rollbot
         self._client = kit.client
         self._approvals = approvals
         self._run = run
+        self._recoveries = recoveries
 
     async def plan(self, request: RollbackRequest) -> Plan:
         """The engine's plan, or a plan whose failed pre-flight says why (shown on the card)."""
@@ -184,7 +187,7 @@ class CardFront:
         if refusal := await self._kit.user_refusal(user, "start a rollback"):
             await reply(ui.refusal(refusal), refusal)
             return
-        request = await self._rollbot.again_request(run_id, by=user)
+        request = await self._recoveries.again_request(run_id, by=user)
         if request is None:
             await reply(ui.refusal(f"Run #{run_id} left nothing to roll back again."), "no-op")
             return

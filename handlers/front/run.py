@@ -12,7 +12,8 @@ from bot.engine import Run
 from bot.errors import RollbotError, RunLocked
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
 from bot.post_rollback.follow_up import FollowUp
-from bot.recovery import RecoveryChoice, RecoveryOffer
+from bot.recovery.offers import RecoveryChoice, RecoveryOffer
+from bot.recovery.runs import Recoveries
 from handlers import blocks as ui
 from handlers.blocks.run import (
     LiveState,
@@ -37,12 +38,14 @@ class RunFront:
     """Runs a confirmed rollback with its live message; then the notice and the records."""
 
     def __init__(self, *, kit: FrontKit, approvals: ApprovalService, follow_up: FollowUp,
-                 after_run: AfterRunFront, min_update_interval_s: float = 1.0) -> None:
+                 recoveries: Recoveries, after_run: AfterRunFront,
+                 min_update_interval_s: float = 1.0) -> None:
         self._kit = kit
         self._rollbot = kit.rollbot
         self._client = kit.client
         self._approvals = approvals
         self._follow_up = follow_up
+        self._recoveries = recoveries
         self._after_run = after_run
         self._interval = min_update_interval_s
         self._live: dict[int, LiveRun] = {}
@@ -144,7 +147,7 @@ class RunFront:
         if refusal := await self._kit.user_refusal(user, f"choose “{choice.label}”"):
             await reply(ui.refusal(refusal), refusal)
             return
-        claim = await self._rollbot.choose_recovery(run_id, choice=choice, by=user)
+        claim = await self._recoveries.choose(run_id, choice=choice, by=user)
         if not claim.moved or claim.offer is None:
             await reply(ui.refusal(claim.reason), claim.reason)
             return
@@ -183,7 +186,7 @@ class RunFront:
         ts, original = cancelled
         try:
             try:
-                outcome = await self._rollbot.recover(offer, by=by, observers=[live],
+                outcome = await self._recoveries.recover(offer, by=by, observers=[live],
                                                       on_run=on_run)
             except RollbotError as exc:
                 writer.set(message, text=str(exc), blocks=[ui.section(

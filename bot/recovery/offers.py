@@ -1,25 +1,5 @@
-"""After a cancel that left production down: the offer of Resume or Put back, and the choice.
+"""The offer after a cancel that left production down, its pre-flight and its recorder."""
 
-A run cancelled after "Stop services" and before "Start services" leaves production DOWN. It is
-then *offered* two ways out, kept in ``run_recoveries``; one of them is chosen, once (a conditional
-UPDATE), and runs as a new run that names the cancelled one in ``runs.continues_run``:
-
-- **Resume** builds the same procedure again from the cancelled run's pinned inputs (target,
-  backup with its size and time) and leaves out the steps already done. The exception is a step
-  that establishes a safeguard a remaining step needs: a safeguard holds only in the run that
-  established it, so the resumed run verifies the backup again and writes a fresh safety backup;
-  when the database was already dropped, it verifies the safety backup the cancelled run wrote
-  (then the only copy of the old data) instead, and the DROP itself is not repeated.
-- **Put back** restores the compose file copy the run kept (``*.rollbot-<epoch>.bak``) when the
-  file was switched, starts the services, checks that they run and answer healthy, and says so
-  honestly when what ran before is back but unhealthy. It is not offered once the run changed
-  the database (a migration rolled back, the database dropped or restored): that would not be
-  what ran before.
-
-Both start with a pre-flight that accepts only the state the cancel left: services stopped, and
-the compose file naming either the old version or the target. The two procedures themselves are
-built in ``bot/procedures/resume.py`` and ``bot/procedures/put_back.py``.
-"""
 
 from __future__ import annotations
 
@@ -29,8 +9,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
-
-import asyncpg
+from typing import Protocol
 
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import compose_tag, docker_summary, list_backups
@@ -54,7 +33,7 @@ _DATA_CHANGES = {
     "create_database": "re-created the database",
     "restore_backup": "restored the database from a backup",
 }
-_ABANDONED_CHOICE_S = 300  # chosen, but no run began: the process died between the two
+ABANDONED_CHOICE_S = 300  # chosen, but no run began: the process died between the two
 
 
 class RecoveryChoice(StrEnum):
@@ -218,97 +197,13 @@ async def _kept_copy_check(host: RemoteHost, env: EnvironmentConfig,
     return Check("Kept compose file copy", True, f"{kept} names {offer.from_version}")
 
 
-# --- the offers, in PostgreSQL -------------------------------------------------------------
+class OfferBook(Protocol):
+    """Where offers are kept (``bot.recovery.store.RecoveryStore``)."""
 
-class RecoveryStore:
-    """``run_recoveries``: one offer per cancelled-while-down run, one choice per offer."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def offer(self, o: RecoveryOffer) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Only the newest offer of an environment describes production as it is.
-            await conn.execute(
-                "UPDATE run_recoveries SET state = 'superseded' WHERE environment = $1"
-                " AND state = 'offered' AND run_id <> $2", o.environment, o.run_id)
-            await conn.execute(
-                "INSERT INTO run_recoveries (run_id, environment, procedure, from_version,"
-                " to_version, backup, backup_size, backup_modified, done_steps, host_state,"
-                " facts, put_back_refusal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-                " $11::jsonb, $12) ON CONFLICT (run_id) DO NOTHING",
-                o.run_id, o.environment, o.procedure.value, o.from_version, o.to_version,
-                o.backup, o.backup_size, o.backup_modified, list(o.done_steps), o.host_state,
-                o.facts, o.put_back_refusal)
-
-    async def get(self, run_id: int) -> RecoveryOffer | None:
-        row = await self._pool.fetchrow("SELECT * FROM run_recoveries WHERE run_id = $1", run_id)
-        return _offer(row) if row is not None else None
-
-    async def claim(self, run_id: int, *, choice: RecoveryChoice, by: str) -> Claim:
-        """Take the offer for ``choice``: exactly one click ever moves it."""
-        row = await self._pool.fetchrow(
-            "UPDATE run_recoveries o SET state = 'chosen', choice = $2, chosen_by = $3,"
-            " chosen_at = now() WHERE o.run_id = $1 AND (o.state = 'offered'"
-            # a choice whose run never began (its rollbot died in between) is not a lock forever
-            "   OR (o.state = 'chosen' AND o.continuation IS NULL"
-            "       AND o.chosen_at < now() - make_interval(secs => $4)))"
-            " AND ($2 <> 'put_back' OR o.put_back_refusal = '')"
-            " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.environment = o.environment"
-            "   AND r.id > o.run_id AND r.state <> 'refused'"
-            "   AND r.continues_run IS DISTINCT FROM o.run_id)"
-            " RETURNING *", run_id, choice.value, by, _ABANDONED_CHOICE_S)
-        if row is not None:
-            return Claim(_offer(row), True)
-        current = await self.get(run_id)
-        return Claim(current, False, _not_offered(run_id, current, choice))
-
-    async def release(self, run_id: int) -> None:
-        """The chosen action changed nothing (refused, lock held): offer the choice again."""
-        await self._pool.execute(
-            "UPDATE run_recoveries SET state = 'offered', choice = NULL, chosen_by = NULL,"
-            " chosen_at = NULL, continuation = NULL WHERE run_id = $1 AND state = 'chosen'",
-            run_id)
-
-    async def attach(self, run_id: int, continuation: int) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE runs SET continues_run = $2 WHERE id = $1",
-                               continuation, run_id)
-            await conn.execute("UPDATE run_recoveries SET continuation = $2 WHERE run_id = $1",
-                               run_id, continuation)
+    async def offer(self, o: RecoveryOffer) -> None: ...
 
 
-def _not_offered(run_id: int, o: RecoveryOffer | None, choice: RecoveryChoice) -> str:
-    if o is None:
-        return (f"Run #{run_id} did not leave production down, so there is nothing to resume "
-                "or put back.")
-    if o.state == "chosen":
-        label = o.choice.label if o.choice else "an action"
-        then = f" (run #{o.continuation})" if o.continuation else ""
-        return f"{o.chosen_by} already chose “{label}” for run #{run_id}{then}; it runs once."
-    if o.state == "superseded":
-        return (f"A later run in {o.environment} was cancelled with production down; use the "
-                "buttons of that one.")
-    if choice is RecoveryChoice.PUT_BACK and o.put_back_refusal:
-        return o.put_back_refusal
-    return (f"Another rollback ran in {o.environment} after run #{run_id}, so production is no "
-            "longer as that run left it; nothing was run. Check `/rollback status` and start a "
-            "fresh rollback.")
-
-
-def _offer(row: asyncpg.Record) -> RecoveryOffer:
-    return RecoveryOffer(
-        run_id=int(row["run_id"]), environment=row["environment"],
-        procedure=ProcedureName(row["procedure"]), from_version=row["from_version"],
-        to_version=row["to_version"], backup=row["backup"], backup_size=row["backup_size"],
-        backup_modified=row["backup_modified"], done_steps=tuple(row["done_steps"]),
-        host_state=row["host_state"], facts=row["facts"],
-        put_back_refusal=row["put_back_refusal"], state=row["state"],
-        choice=RecoveryChoice(row["choice"]) if row["choice"] else None,
-        chosen_by=row["chosen_by"], continuation=row["continuation"])
-
-
-def offer_recorder(store: RecoveryStore, *, environment: str, procedure: ProcedureName,
+def offer_recorder(store: OfferBook, *, environment: str, procedure: ProcedureName,
                    ctx: StepContext, backup: Backup | None,
                    base: RecoveryOffer | None = None) -> Observer:
     """An observer that records the offer when the run ends cancelled with production down.
