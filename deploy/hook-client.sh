@@ -6,7 +6,7 @@
 #
 # URL is rollbot's base URL (https://rollbot.example.com); the secret comes from the environment
 # variable ROLLBOT_WEBHOOK_SECRET, never from an argument. STAGE is deployed, migration_failed or
-# start_failed. Requests are signed like Slack signs rollbot's (see bot/webhook.py):
+# start_failed. Requests are signed like Slack signs rollbot's (see bot/autorollback/contract.py):
 #   X-Rollbot-Timestamp: <unix seconds>
 #   X-Rollbot-Signature: v0=<hex HMAC-SHA256(secret, "v0:<timestamp>:<body>")>
 #

@@ -21,7 +21,7 @@ TITLE = ProcedureTitle(
     spec_heading="Full Database Restore from Backup",
     use_when="Data corruption or critical data loss",
 )
-# Step keys that bot/recovery.py reasons about (what a cancelled run left behind).
+# Step keys that bot/recovery/offers.py reasons about (what a cancelled run left behind).
 SAFETY_BACKUP, DROP = "safety_backup", "drop_database"
 
 

@@ -12,7 +12,7 @@ from bot.procedures import commands as cmd
 from bot.procedures.base import ProcedureInputs, Step, StepAction, StepContext
 from bot.procedures.compose_file import switch_image_tag
 
-# Step keys that bot/recovery.py reasons about (what a cancelled run left behind).
+# Step keys that bot/recovery/offers.py reasons about (what a cancelled run left behind).
 STOP, SWITCH, START = "stop_services", "switch_version", "start_services"
 
 COMMAND_S = 60.0
