@@ -127,8 +127,9 @@ class EnvironmentConfig(_Frozen):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     auto_rollback: AutoRollbackConfig = AutoRollbackConfig()
     verify_after_minutes: tuple[Annotated[float, Field(gt=0)], ...] = (5.0, 30.0, 120.0)
-    # What the checks count as an error line (see bot/post_rollback/log_scan.py), how many warning lines the
-    # Extended and Comprehensive checks tolerate, and how much of a verify_tables table may go.
+    # What the checks count as an error line (see bot/post_rollback/log_scan.py), how many
+    # warning lines the Extended and Comprehensive checks tolerate, and how much of a
+    # verify_tables table may go.
     error_log_pattern: Annotated[str, AfterValidator(check_error_pattern)] = (
         DEFAULT_ERROR_LOG_PATTERN)
     max_warning_lines: int = Field(default=20, ge=0)
