@@ -18,7 +18,7 @@ from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
 from bot.post_rollback.report import Reporter
-from bot.post_rollback.schedule import Verifier
+from bot.post_rollback.schedule import VerificationSchedule
 from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
@@ -33,7 +33,7 @@ class App:
     runbook: Runbook
     store: Store
     rollbot: Rollbot
-    verifier: Verifier
+    verifier: VerificationSchedule
     reporter: Reporter
     deploys: DeployStore
     auto: AutoRollback  # tells the log until a front gives it another notifier (notify_with)
@@ -66,7 +66,7 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         client = await stack.enter_async_context(httpx.AsyncClient())
         rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
         # Every front schedules the checks; `rollbot serve` is the process that runs them.
-        verifier = Verifier(rollbot=rollbot)
+        verifier = VerificationSchedule(rollbot=rollbot)
         reporter = Reporter(store=store, directory=runbook.incident_logs_dir)
 
         # The report's one writer when a run ends and after each scheduled check; the fronts

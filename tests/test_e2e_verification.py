@@ -15,7 +15,7 @@ import pytest
 from bot.config import Runbook
 from bot.edges.http import HttpxProbe
 from bot.model import ProcedureName, RunOutcome, RunRecord, RunStatus, Tier, VerificationResult
-from bot.post_rollback.schedule import Verifier
+from bot.post_rollback.schedule import VerificationSchedule
 from bot.service import Rollbot
 from bot.store.runs import Store
 from tests.sandbox import Sandbox
@@ -53,7 +53,7 @@ async def bot(runbook: Runbook, store: Store) -> AsyncIterator[Rollbot]:
         yield Rollbot(runbook=quick(runbook), store=store, probe=HttpxProbe(client))
 
 
-def wire(bot: Rollbot, verifier: Verifier) -> None:
+def wire(bot: Rollbot, verifier: VerificationSchedule) -> None:
     async def schedule(outcome: RunOutcome) -> None:
         if outcome.status is RunStatus.SUCCEEDED:
             await verifier.schedule_run(outcome.run_id)
@@ -63,7 +63,7 @@ def wire(bot: Rollbot, verifier: Verifier) -> None:
 async def test_three_checks_fire_in_order_and_are_stored(production: Sandbox,
                                                          bot: Rollbot) -> None:
     heard = Announcements()
-    verifier = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    verifier = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     await verifier.start()
     try:
         wire(bot, verifier)
@@ -87,7 +87,7 @@ async def test_three_checks_fire_in_order_and_are_stored(production: Sandbox,
 async def test_a_check_after_the_service_broke_again_fails(production: Sandbox,
                                                           bot: Rollbot) -> None:
     heard = Announcements()
-    verifier = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    verifier = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     wire(bot, verifier)
     bot.runbook = quick(bot.runbook, (0.03,))
     outcome = await bot.rollback(request(ProcedureName.SIMPLE))
@@ -113,14 +113,14 @@ async def test_restart_between_checks_still_runs_each_once_and_says_late(
     production: Sandbox, bot: Rollbot
 ) -> None:
     heard = Announcements()
-    first = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    first = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     wire(bot, first)
     await first.start()
     outcome = await bot.rollback(request(ProcedureName.SIMPLE))
     await heard.wait(1)
     await first.stop()  # rollbot goes down after the +5 check
     await asyncio.sleep(3.5)  # the other two come due while it is down
-    second = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    second = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     await second.start()
     try:
         await heard.wait(3)
@@ -136,8 +136,8 @@ async def test_restart_between_checks_still_runs_each_once_and_says_late(
 async def test_two_processes_on_one_database_run_each_check_once(production: Sandbox,
                                                                 bot: Rollbot) -> None:
     heard = Announcements()
-    a = Verifier(rollbot=bot, announce=heard, owner="a", sweep_s=0.5)
-    b = Verifier(rollbot=bot, announce=heard, owner="b", sweep_s=0.5)
+    a = VerificationSchedule(rollbot=bot, announce=heard, owner="a", sweep_s=0.5)
+    b = VerificationSchedule(rollbot=bot, announce=heard, owner="b", sweep_s=0.5)
     wire(bot, a)
     await a.start()
     await b.start()
@@ -154,7 +154,7 @@ async def test_two_processes_on_one_database_run_each_check_once(production: San
 
 async def test_a_new_rollback_supersedes_the_pending_checks(production: Sandbox,
                                                            bot: Rollbot) -> None:
-    verifier = Verifier(rollbot=bot)
+    verifier = VerificationSchedule(rollbot=bot)
     wire(bot, verifier)
     bot.runbook = quick(bot.runbook, (5.0, 30.0, 120.0))
     first = await bot.rollback(request(ProcedureName.SIMPLE))

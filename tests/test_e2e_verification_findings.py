@@ -16,7 +16,7 @@ import pytest
 from bot.config import Runbook
 from bot.edges.http import HttpxProbe
 from bot.model import ProcedureName, RunStatus, Tier
-from bot.post_rollback.schedule import Verifier
+from bot.post_rollback.schedule import VerificationSchedule
 from bot.service import Rollbot
 from bot.store.runs import Store
 from tests.sandbox import Sandbox
@@ -55,7 +55,7 @@ def api_logs(*lines: str) -> None:
 async def test_an_exception_lost_rows_and_warnings_fail_the_checks(production: Sandbox,
                                                                   bot: Rollbot) -> None:
     heard = Announcements()
-    verifier = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    verifier = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     wire(bot, verifier)
     outcome = await bot.rollback(request(ProcedureName.SIMPLE))
     assert outcome.status is RunStatus.SUCCEEDED
@@ -90,7 +90,7 @@ async def test_an_exception_lost_rows_and_warnings_fail_the_checks(production: S
 
 async def test_a_small_loss_passes_with_a_note(production: Sandbox, bot: Rollbot) -> None:
     heard = Announcements()
-    verifier = Verifier(rollbot=bot, announce=heard, sweep_s=1)
+    verifier = VerificationSchedule(rollbot=bot, announce=heard, sweep_s=1)
     wire(bot, verifier)
     assert (await bot.rollback(request(ProcedureName.SIMPLE))).status is RunStatus.SUCCEEDED
     production.psql("DELETE FROM users WHERE id = (SELECT max(id) FROM users)")  # 5 → 4: 20 %

@@ -9,14 +9,14 @@ from bot.errors import InvalidInput
 from bot.model import RunRecord, RunStatus, Tier, VerificationResult
 from bot.post_rollback.checklist import ChecklistStore, Tick, automatic_ticks
 from bot.post_rollback.report import Reporter, ReportNotes
-from bot.post_rollback.schedule import Verifier
+from bot.post_rollback.schedule import VerificationSchedule
 from bot.store.runs import Store
 
 
 class FollowUp:
     """Reads and records what follows a run; a front only renders what this returns."""
 
-    def __init__(self, *, store: Store, verifier: Verifier, reporter: Reporter,
+    def __init__(self, *, store: Store, verifier: VerificationSchedule, reporter: Reporter,
                  default_environment: str) -> None:
         self._store = store
         self._verifier = verifier

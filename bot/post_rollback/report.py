@@ -1,8 +1,8 @@
 """Writes a run's Rollback Report from its records: on disk, in the database, refreshed later.
 
-One writer per change: the run finishing (a finished-hook), each scheduled check (a Verifier
-hook), a verdict and an edit of Impact / Root Cause each call ``write`` (or ``fill_in``) once; the
-fronts only show what was written (``saved``).
+One writer per change: the run finishing (a finished-hook), each scheduled check (a
+VerificationSchedule hook), a verdict and an edit of Impact / Root Cause each call ``write`` (or
+``fill_in``) once; the fronts only show what was written (``saved``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Announce = Callable[[VerificationResult, RunRecord, int], Awaitable[None]]
 Checked = Callable[[VerificationResult], Awaitable[None]]
 
 
-class Verifier:
+class VerificationSchedule:
     """Schedules and performs the 5/30/120-minute checks of successful rollbacks."""
 
     def __init__(self, *, rollbot: Rollbot, announce: Announce | None = None,
