@@ -214,7 +214,7 @@ def countdown_message(deploy: Deploy, triggers: Sequence[str], *, seconds: float
             "Database migrations are *not* rolled back automatically (spec: coordinate with "
             "the DBA). The `migrations` procedure is offered for a person to choose."))
         buttons.append(ui.button("Roll back with migrations…", Action.NEXT_MIGRATIONS,
-                                 NextStep(run=1, environment=deploy.environment,
+                                 NextStep(deploy=deploy.id, environment=deploy.environment,
                                           version=deploy.previous_version).dump()))
     blocks.append(ui.actions(Block.AUTO_ACTIONS, *buttons))
     if deploy.run_url:
@@ -240,7 +240,7 @@ def offer_message(deploy: Deploy, triggers: Sequence[str]) -> tuple[str, ui.Bloc
             f"{deploy.previous_version} (migration rollback may lose data: coordinate with the "
             "DBA)."))
         buttons.append(ui.button("Roll back with migrations…", Action.NEXT_MIGRATIONS,
-                                 NextStep(run=1, environment=deploy.environment,
+                                 NextStep(deploy=deploy.id, environment=deploy.environment,
                                           version=deploy.previous_version).dump(),
                                  style="primary"))
         buttons.append(ui.button(f"Roll back code only to {deploy.previous_version}",

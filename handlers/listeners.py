@@ -254,7 +254,7 @@ def _next_step(front: SlackFront, procedure: ProcedureName) -> Handle:
         ref = load(NextStep, r.value)
         await front.cards.on_next_step(user=r.user, channel=r.channel, procedure=procedure,
                                        environment=ref.environment, version=ref.version,
-                                       reply=r.reply)
+                                       reason=ref.reason, reply=r.reply)
     return handle
 
 

@@ -66,11 +66,19 @@ class AssessCardRef(_Meta):
 
 
 class NextStep(_Meta):
-    """A follow-up offered after a failed run: open a new card with this procedure."""
+    """A follow-up offered after a failed run or a failed CI deploy: open a new card."""
 
-    run: int = Field(gt=0)
+    run: int | None = Field(default=None, gt=0)      # the failed run it follows, or
+    deploy: int | None = Field(default=None, gt=0)   # the CI deploy that failed
     environment: str = Field(max_length=64)
     version: str = Field(max_length=64)
+
+    @property
+    def reason(self) -> str:
+        """The card's reason: what this follow-up follows (it becomes the quarantine reason)."""
+        if self.deploy is not None:
+            return f"CI deploy #{self.deploy} failed; rolling back to {self.version}"
+        return f"follow-up after failed run #{self.run}" if self.run else "follow-up"
 
 
 M = TypeVar("M", bound=_Meta)

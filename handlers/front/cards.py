@@ -159,14 +159,14 @@ class CardFront:
     # --- buttons elsewhere that open a fresh card ----------------------------------------------
 
     async def on_next_step(self, *, user: str, channel: str, procedure: ProcedureName,
-                           environment: str, version: str, reply: Reply) -> None:
+                           environment: str, version: str, reason: str, reply: Reply) -> None:
         """A follow-up button after a failed run opens a fresh pre-flight card."""
         if refusal := await self._kit.user_refusal(user, "start a rollback"):
             await reply(ui.refusal(refusal), refusal)
             return
         await self.open_card(RollbackRequest(environment=environment, procedure=procedure,
                                              target=parse_version(version), requested_by=user,
-                                             reason="follow-up after a failed rollback"),
+                                             reason=reason),
                              channel=channel)
 
     async def on_assess_open_card(self, *, user: str, channel: str, ref: AssessCardRef,
