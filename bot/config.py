@@ -120,6 +120,8 @@ class EnvironmentConfig(_Frozen):
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$")
     health_url: str = Field(pattern=r"^https?://")
     version_url: str = Field(pattern=r"^https?://")
+    # The key holding the version when version_url answers JSON, e.g. {"version": "v1.2.2"}.
+    version_json_key: str = Field(default="version", min_length=1, max_length=64)
     smoke_urls: tuple[Annotated[str, Field(pattern=r"^https?://")], ...] = ()
     ssh: SshConfig
     compose: ComposeConfig

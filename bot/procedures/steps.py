@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from bot.config import DatabaseConfig
 from bot.edges.host_facts import running_tag
 from bot.errors import ConfigError, HealthCheckFailed, HostError
@@ -11,6 +9,7 @@ from bot.model import RunStatus
 from bot.procedures import commands as cmd
 from bot.procedures.base import ProcedureInputs, Step, StepAction, StepContext
 from bot.procedures.compose_file import switch_image_tag
+from bot.versions import reported_version, same_release
 
 # Step keys that bot/recovery/offers.py reasons about (what a cancelled run left behind).
 STOP, SWITCH, START = "stop_services", "switch_version", "start_services"
@@ -140,18 +139,6 @@ def wait_healthy(i: ProcedureInputs, *, deadline_s: float, title: str = "Wait fo
     )
 
 
-def reported_version(body: str) -> str:
-    """The version a /version endpoint reports: JSON ``{"version": …}`` or plain text."""
-    text = body.strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.splitlines()[0].strip() if text else ""
-    if isinstance(data, dict):
-        return str(data.get("version", ""))
-    return str(data)
-
-
 def _verify_version(i: ProcedureInputs) -> Step:
     env = i.env
 
@@ -159,11 +146,12 @@ def _verify_version(i: ProcedureInputs) -> Step:
         status, body = await ctx.probe.fetch(env.version_url, timeout_s=10)
         if status is None or not 200 <= status < 300:
             raise HealthCheckFailed(f"{env.version_url} answered {status or body}")
-        seen = reported_version(body)
+        seen = reported_version(body, env.version_json_key)
         ctx.emit(f"GET {env.version_url} -> {seen[:80]}")
-        if seen != ctx.target:
+        if not same_release(seen, ctx.target):
             raise HealthCheckFailed(
-                f"{env.version_url} reports '{seen[:40]}', not {ctx.target}"
+                f"{env.version_url} reports '{seen[:60] or body.strip()[:60]}', "
+                f"expected {ctx.target}"
             )
         return f"version endpoint reports {seen}"
 
