@@ -55,10 +55,27 @@ class ComposeConfig(_Frozen):
         return self.file.rsplit("/", 1)[0] or "/"
 
     @property
-    def project_name(self) -> str:
-        """The compose project: as configured, else derived from the directory like compose does."""
+    def named_project(self) -> str | None:
+        """The project as told: ``project``, else ``-p``/``--project-name`` in the command."""
         if self.project:
             return self.project
+        words = self.command.split()
+        for i, word in enumerate(words):
+            if word in ("-p", "--project-name") and i + 1 < len(words):
+                return words[i + 1].strip("'\"")
+            if word.startswith("--project-name="):
+                return word.split("=", 1)[1].strip("'\"")
+        return None
+
+    @property
+    def project_name(self) -> str:
+        """The project's name for messages: as told, else the directory's (compose's default).
+
+        Which containers belong to the project is decided by their labels (bot/edges/docker.py),
+        so a name from ``.env`` or the file's ``name:`` is honoured there.
+        """
+        if self.named_project:
+            return self.named_project
         base = self.directory.rstrip("/").rsplit("/", 1)[-1].lower()
         return re.sub(r"[^a-z0-9_-]", "", base) or "default"
 

@@ -79,7 +79,7 @@ async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
     statuses = [health, v_status]
     for url in env.smoke_urls:
         statuses.append((await probe.fetch(url, timeout_s=5))[0])
-    containers = await docker.compose_containers(env.compose.project_name)
+    containers = await docker.compose_containers(env.compose)
     bad = tuple(f"{c.service}: {c.status or c.state}" for c in containers
                 if c.state in ("exited", "restarting", "dead") or "unhealthy" in c.status)
     version = reported_version(v_body, env.version_json_key) if v_status == 200 else ""

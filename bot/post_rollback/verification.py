@@ -175,7 +175,7 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
     target = run.to_version or ""
 
     async def services() -> tuple[bool, str]:
-        containers = await docker.compose_containers(env.compose.project_name)
+        containers = await docker.compose_containers(env.compose)
         down = [f"{c.service} ({c.status})" for c in containers if not c.up]
         if not containers:
             return False, "no containers of the compose project"

@@ -46,7 +46,7 @@ def check_current(i: ProcedureInputs) -> Step:
     # The spec's `docker-compose ps` and `docker images | grep` as Docker facts: the same answer
     # without starting docker-compose (a Python program: ~0.3 s per call) on the host.
     async def action(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         tags = await ctx.docker.image_tags(env.image)
@@ -168,7 +168,7 @@ def _confirm_services(i: ProcedureInputs) -> Step:
     env = i.env
 
     async def action(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         down = [c.name for c in containers if not c.up]
