@@ -21,7 +21,7 @@ import pytest
 
 from bot.config import Runbook
 from bot.edges.http import HttpxProbe
-from bot.model import ProcedureName, RollbackRequest, RunStatus
+from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.service import Rollbot
 from bot.store.runs import Store
 from bot.versions import parse_version
@@ -123,9 +123,9 @@ async def test_an_endpoint_reporting_another_release_fails_the_run_naming_both(
     outcome = await bot.rollback(simple_rollback())
     assert outcome.status is RunStatus.FAILED
     failed = [s for s in outcome.steps if s.key == "verify_version"]
-    assert failed, [s.key for s in outcome.steps]
-    said = f"{outcome.message} {failed[0].detail or ''}"
-    assert "1.2.1" in said and "v1.2.2" in said, said
+    assert failed and failed[0].status is StepStatus.FAILED, [s.key for s in outcome.steps]
+    assert "1.2.1" in failed[0].error and "v1.2.2" in failed[0].error, failed[0].error
+    assert "1.2.1" in outcome.message and "v1.2.2" in outcome.message, outcome.message
 
 
 # --- a compose app whose project is named by COMPOSE_PROJECT_NAME in its .env ---------------
@@ -211,7 +211,7 @@ async def test_a_project_named_by_env_is_rolled_back_and_step_7_sees_it(
     outcome = await bot.rollback(simple_rollback())
     assert outcome.status is RunStatus.SUCCEEDED, outcome.message
     confirm = next(s for s in outcome.steps if s.key == "confirm_services")
-    assert confirm.status.name == "SUCCEEDED", confirm
+    assert confirm.status is StepStatus.SUCCEEDED, confirm
     assert "shop_api_1 azora-api:v1.2.2" in images_of_project("shop")
     assert "azora-api:v1.2.2" in shop.ps() or "shop_api_1" in shop.ps()
     assert (await http.get(f"{base}/version")).text.strip() == "v1.2.2"
