@@ -1,11 +1,23 @@
 """Version endpoint formats: every way an endpoint reports a release, compared with a tag."""
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.autorollback.watch import Observation, triggers_of
-from bot.config import load_runbook
+from bot.config import ComposeConfig, load_runbook
+from bot.model import (
+    CommandResult,
+    ContainerState,
+    ProcedureName,
+    RunRecord,
+    RunStatus,
+    Tier,
+    VerificationItem,
+)
+from bot.post_rollback.verification import run_tier
 from bot.versions import reported_version, same_release
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
@@ -75,3 +87,56 @@ def test_the_watch_names_both_strings_of_a_real_mismatch() -> None:
     found = triggers_of(seen, max_5xx_ratio=1, window_checks=6, planned_checks=180, final=False,
                         deployed="v1.2.3")
     assert any("v1.2.2+build.7" in f and "v1.2.3" in f for f in found), found
+
+
+class Answers:
+    """The service as the Immediate check sees it: the api runs v1.2.2, /version says ``body``."""
+
+    via = "test"
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+
+    async def fetch(self, url: str, *, timeout_s: float) -> tuple[int | None, str]:
+        return 200, self.body if url == ENV.version_url else "ok"
+
+    async def wait_healthy(self, url: str, *, deadline_s: float, interval_s: float) -> Any:
+        raise AssertionError("not used")
+
+    async def image_tags(self, repository: str) -> list[Any]:
+        return []
+
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
+        return [ContainerState(name="azora_api_1", service="api", image="azora-api:v1.2.2",
+                               state="running", status="Up 1 minute")]
+
+    name = "prod"
+
+    async def run(self, command: str, **kw: Any) -> CommandResult:
+        return CommandResult(command=command, exit_status=0, output="", truncated=False,
+                             duration_s=0.0)
+
+
+async def immediate_version_item(body: str) -> VerificationItem:
+    now = datetime.now(UTC)
+    run = RunRecord(id=1, environment="production", procedure=ProcedureName.SIMPLE,
+                    status=RunStatus.SUCCEEDED, requested_by="alice", reason="r",
+                    from_version="v1.2.3", to_version="v1.2.2", backup=None, created_at=now,
+                    finished_at=now, host_state="", message="")
+    fake = Answers(body)
+    items = await run_tier(tier=Tier.IMMEDIATE, run=run, env=ENV, host=fake,  # type: ignore[arg-type]
+                           docker=fake, probe=fake, baseline={}, since=now)  # type: ignore[arg-type]
+    return next(i for i in items if i.name == "Version")
+
+
+@pytest.mark.parametrize(("body", "_shown"), SAME[:-1])
+async def test_the_immediate_check_accepts_every_format_of_the_release(body: str, _shown: str
+                                                                      ) -> None:
+    item = await immediate_version_item(body)
+    assert item.ok, item.detail
+
+
+async def test_the_immediate_check_names_both_strings_of_a_real_mismatch() -> None:
+    item = await immediate_version_item("v1.2.1+build.3")
+    assert not item.ok
+    assert "v1.2.1+build.3" in item.detail and "v1.2.2" in item.detail, item.detail
