@@ -68,6 +68,12 @@ class ComposeConfig(_Frozen):
         return None
 
     @property
+    def described(self) -> str:
+        """How messages name the project: by its name when told, else by where compose runs."""
+        named = self.named_project
+        return f"compose project '{named}'" if named else f"the compose project of {self.file}"
+
+    @property
     def project_name(self) -> str:
         """The project's name for messages: as told, else the directory's (compose's default).
 

@@ -89,3 +89,10 @@ async def test_a_configured_project_wins_over_labels() -> None:
     assert compose.named_project == "azora"
     host = DockerPs(row("shop_api_1", "shop"))
     assert await names(host, compose) == []
+
+
+def test_messages_name_the_project_by_name_when_told_else_by_its_compose_file() -> None:
+    assert ComposeConfig(file=FILE, project="shop").described == "compose project 'shop'"
+    assert ComposeConfig(file=FILE, command="docker-compose -p shop").described == \
+        "compose project 'shop'"
+    assert ComposeConfig(file=FILE).described == f"the compose project of {FILE}"

@@ -60,8 +60,7 @@ def check_current(i: ProcedureInputs) -> Step:
 
     return Step(
         key="check_current", title="Check current version", action=action,
-        shows=(f"docker ps: containers of compose project {env.compose.project_name} "
-               "(Docker API)",
+        shows=(f"docker ps: containers of {env.compose.described} (Docker API)",
                f"docker images {env.image}: tags and creation times (Docker API)"),
         leaves=f"untouched: {env.service} still runs {i.current}", timeout_s=COMMAND_S,
     )
@@ -173,8 +172,7 @@ def _confirm_services(i: ProcedureInputs) -> Step:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         down = [c.name for c in containers if not c.up]
         if not containers:
-            raise HealthCheckFailed(f"no containers of compose project "
-                                    f"'{env.compose.project_name}' are running")
+            raise HealthCheckFailed(f"no containers of {env.compose.described} are running")
         if down:
             raise HealthCheckFailed(f"not running: {', '.join(down)}")
         if running_tag(containers, env) != ctx.target:
@@ -183,7 +181,7 @@ def _confirm_services(i: ProcedureInputs) -> Step:
 
     return Step(
         key="confirm_services", title="Confirm all services are up", action=action,
-        shows=(f"docker ps (compose project {env.compose.project_name}): every service running",),
+        shows=(f"docker ps ({env.compose.described}): every service running",),
         leaves=f"{env.service} runs {i.target}, healthy, all services up", timeout_s=COMMAND_S,
         if_failed="some services are not up; check `docker-compose ps` and their logs.",
     )
