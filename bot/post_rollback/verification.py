@@ -193,7 +193,8 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
         if status != 200:
             return False, f"HTTP {status or body[:60]} (expected {target})"
         seen = reported_version(body, env.version_json_key)
-        return same_release(seen, target), f"reports {seen[:40]} (expected {target})"
+        shown = seen[:40] or "no version"
+        return same_release(seen, target), f"reports {shown} (expected {target})"
 
     async def smoke() -> tuple[bool, str]:
         answers = [(u, (await probe.fetch(u, timeout_s=10))[0]) for u in env.smoke_urls]
