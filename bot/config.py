@@ -55,10 +55,33 @@ class ComposeConfig(_Frozen):
         return self.file.rsplit("/", 1)[0] or "/"
 
     @property
-    def project_name(self) -> str:
-        """The compose project: as configured, else derived from the directory like compose does."""
+    def named_project(self) -> str | None:
+        """The project as told: ``project``, else ``-p``/``--project-name`` in the command."""
         if self.project:
             return self.project
+        words = self.command.split()
+        for i, word in enumerate(words):
+            if word in ("-p", "--project-name") and i + 1 < len(words):
+                return words[i + 1].strip("'\"")
+            if word.startswith("--project-name="):
+                return word.split("=", 1)[1].strip("'\"")
+        return None
+
+    @property
+    def described(self) -> str:
+        """How messages name the project: by its name when told, else by where compose runs."""
+        named = self.named_project
+        return f"compose project '{named}'" if named else f"the compose project of {self.file}"
+
+    @property
+    def project_name(self) -> str:
+        """The project's name for messages: as told, else the directory's (compose's default).
+
+        Which containers belong to the project is decided by their labels (bot/edges/docker.py),
+        so a name from ``.env`` or the file's ``name:`` is honoured there.
+        """
+        if self.named_project:
+            return self.named_project
         base = self.directory.rstrip("/").rsplit("/", 1)[-1].lower()
         return re.sub(r"[^a-z0-9_-]", "", base) or "default"
 
@@ -120,6 +143,8 @@ class EnvironmentConfig(_Frozen):
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$")
     health_url: str = Field(pattern=r"^https?://")
     version_url: str = Field(pattern=r"^https?://")
+    # The key holding the version when version_url answers JSON, e.g. {"version": "v1.2.2"}.
+    version_json_key: str = Field(default="version", min_length=1, max_length=64)
     smoke_urls: tuple[Annotated[str, Field(pattern=r"^https?://")], ...] = ()
     ssh: SshConfig
     compose: ComposeConfig

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.model import CommandResult, ContainerState, HealthPoll, ImageTag
+
+if TYPE_CHECKING:
+    from bot.config import ComposeConfig
 
 LineSink = Callable[[str], None]
 
@@ -37,7 +40,9 @@ class DockerFacts(Protocol):
 
     async def image_tags(self, repository: str) -> list[ImageTag]: ...
 
-    async def compose_containers(self, project: str) -> list[ContainerState]: ...
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
+        """The containers ``docker-compose ps`` in the compose file's directory would list."""
+        ...
 
 
 class HttpProbe(Protocol):

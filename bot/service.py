@@ -54,7 +54,7 @@ class Plan:
 async def _changed_since_preflight(session: HostSession, env: EnvironmentConfig,
                                    pre: Preflight) -> str:
     """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
-    containers = await session.docker.compose_containers(env.compose.project_name)
+    containers = await session.docker.compose_containers(env.compose)
     now = current_version(running=running_tag(containers, env),
                           in_file=await compose_tag(session.host, env))
     if now == pre.current:

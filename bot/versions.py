@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import total_ordering
@@ -62,3 +63,30 @@ def try_parse_version(text: str) -> Version | None:
         return parse_version(text)
     except InvalidInput:
         return None
+
+
+def reported_version(body: str, json_key: str = "version") -> str:
+    """The version string a /version endpoint reports: JSON ``{json_key: …}`` or plain text."""
+    text = body.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.splitlines()[0].strip() if text else ""
+    if isinstance(data, dict):
+        value = data.get(json_key)
+        return "" if value is None or isinstance(value, dict | list) else str(value).strip()
+    return "" if isinstance(data, dict | list) or data is None else str(data).strip()
+
+
+def _release_part(reported: str) -> str:
+    # "v1.2.2+build.7 (abc1234)" -> "1.2.2": a trailing commit, build metadata (semver: it does
+    # not count in precedence) and the leading "v" are how endpoints decorate the same release.
+    first = reported.strip().split(maxsplit=1)[0] if reported.strip() else ""
+    release = first.split("+", 1)[0]
+    return release[1:] if release[:1] in ("v", "V") else release
+
+
+def same_release(reported: str, tag: str) -> bool:
+    """Whether a version an endpoint reports is the release ``tag`` names (the one comparison)."""
+    seen = _release_part(reported)
+    return bool(seen) and seen == _release_part(tag)

@@ -11,9 +11,9 @@ from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.preflight import Preflight
 from bot.procedures.base import Safeguard
 from bot.procedures.catalog import ProcedureInputs, build
-from bot.procedures.steps import reported_version
 from bot.service import Plan
 from bot.terminal.render import render_plan
+from bot.versions import reported_version
 
 ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
     "production"]

@@ -8,7 +8,7 @@ import pytest
 from bot.autorollback.deploys import Deploy, DeployState
 from bot.autorollback.machine import ci_failure
 from bot.autorollback.watch import Observation, WatchResult, triggers_of, watch
-from bot.config import AutoRollbackConfig, load_runbook
+from bot.config import AutoRollbackConfig, ComposeConfig, load_runbook
 from bot.model import ContainerState, ImageTag
 from handlers.autorollback import offer_message, watch_message
 from slack_emulator.limits import block_kit_problems
@@ -117,7 +117,7 @@ class FakeDocker:
     async def image_tags(self, repository: str) -> list[ImageTag]:
         return []
 
-    async def compose_containers(self, project: str) -> list[ContainerState]:
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
         return [ContainerState(name="azora-api-1", service="api", image="azora-api:v1.2.3",
                                state="running", status="Up 1 minute")]
 

@@ -16,7 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from bot.autorollback.deploys import DeployStore
-from bot.config import EnvironmentConfig
+from bot.config import ComposeConfig, EnvironmentConfig
 from bot.edges.host_facts import running_tag
 from bot.model import ContainerState, ImageTag
 from bot.ports import DockerFacts
@@ -72,10 +72,10 @@ class RecordingDocker:
     async def image_tags(self, repository: str) -> list[ImageTag]:
         return await self._inner.image_tags(repository)
 
-    async def compose_containers(self, project: str) -> list[ContainerState]:
-        containers = await self._inner.compose_containers(project)
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
+        containers = await self._inner.compose_containers(compose)
         tag = running_tag(containers, self._env)
-        if project == self._env.compose.project_name and tag is not None:
+        if compose == self._env.compose and tag is not None:
             try:
                 await self._sightings.record(environment=self._environment, version=tag,
                                              seen_by=self._actor)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import running_tag
 from bot.ports import DockerFacts, HttpProbe
-from bot.procedures.steps import reported_version
+from bot.versions import reported_version, same_release
 
 CONSECUTIVE_HEALTH_FAILURES = 3
 
@@ -79,11 +79,11 @@ async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
     statuses = [health, v_status]
     for url in env.smoke_urls:
         statuses.append((await probe.fetch(url, timeout_s=5))[0])
-    containers = await docker.compose_containers(env.compose.project_name)
+    containers = await docker.compose_containers(env.compose)
     bad = tuple(f"{c.service}: {c.status or c.state}" for c in containers
                 if c.state in ("exited", "restarting", "dead") or "unhealthy" in c.status)
-    return Observation(index=index, health=health,
-                       version=reported_version(v_body) if v_status == 200 else "",
+    version = reported_version(v_body, env.version_json_key) if v_status == 200 else ""
+    return Observation(index=index, health=health, version=version,
                        answers_5xx=sum(1 for s in statuses if s is not None and s >= 500),
                        answers=len(statuses), containers_bad=bad,
                        running=running_tag(containers, env) or "")
@@ -102,7 +102,8 @@ def triggers_of(observations: Sequence[Observation], *, max_5xx_ratio: float,
     if len(streak) == need and not any(o.healthy for o in streak):
         found.append(f"health checks fail: {need} in a row "
                      f"(last answer {streak[-1].health or 'none'})")
-    wrong = [o.version for o in streak if o.version and deployed and o.version != deployed]
+    wrong = [o.version for o in streak if o.version and deployed
+             and not same_release(o.version, deployed)]
     if len(streak) == need and len(wrong) == need:
         found.append(f"the service reports {wrong[-1]}, not the deployed {deployed}, "
                      f"{need} checks in a row")

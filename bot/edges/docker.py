@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ import aiodocker
 import aiohttp
 import asyncssh
 
+from bot.config import ComposeConfig
 from bot.edges.ssh import SshHost
 from bot.errors import HostError
 from bot.model import ContainerState, ImageTag
@@ -31,8 +33,47 @@ log = logging.getLogger(__name__)
 DOCKER_SOCKET = "/var/run/docker.sock"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+# Where compose was run from: how a project named by .env or the file's `name:` is recognised.
+COMPOSE_FILES_LABEL = "com.docker.compose.project.config_files"
+COMPOSE_DIR_LABEL = "com.docker.compose.project.working_dir"
 _API_TIMEOUT_S = 20.0
 _CLI_TIMEOUT_S = 30.0
+
+
+def _label_filter(compose: ComposeConfig) -> str:
+    named = compose.named_project
+    return f"{COMPOSE_PROJECT_LABEL}={named}" if named else COMPOSE_PROJECT_LABEL
+
+
+def _belongs(labels: Mapping[str, str], compose: ComposeConfig) -> bool:
+    """Whether compose, run on ``compose.file`` in its directory, counts this container as its own.
+
+    A project rollbot is told (``project``, ``-p``) is matched by name. Otherwise compose takes the
+    name from ``COMPOSE_PROJECT_NAME`` in the directory's .env, the file's ``name:`` or the
+    directory, and records where it ran in the container's labels: those are matched instead.
+    """
+    named = compose.named_project
+    project = labels.get(COMPOSE_PROJECT_LABEL)
+    if named:
+        return project == named
+    files, workdir = labels.get(COMPOSE_FILES_LABEL), labels.get(COMPOSE_DIR_LABEL)
+    if files is None and workdir is None:   # a compose too old to record where it ran
+        return project == compose.project_name
+    return (compose.file in (files or "").split(",")
+            or (workdir or "").rstrip("/") == compose.directory.rstrip("/"))
+
+
+def _of_project(found: list[tuple[Mapping[str, str], ContainerState]], compose: ComposeConfig
+                ) -> list[ContainerState]:
+    mine = [(labels, c) for labels, c in found if _belongs(labels, compose)]
+    projects = {labels.get(COMPOSE_PROJECT_LABEL) for labels, _ in mine}
+    if len(projects) > 1:
+        # Left-overs of a project the directory was once run under (before .env named another):
+        # `docker-compose ps` lists only the current one, which is the one that runs.
+        running = {labels.get(COMPOSE_PROJECT_LABEL) for labels, c in mine if c.up}
+        if running:
+            mine = [(lb, c) for lb, c in mine if lb.get(COMPOSE_PROJECT_LABEL) in running]
+    return sorted((c for _, c in mine), key=lambda s: s.name)
 
 
 def _image_tags_from(repository: str, items: list[tuple[str, datetime, str]]) -> list[ImageTag]:
@@ -67,18 +108,18 @@ class ApiDockerFacts:
                     items.append((tag, created, str(image.get("Id", ""))))
         return _image_tags_from(repository, items)
 
-    async def compose_containers(self, project: str) -> list[ContainerState]:
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
         try:
             containers = await self._docker.containers.list(
-                all=True, filters=json.dumps({"label": [f"{COMPOSE_PROJECT_LABEL}={project}"]})
+                all=True, filters=json.dumps({"label": [_label_filter(compose)]})
             )
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             raise HostError(f"Docker API: listing containers failed: {exc}") from None
-        states = []
+        found: list[tuple[Mapping[str, str], ContainerState]] = []
         for c in containers:
             raw: dict[str, Any] = c._container
             labels = raw.get("Labels") or {}
-            states.append(
+            found.append((labels,
                 ContainerState(
                     name=(raw.get("Names") or ["?"])[0].lstrip("/"),
                     service=labels.get(COMPOSE_SERVICE_LABEL, "?"),
@@ -86,8 +127,8 @@ class ApiDockerFacts:
                     state=str(raw.get("State", "")),
                     status=str(raw.get("Status", "")),
                 )
-            )
-        return sorted(states, key=lambda s: s.name)
+            ))
+        return _of_project(found, compose)
 
 
 class CliDockerFacts:
@@ -108,16 +149,16 @@ class CliDockerFacts:
                               str(row.get("ID", ""))))
         return _image_tags_from(repository, items)
 
-    async def compose_containers(self, project: str) -> list[ContainerState]:
+    async def compose_containers(self, compose: ComposeConfig) -> list[ContainerState]:
         command = join("docker", "ps", "-a", "--no-trunc", "--filter",
-                       f"label={COMPOSE_PROJECT_LABEL}={project}", "--format", "{{json .}}")
+                       f"label={_label_filter(compose)}", "--format", "{{json .}}")
         result = await self._host.run(command, timeout=_CLI_TIMEOUT_S)
-        states = []
+        found: list[tuple[Mapping[str, str], ContainerState]] = []
         for row in _json_lines(result.output):
             labels = dict(
                 part.split("=", 1) for part in str(row.get("Labels", "")).split(",") if "=" in part
             )
-            states.append(
+            found.append((labels,
                 ContainerState(
                     name=str(row.get("Names", "?")),
                     service=labels.get(COMPOSE_SERVICE_LABEL, "?"),
@@ -125,8 +166,8 @@ class CliDockerFacts:
                     state=str(row.get("State", "")),
                     status=str(row.get("Status", "")),
                 )
-            )
-        return sorted(states, key=lambda s: s.name)
+            ))
+        return _of_project(found, compose)
 
 
 def _json_lines(output: str) -> list[dict[str, Any]]:

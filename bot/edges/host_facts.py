@@ -126,7 +126,7 @@ def age_text(when: datetime, now: datetime | None = None) -> str:
 async def docker_summary(docker: DockerFacts, env: EnvironmentConfig
                          ) -> tuple[list[ImageTag], list[ContainerState]]:
     tags = await docker.image_tags(env.image)
-    containers = await docker.compose_containers(env.compose.project_name)
+    containers = await docker.compose_containers(env.compose)
     return tags, containers
 
 

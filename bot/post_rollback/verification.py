@@ -23,8 +23,8 @@ from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationRe
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.post_rollback.log_scan import WARNING_LOG_PATTERN, matching
 from bot.procedures import commands as cmd
-from bot.procedures.steps import reported_version
 from bot.redaction import redact
+from bot.versions import reported_version, same_release
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
     target = run.to_version or ""
 
     async def services() -> tuple[bool, str]:
-        containers = await docker.compose_containers(env.compose.project_name)
+        containers = await docker.compose_containers(env.compose)
         down = [f"{c.service} ({c.status})" for c in containers if not c.up]
         if not containers:
             return False, "no containers of the compose project"
@@ -190,8 +190,11 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
 
     async def version() -> tuple[bool, str]:
         status, body = await probe.fetch(env.version_url, timeout_s=10)
-        seen = reported_version(body) if status == 200 else f"HTTP {status or body[:60]}"
-        return seen == target, f"reports {seen[:40]} (expected {target})"
+        if status != 200:
+            return False, f"HTTP {status or body[:60]} (expected {target})"
+        seen = reported_version(body, env.version_json_key)
+        shown = seen[:40] or "no version"
+        return same_release(seen, target), f"reports {shown} (expected {target})"
 
     async def smoke() -> tuple[bool, str]:
         answers = [(u, (await probe.fetch(u, timeout_s=10))[0]) for u in env.smoke_urls]

@@ -47,7 +47,7 @@ def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: i
         return f"services started on {old}"
 
     async def confirm(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         down = [c.name for c in containers if not c.up]

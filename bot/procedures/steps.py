@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from bot.config import DatabaseConfig
 from bot.edges.host_facts import running_tag
 from bot.errors import ConfigError, HealthCheckFailed, HostError
@@ -11,6 +9,7 @@ from bot.model import RunStatus
 from bot.procedures import commands as cmd
 from bot.procedures.base import ProcedureInputs, Step, StepAction, StepContext
 from bot.procedures.compose_file import switch_image_tag
+from bot.versions import reported_version, same_release
 
 # Step keys that bot/recovery/offers.py reasons about (what a cancelled run left behind).
 STOP, SWITCH, START = "stop_services", "switch_version", "start_services"
@@ -47,7 +46,7 @@ def check_current(i: ProcedureInputs) -> Step:
     # The spec's `docker-compose ps` and `docker images | grep` as Docker facts: the same answer
     # without starting docker-compose (a Python program: ~0.3 s per call) on the host.
     async def action(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         tags = await ctx.docker.image_tags(env.image)
@@ -61,8 +60,7 @@ def check_current(i: ProcedureInputs) -> Step:
 
     return Step(
         key="check_current", title="Check current version", action=action,
-        shows=(f"docker ps: containers of compose project {env.compose.project_name} "
-               "(Docker API)",
+        shows=(f"docker ps: containers of {env.compose.described} (Docker API)",
                f"docker images {env.image}: tags and creation times (Docker API)"),
         leaves=f"untouched: {env.service} still runs {i.current}", timeout_s=COMMAND_S,
     )
@@ -140,18 +138,6 @@ def wait_healthy(i: ProcedureInputs, *, deadline_s: float, title: str = "Wait fo
     )
 
 
-def reported_version(body: str) -> str:
-    """The version a /version endpoint reports: JSON ``{"version": …}`` or plain text."""
-    text = body.strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.splitlines()[0].strip() if text else ""
-    if isinstance(data, dict):
-        return str(data.get("version", ""))
-    return str(data)
-
-
 def _verify_version(i: ProcedureInputs) -> Step:
     env = i.env
 
@@ -159,11 +145,12 @@ def _verify_version(i: ProcedureInputs) -> Step:
         status, body = await ctx.probe.fetch(env.version_url, timeout_s=10)
         if status is None or not 200 <= status < 300:
             raise HealthCheckFailed(f"{env.version_url} answered {status or body}")
-        seen = reported_version(body)
+        seen = reported_version(body, env.version_json_key)
         ctx.emit(f"GET {env.version_url} -> {seen[:80]}")
-        if seen != ctx.target:
+        if not same_release(seen, ctx.target):
             raise HealthCheckFailed(
-                f"{env.version_url} reports '{seen[:40]}', not {ctx.target}"
+                f"{env.version_url} reports '{seen[:60] or body.strip()[:60]}', "
+                f"expected {ctx.target}"
             )
         return f"version endpoint reports {seen}"
 
@@ -180,13 +167,12 @@ def _confirm_services(i: ProcedureInputs) -> Step:
     env = i.env
 
     async def action(ctx: StepContext) -> str:
-        containers = await ctx.docker.compose_containers(env.compose.project_name)
+        containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
         down = [c.name for c in containers if not c.up]
         if not containers:
-            raise HealthCheckFailed(f"no containers of compose project "
-                                    f"'{env.compose.project_name}' are running")
+            raise HealthCheckFailed(f"no containers of {env.compose.described} are running")
         if down:
             raise HealthCheckFailed(f"not running: {', '.join(down)}")
         if running_tag(containers, env) != ctx.target:
@@ -195,7 +181,7 @@ def _confirm_services(i: ProcedureInputs) -> Step:
 
     return Step(
         key="confirm_services", title="Confirm all services are up", action=action,
-        shows=(f"docker ps (compose project {env.compose.project_name}): every service running",),
+        shows=(f"docker ps ({env.compose.described}): every service running",),
         leaves=f"{env.service} runs {i.target}, healthy, all services up", timeout_s=COMMAND_S,
         if_failed="some services are not up; check `docker-compose ps` and their logs.",
     )
