@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from bot.model import ProcedureName, RunOutcome, RunStatus
 from bot.service import Rollbot
 from bot.store.runs import Store
 from tests.sandbox import CURRENT_COUNTS, Sandbox
+from tests.test_e2e_cli import rollbot_cli
 from tests.test_e2e_procedures import request
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +63,11 @@ async def test_psql_that_cannot_reach_the_database_refuses_before_the_services_s
     assert "cannot reach database azora_prod" in outcome.message
     assert re.search(r"prod-user@127\.0\.0\.1:\d+", outcome.message)  # the host is named
     assert production.newest_migration() == migration
+    audit = await store.audit_entries(run_id=outcome.run_id)
+    # The migrations card reads names from migrate_status, which is also the prerequisite: it
+    # runs once. A restore stops asking once psql failed.
+    runs = [a for a in audit if a.kind == "command" and "migrate status" in a.command]
+    assert len(runs) == (1 if procedure is ProcedureName.MIGRATIONS else 0)
 
 
 async def test_a_read_only_backups_dir_refuses_a_restore(
@@ -141,3 +148,16 @@ async def test_the_plan_shows_every_prerequisite_of_a_restore(production: Sandbo
         assert name in checks and checks[name].ok, (name, checks.get(name))
     assert "reports v1.2.3" in checks["Version endpoint"].detail
     assert "free in" in checks["Backups dir space"].detail
+
+
+def test_rollbot_plan_lists_the_database_and_backups_checks(production: Sandbox, store: Store,
+                                                            tmp_path: Path) -> None:
+    plan = rollbot_cli(production, store.dsn, "plan", "v1.2.2", "--procedure", "migrations",
+                       cwd=tmp_path)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    for line in ("✓ Database reachable: psql on prod-user@127.0.0.1:",
+                 "✓ Migrate status: database.migrate_status ran on prod-user@",
+                 "✓ Version endpoint: http://127.0.0.1:", "✓ Compose project: project "):
+        assert line in plan.stdout, plan.stdout
+    assert "Backups dir" not in plan.stdout  # a migrations rollback takes no safety dump
+    assert production.running_image() == "azora-api:v1.2.3"
