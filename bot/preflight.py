@@ -95,7 +95,8 @@ async def run_preflight(
         checks.append(resolves)
     if probe is not None:
         checks.append(await version_endpoint_check(probe=probe, env=env, host_name=host.name,
-                                                   service_runs=running is not None))
+                                                   service_runs=running is not None,
+                                                   procedure=request.procedure))
 
     target = _resolve_target(request, tags, current, checks, quarantined)
     if target:

@@ -13,6 +13,7 @@ from bot.procedures.steps import reported_version
 
 # The version check compares release numbers; a leading "v" and any suffix are a format question.
 _RELEASE_NUMBER = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
+_IF_DOWN = "(if the service is down, the emergency procedure does not need it)"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 
 
@@ -131,9 +132,13 @@ async def _backups_dir_checks(*, host: RemoteHost, db: DatabaseConfig, timeout: 
 
 
 async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, host_name: str,
-                                 service_runs: bool) -> Check:
+                                 service_runs: bool, procedure: ProcedureName) -> Check:
     """The endpoint the last step reads answers a version now, so that step can confirm one."""
     url = env.version_url
+    if procedure is ProcedureName.EMERGENCY:
+        # The fastest path has no version step; a down service must not delay or block it.
+        return Check("Version endpoint", True,
+                     f"not asked: the emergency procedure does not read {url}")
     if not service_runs:
         return Check("Version endpoint", True,
                      f"not asked: no {env.service} container runs on {host_name} to answer {url}")
@@ -141,13 +146,14 @@ async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, ho
     if status is None or not 200 <= status < 300:
         return Check("Version endpoint", False,
                      f"{url} ({env.service} on {host_name}) answered "
-                     f"{status or body[:120]}; the version step could never confirm a rollback")
+                     f"{status or body[:120]}; the version step could never confirm a rollback "
+                     f"{_IF_DOWN}")
     seen = version_text_parseable(body)
     if seen is None:
         shown = " ".join(body.split())[:60] or "an empty body"
         return Check("Version endpoint", False,
                      f"{url} ({env.service} on {host_name}) answered '{shown}', which is not a "
-                     "version; the version step could never confirm a rollback")
+                     f"version; the version step could never confirm a rollback {_IF_DOWN}")
     return Check("Version endpoint", True, f"{url} on {host_name} reports {seen}")
 
 

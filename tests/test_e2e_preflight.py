@@ -126,6 +126,18 @@ async def test_a_version_endpoint_that_answers_no_version_refuses_with_the_reaso
     assert reason in outcome.message
 
 
+async def test_an_emergency_rollback_is_not_held_up_by_the_version_endpoint(
+    production: Sandbox, runbook: Runbook, store: Store,
+    version_server: Callable[[int, str], str]
+) -> None:
+    url = version_server(500, "Internal Server Error")
+    outcome = await rollback_with(runbook, store,
+                                  lambda env: env.model_copy(update={"version_url": url}),
+                                  ProcedureName.EMERGENCY)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.message
+    assert production.running_image() == "azora-api:v1.2.2"
+
+
 async def test_a_compose_project_name_that_finds_no_containers_is_refused(
     production: Sandbox, runbook: Runbook, store: Store
 ) -> None:

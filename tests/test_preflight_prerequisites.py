@@ -6,15 +6,21 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from bot.config import DatabaseConfig
+import pytest
+
+from bot.config import DatabaseConfig, load_runbook
+from bot.model import ProcedureName
 from bot.prerequisites import (
     database_size_bytes,
     df_available_bytes,
     human_size,
+    version_endpoint_check,
     version_text_parseable,
 )
 from bot.procedures import commands as cmd
 
+ENV = load_runbook(Path(__file__).parent / "data" / "rollbot.example.toml").environments[
+    "production"]
 DB = DatabaseConfig(
     name="azora_prod", psql="psql -X -h 127.0.0.1 -p 5432 -U postgres",
     pg_dump="pg_dump -h 127.0.0.1 -p 5432 -U postgres", backups_dir="/var/backups/azora",
@@ -89,3 +95,50 @@ def test_a_version_body_is_parseable_when_it_reads_as_a_release_number() -> None
     assert version_text_parseable("<html>502 Bad Gateway</html>") is None
     assert version_text_parseable('{"status": "ok"}') is None
     assert version_text_parseable("") is None
+
+
+class VersionEndpoint:
+    """The service's version endpoint as the probe sees it; counts the requests."""
+
+    def __init__(self, status: int | None, body: str) -> None:
+        self.status, self.body, self.asked = status, body, 0
+
+    async def fetch(self, url: str, *, timeout_s: float) -> tuple[int | None, str]:
+        self.asked += 1
+        return self.status, self.body
+
+
+async def ask(endpoint: VersionEndpoint, procedure: ProcedureName = ProcedureName.SIMPLE,
+              *, runs: bool = True) -> tuple[bool, str]:
+    check = await version_endpoint_check(probe=endpoint, env=ENV, host_name="deploy@web-1:22",
+                                         service_runs=runs, procedure=procedure)
+    assert check.name == "Version endpoint"
+    return check.ok, check.detail
+
+
+async def test_a_version_endpoint_that_reports_a_version_passes() -> None:
+    ok, detail = await ask(VersionEndpoint(200, '{"version": "v1.2.3"}'))
+    assert ok and detail == f"{ENV.version_url} on deploy@web-1:22 reports v1.2.3"
+
+
+@pytest.mark.parametrize(("status", "body", "said"), [
+    (200, "<html>hello</html>", "answered '<html>hello</html>', which is not a version"),
+    (200, "", "answered 'an empty body', which is not a version"),
+    (503, "busy", "answered 503"),
+    (None, "connection refused", "answered connection refused"),
+])
+async def test_a_version_endpoint_without_a_version_is_a_refusal_naming_host_and_answer(
+    status: int | None, body: str, said: str
+) -> None:
+    ok, detail = await ask(VersionEndpoint(status, body))
+    assert not ok
+    assert ENV.version_url in detail and "deploy@web-1:22" in detail and said in detail
+    assert "the emergency procedure does not need it" in detail
+
+
+async def test_the_version_endpoint_is_not_asked_when_nothing_should_answer() -> None:
+    down = VersionEndpoint(None, "connection refused")
+    assert (await ask(down, ProcedureName.EMERGENCY))[0]
+    ok, detail = await ask(down, runs=False)
+    assert ok and "no api container runs on deploy@web-1:22" in detail
+    assert down.asked == 0
