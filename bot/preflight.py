@@ -89,10 +89,8 @@ async def run_preflight(
                             f"{env.service} runs {running}, but the compose file names {in_file}"))
     else:
         checks.append(Check("Current version", True, f"{env.service} runs {running}"))
-    resolves = await compose_resolves_check(host=host, env=env,
-                                            api_sees_service=running is not None)
-    if resolves is not None:
-        checks.append(resolves)
+    checks.append(await compose_resolves_check(host=host, env=env,
+                                               api_sees_service=running is not None))
     if probe is not None:
         checks.append(await version_endpoint_check(probe=probe, env=env, host_name=host.name,
                                                    service_runs=running is not None,

@@ -14,7 +14,6 @@ from bot.procedures.steps import reported_version
 # The version check compares release numbers; a leading "v" and any suffix are a format question.
 _RELEASE_NUMBER = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
 _IF_DOWN = "(if the service is down, the emergency procedure does not need it)"
-_CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 
 
 def df_available_bytes(df_output: str) -> int | None:
@@ -158,26 +157,33 @@ async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, ho
 
 
 async def compose_resolves_check(*, host: RemoteHost, env: EnvironmentConfig,
-                                 api_sees_service: bool) -> Check | None:
-    """Refuse when docker-compose sees the service running but rollbot's project name does not.
+                                 api_sees_service: bool) -> Check:
+    """docker-compose (what the stop/start steps run) and Docker (what the checks read) agree.
 
-    That is the one case where "nothing runs" is wrong: the later steps would look for the
-    containers under a name compose does not use. None when compose agrees or cannot tell.
+    A disagreement means the project name rollbot looks for is not the one compose uses: the
+    later steps would then check containers the earlier ones did not touch.
     """
-    if api_sees_service:
-        return Check("Compose project", True,
-                     f"project '{env.compose.project_name}' on {host.name} has a running "
-                     f"{env.service} container")
+    project, where = env.compose.project_name, f"{env.compose.directory} on {host.name}"
     try:
-        out = await host.run(cmd.compose(env, "ps", "-q", env.service),
+        out = await host.run(cmd.compose(env, "ps", "--services", "--filter", "status=running"),
                              timeout=env.timeouts.command_s)
-    except HostError:
-        return None
-    # Output interleaves stderr (compose warnings): only container ids count.
-    if not [ln for ln in out.output.split() if _CONTAINER_ID.fullmatch(ln)]:
-        return None
+    except HostError as exc:
+        return Check("Compose project", False,
+                     f"`{env.compose.command} ps` failed in {where} ({_why(exc)}); the stop and "
+                     "start steps run the same command")
+    # Output interleaves stderr (compose warnings): only a line that is the service's name counts.
+    compose_runs = env.service in (ln.strip() for ln in out.output.splitlines())
+    if compose_runs == api_sees_service:
+        said = "runs" if compose_runs else "does not run"
+        return Check("Compose project", True,
+                     f"{env.service} {said} in project '{project}' in {where}, for "
+                     f"{env.compose.command} and Docker alike")
+    if compose_runs:
+        return Check("Compose project", False,
+                     f"{env.compose.command} in {where} runs {env.service}, but Docker shows no "
+                     f"running {env.service} container of project '{project}', the name rollbot "
+                     "looks for; set compose.project to the project compose uses")
     return Check("Compose project", False,
-                 f"docker-compose in {env.compose.directory} on {host.name} lists running "
-                 f"{env.service} containers, but none carry the project name "
-                 f"'{env.compose.project_name}' rollbot looks for; set compose.project to the "
-                 "project compose uses")
+                 f"Docker shows {env.service} running in project '{project}', but "
+                 f"{env.compose.command} in {where} lists no running {env.service}: "
+                 "compose.project names another project than the compose file's")
