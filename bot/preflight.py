@@ -23,7 +23,13 @@ from bot.edges.host_facts import (
 from bot.errors import CommandFailed, HostError, RollbotError
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks
-from bot.ports import DockerFacts, RemoteHost
+from bot.ports import DockerFacts, HttpProbe, RemoteHost
+from bot.prerequisites import (
+    compose_resolves_check,
+    database_checks,
+    migrate_status_check,
+    version_endpoint_check,
+)
 from bot.procedures import commands as cmd
 from bot.versions import try_parse_version
 
@@ -53,10 +59,12 @@ class Preflight:
 async def run_preflight(
     *, host: RemoteHost, docker: DockerFacts, env: EnvironmentConfig, request: RollbackRequest,
     now: datetime | None = None, quarantined: Sequence[Quarantined] = (),
+    probe: HttpProbe | None = None,
 ) -> Preflight:
     """Ask the host what runs, what is available and whether the backup is sound.
 
     ``quarantined`` are the environment's quarantined versions: "previous" skips them.
+    ``probe`` asks the version endpoint (without it, that check is left out).
     """
     now = now or datetime.now(UTC)
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
@@ -81,6 +89,12 @@ async def run_preflight(
                             f"{env.service} runs {running}, but the compose file names {in_file}"))
     else:
         checks.append(Check("Current version", True, f"{env.service} runs {running}"))
+    checks.append(await compose_resolves_check(host=host, env=env,
+                                               api_sees_service=running is not None))
+    if probe is not None:
+        checks.append(await version_endpoint_check(probe=probe, env=env, host_name=host.name,
+                                                   service_runs=running is not None,
+                                                   procedure=request.procedure))
 
     target = _resolve_target(request, tags, current, checks, quarantined)
     if target:
@@ -178,6 +192,7 @@ async def _check_database(*, host: RemoteHost, env: EnvironmentConfig, request: 
         checks.append(Check("Database configured", False,
                             "the runbook has no [database] section for this environment"))
         return None
+    await database_checks(host=host, env=env, db=db, procedure=request.procedure, checks=checks)
     if request.procedure is ProcedureName.MIGRATIONS and not db.migrate_down:
         checks.append(Check("Migration command", False,
                             "the runbook has no database.migrate_down command"))
@@ -283,8 +298,11 @@ async def _check_migrations(*, host: RemoteHost, env: EnvironmentConfig, db: Dat
             out = await host.run(cmd.in_compose_dir(env, db.migrate_status),
                                  timeout=env.timeouts.command_s)
             found, source = newest_migrations(out.output, count), "migrate_status"
+            checks.append(migrate_status_check(host.name, None))
         except HostError as exc:
             problems.append(f"migrate_status failed: {str(exc)[:160]}")
+            # The same run proves (or disproves) the prerequisite: no second migrate_status.
+            checks.append(migrate_status_check(host.name, str(exc)[:160]))
     if found is None:
         try:
             out = await host.run(cmd.migrations_head(db), timeout=env.timeouts.command_s)

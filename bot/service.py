@@ -95,7 +95,8 @@ class Rollbot:
         async with open_session(env_name, env, store=self.store, actor=request.requested_by,
                                 run_id=None) as session:
             pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request, quarantined=quarantined)
+                                      request=request, quarantined=quarantined,
+                                      probe=self.probe)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
         holder = await self.store.active_run(env_name)
@@ -161,7 +162,8 @@ class Rollbot:
                              run_id=None))
             pre = await run_preflight(host=session.host, docker=session.docker, env=env,
                                       request=request,
-                                      quarantined=await self.quarantined(env_name))
+                                      quarantined=await self.quarantined(env_name),
+                                      probe=self.probe)
         except RollbotError as exc:
             return session, None, exc
         return session, pre, None

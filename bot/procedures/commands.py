@@ -122,3 +122,27 @@ def remove_latest_tag(env: EnvironmentConfig) -> str:
     ref = quote(f"{env.image}:latest")
     return (f"if docker image inspect {ref} >/dev/null 2>&1; then docker rmi {ref}; "
             f"else echo 'no {env.image}:latest tag here; nothing to remove'; fi")
+
+
+def database_ping(db: DatabaseConfig) -> str:
+    """Pre-flight: the runbook's psql reaches the database (no change, no lock taken)."""
+    return psql(db, "SELECT 1;", database=db.name, tuples_only=True)
+
+
+def database_size(db: DatabaseConfig) -> str:
+    """Pre-flight: the database's size in bytes, what the safety dump may need at most."""
+    sql_identifier(db.name, what="Database")  # the name goes into a string literal: plain only
+    return psql(db, f"SELECT pg_database_size('{db.name}');", database=db.name,
+                tuples_only=True)
+
+
+def probe_writable(directory: str) -> str:
+    """Pre-flight: create and remove a temp file, as the safety dump will write one there."""
+    d = quote(directory)
+    return (f"tmp=$(mktemp -p {d} .rollbot-preflight.XXXXXX) && rm -f -- \"$tmp\" "
+            f"&& echo writable")
+
+
+def free_space(directory: str) -> str:
+    """Pre-flight: POSIX ``df`` in 1 KiB blocks for the filesystem holding ``directory``."""
+    return join("df", "-Pk", directory)
