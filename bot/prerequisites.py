@@ -9,7 +9,7 @@ from bot.errors import CommandFailed, HostError
 from bot.model import Check, ProcedureName
 from bot.ports import HttpProbe, RemoteHost
 from bot.procedures import commands as cmd
-from bot.procedures.steps import reported_version
+from bot.versions import reported_version
 
 # The version check compares release numbers; a leading "v" and any suffix are a format question.
 _RELEASE_NUMBER = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
@@ -40,9 +40,9 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def version_text_parseable(body: str) -> str | None:
+def version_text_parseable(body: str, json_key: str = "version") -> str | None:
     """The version a /version body reports when it reads as a release number; else None."""
-    seen = reported_version(body)
+    seen = reported_version(body, json_key)
     return seen if _RELEASE_NUMBER.match(seen) else None
 
 
@@ -147,7 +147,7 @@ async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, ho
                      f"{url} ({env.service} on {host_name}) answered "
                      f"{status or body[:120]}; the version step could never confirm a rollback "
                      f"{_IF_DOWN}")
-    seen = version_text_parseable(body)
+    seen = version_text_parseable(body, env.version_json_key)
     if seen is None:
         shown = " ".join(body.split())[:60] or "an empty body"
         return Check("Version endpoint", False,
@@ -163,7 +163,7 @@ async def compose_resolves_check(*, host: RemoteHost, env: EnvironmentConfig,
     A disagreement means the project name rollbot looks for is not the one compose uses: the
     later steps would then check containers the earlier ones did not touch.
     """
-    project, where = env.compose.project_name, f"{env.compose.directory} on {host.name}"
+    project, where = env.compose.described, f"{env.compose.directory} on {host.name}"
     try:
         out = await host.run(cmd.compose(env, "ps", "--services", "--filter", "status=running"),
                              timeout=env.timeouts.command_s)
@@ -176,14 +176,14 @@ async def compose_resolves_check(*, host: RemoteHost, env: EnvironmentConfig,
     if compose_runs == api_sees_service:
         said = "runs" if compose_runs else "does not run"
         return Check("Compose project", True,
-                     f"{env.service} {said} in project '{project}' in {where}, for "
+                     f"{env.service} {said} in {project} in {where}, for "
                      f"{env.compose.command} and Docker alike")
     if compose_runs:
         return Check("Compose project", False,
                      f"{env.compose.command} in {where} runs {env.service}, but Docker shows no "
-                     f"running {env.service} container of project '{project}', the name rollbot "
+                     f"running {env.service} container of {project}, the project rollbot "
                      "looks for; set compose.project to the project compose uses")
     return Check("Compose project", False,
-                 f"Docker shows {env.service} running in project '{project}', but "
+                 f"Docker shows {env.service} running in {project}, but "
                  f"{env.compose.command} in {where} lists no running {env.service}: "
                  "compose.project names another project than the compose file's")
