@@ -170,7 +170,7 @@ def test_rollbot_plan_lists_the_database_and_backups_checks(production: Sandbox,
     for line in ("✓ Database reachable: psql on prod-user@127.0.0.1:",
                  "✓ Migrate status: database.migrate_status ran on prod-user@",
                  "✓ Version endpoint: http://127.0.0.1:",
-                 "✓ Compose project: api runs in project "):
+                 "✓ Compose project: api runs in the compose project of "):
         assert line in plan.stdout, plan.stdout
     assert "Backups dir" not in plan.stdout  # a migrations rollback takes no safety dump
     assert production.running_image() == "azora-api:v1.2.3"
