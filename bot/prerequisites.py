@@ -143,16 +143,21 @@ async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, ho
                      f"not asked: no {env.service} container runs on {host_name} to answer {url}")
     status, body = await probe.fetch(url, timeout_s=10)
     if status is None or not 200 <= status < 300:
-        return Check("Version endpoint", False,
-                     f"{url} ({env.service} on {host_name}) answered "
-                     f"{status or body[:120]}; the version step could never confirm a rollback "
-                     f"{_IF_DOWN}")
+        # A failing release that does not answer is often why people roll back: say so, and
+        # let the version step judge the target once it runs.
+        return Check("Version endpoint", True,
+                     f"{url} ({env.service} on {host_name}) answers "
+                     f"{status or body[:120]} now; the version step reads it again once the "
+                     "target runs")
     seen = version_text_parseable(body, env.version_json_key)
     if seen is None:
+        # It answers, but not a version: version_url or version_json_key is wrong, so the
+        # version step could never confirm the rollback.
         shown = " ".join(body.split())[:60] or "an empty body"
         return Check("Version endpoint", False,
                      f"{url} ({env.service} on {host_name}) answered '{shown}', which is not a "
-                     f"version; the version step could never confirm a rollback {_IF_DOWN}")
+                     f"version; the version step could never confirm a rollback (check "
+                     f"version_url and version_json_key; {_IF_DOWN})")
     return Check("Version endpoint", True, f"{url} on {host_name} reports {seen}")
 
 

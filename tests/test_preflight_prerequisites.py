@@ -124,8 +124,6 @@ async def test_a_version_endpoint_that_reports_a_version_passes() -> None:
 @pytest.mark.parametrize(("status", "body", "said"), [
     (200, "<html>hello</html>", "answered '<html>hello</html>', which is not a version"),
     (200, "", "answered 'an empty body', which is not a version"),
-    (503, "busy", "answered 503"),
-    (None, "connection refused", "answered connection refused"),
 ])
 async def test_a_version_endpoint_without_a_version_is_a_refusal_naming_host_and_answer(
     status: int | None, body: str, said: str
@@ -134,6 +132,20 @@ async def test_a_version_endpoint_without_a_version_is_a_refusal_naming_host_and
     assert not ok
     assert ENV.version_url in detail and "deploy@web-1:22" in detail and said in detail
     assert "the emergency procedure does not need it" in detail
+
+
+@pytest.mark.parametrize(("status", "body", "said"), [
+    (503, "busy", "answers 503 now"),
+    (None, "connection refused", "answers connection refused now"),
+])
+async def test_a_failing_release_that_does_not_answer_is_noted_not_refused(
+    status: int | None, body: str, said: str
+) -> None:
+    # "Service completely down" is a reason to roll back, not a reason to refuse one
+    ok, detail = await ask(VersionEndpoint(status, body))
+    assert ok
+    assert ENV.version_url in detail and "deploy@web-1:22" in detail and said in detail
+    assert "reads it again once the target runs" in detail
 
 
 async def test_the_version_endpoint_is_not_asked_when_nothing_should_answer() -> None:
