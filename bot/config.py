@@ -32,6 +32,9 @@ PsqlCommand = Annotated[str, AfterValidator(check_psql_prefix)]
 PgDumpCommand = Annotated[str, AfterValidator(check_pg_dump_prefix)]
 
 
+_HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -88,6 +91,8 @@ class ComposeConfig(_Frozen):
 
 class DatabaseConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    # In a fleet, the host whose psql/pg_dump/backups the database work uses (default: the first).
+    host: str | None = Field(default=None, pattern=_HOST_NAME)
     psql: PsqlCommand
     pg_dump: PgDumpCommand
     backups_dir: str = Field(pattern=r"^/")
@@ -138,9 +143,34 @@ class AutoRollbackConfig(_Frozen):
         return math.floor(self.watch_minutes * 60 / self.interval_seconds + 1e-9) + 1
 
 
+_SERVICE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_IMAGE = r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$"
+# What a `[[environments.X.hosts]]` entry may set; everything else is the environment's.
+_PER_HOST_KEYS = ("name", "ssh", "compose", "health_url", "version_url", "smoke_urls",
+                  "service_health_urls")
+
+
+class FleetConfig(_Frozen):
+    """How a rollback walks the hosts: the canary alone and verified, then batches."""
+
+    canary: int = Field(default=1, ge=0)
+    batch_size: int | None = Field(default=None, ge=1)  # None: all the rest at once
+    max_failed_hosts: int = Field(default=0, ge=0)
+
+
+class HostConfig(_Frozen):
+    """One host of a fleet, as listed: its name; the rest is merged into its environment."""
+
+    name: str = Field(pattern=_HOST_NAME)
+
+
 class EnvironmentConfig(_Frozen):
-    service: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[0-9]{1,5}/[a-z0-9._/-]+)?$")
+    # The one-service form; with `services`, these name the first service of the map.
+    service: str = Field(pattern=_SERVICE)
+    image: str = Field(pattern=_IMAGE)
+    # Every service a release switches, service -> image; the one-service form is {service: image}.
+    services: dict[Annotated[str, Field(pattern=_SERVICE)],
+                   Annotated[str, Field(pattern=_IMAGE)]] = Field(default_factory=dict)
     health_url: str = Field(pattern=r"^https?://")
     version_url: str = Field(pattern=r"^https?://")
     # The key holding the version when version_url answers JSON, e.g. {"version": "v1.2.2"}.
@@ -162,6 +192,114 @@ class EnvironmentConfig(_Frozen):
     smoke_command: RunbookCommand | None = None      # the spec's `npm run test:smoke`
     service_health_urls: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
         default_factory=dict)                         # the spec's api/auth/payment health URLs
+    # A fleet: each listed host's ssh/compose are merged over the environment's; its URLs
+    # replace the environment's. Without hosts the environment is one host (ssh.host).
+    # The environment-level ssh/compose/URLs are then the first host's, merged.
+    hosts: tuple[HostConfig, ...] = ()
+    fleet: FleetConfig = FleetConfig()
+    # Each host, fully merged (its own ssh/compose/URLs); filled by the validator below.
+    host_envs: tuple[EnvironmentConfig, ...] = Field(default=(), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        services = data.get("services")
+        if services:
+            if not isinstance(services, dict):
+                raise ValueError("services: must be a table of service = \"image\"")
+            first = next(iter(services.items()))
+            if (("service" in data or "image" in data)
+                    and (data.get("service"), data.get("image")) != first):
+                raise ValueError("give either services = {...} or service/image, not both")
+            data["service"], data["image"] = first
+        elif "service" in data and "image" in data:
+            data["services"] = {data["service"]: data["image"]}
+        hosts = data.get("hosts")
+        if hosts and "host_envs" not in data:
+            if not isinstance(hosts, list | tuple):
+                raise ValueError("hosts: must be a list of [[hosts]] tables")
+            data["host_envs"] = tuple(_merged_host(data, h, i) for i, h in enumerate(hosts))
+            data["hosts"] = tuple({"name": h["name"]} if isinstance(h, dict) and "name" in h
+                                  else h for h in hosts)
+            first = data["host_envs"][0]
+            for key in ("ssh", "compose", "health_url", "version_url"):
+                if key in first:
+                    data[key] = first[key]
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvironmentConfig:
+        images = list(self.services.values())
+        twice = sorted({i for i in images if images.count(i) > 1})
+        if twice:
+            raise ValueError(f"services: image '{twice[0]}' is named by two services; each "
+                             "service of a release has its own image")
+        names = [h.name for h in self.hosts]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"hosts: two hosts are named '{dup[0]}'; host names must be unique")
+        count = max(len(self.hosts), 1)
+        if self.fleet.canary > count:
+            raise ValueError(f"fleet.canary: {self.fleet.canary} canary hosts, but the "
+                             f"environment has {count} host(s)")
+        if self.database is not None and self.database.host is not None:
+            if self.database.host not in names:
+                raise ValueError(f"database.host: '{self.database.host}' is not one of the "
+                                 f"hosts ({', '.join(names) or 'none listed'})")
+        return self
+
+    @property
+    def members(self) -> tuple[tuple[str, EnvironmentConfig], ...]:
+        """Every host as (name, its whole environment); one host: named by its ssh host."""
+        if not self.hosts:
+            return ((self.ssh.host, self),)
+        return tuple((h.name, e) for h, e in zip(self.hosts, self.host_envs, strict=True))
+
+    @property
+    def database_member(self) -> tuple[str, EnvironmentConfig]:
+        """The host the database work runs on: `database.host`, else the first."""
+        chosen = self.database.host if self.database is not None else None
+        for name, env in self.members:
+            if chosen is None or name == chosen:
+                return name, env
+        return self.members[0]  # unreachable: the validator checked database.host
+
+
+def _merged_host(env: dict[str, object], host: object, index: int) -> dict[str, object]:
+    """One `[[hosts]]` entry over its environment: ssh/compose merged, the rest replaced."""
+    where = f"hosts[{index}]"
+    if not isinstance(host, dict):
+        raise ValueError(f"{where}: must be a table")
+    unknown = sorted(set(host) - set(_PER_HOST_KEYS))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: not a per-host setting (a host may set "
+                         f"{', '.join(_PER_HOST_KEYS)})")
+    if "name" not in host:
+        raise ValueError(f"{where}.name: missing (every host needs a name)")
+    merged = {k: v for k, v in env.items() if k not in ("hosts", "host_envs", "fleet")}
+    if isinstance(db := merged.get("database"), dict):
+        merged["database"] = {k: v for k, v in db.items() if k != "host"}
+    for key in ("ssh", "compose"):
+        base, own = env.get(key) or {}, host.get(key) or {}
+        if not isinstance(base, dict) or not isinstance(own, dict):
+            raise ValueError(f"{where}.{key}: must be a table")
+        merged[key] = {**base, **own}
+    for key in ("health_url", "version_url", "smoke_urls", "service_health_urls"):
+        if key in host:
+            merged[key] = host[key]
+    for key in ("ssh", "compose", "health_url", "version_url"):
+        if not merged.get(key):
+            raise ValueError(f"{where}.{key}: missing, here and at the environment level")
+    try:
+        EnvironmentConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        sub = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{where}.{sub}: {first['msg']}") from None
+    return merged
 
 
 _SLACK_CHANNEL = r"^(C[A-Z0-9]{2,20}|G[A-Z0-9]{2,20}|#[a-z0-9][a-z0-9_-]{0,79})$"
@@ -235,6 +373,10 @@ def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
+    # A check across keys (a model validator) names its own key first: "hosts: ...".
+    own = re.match(r"Value error, ([A-Za-z_][\w.\[\]]*): (.*)", msg, re.S)
+    if first["type"] == "value_error" and own:
+        return f"key '{key}.{own.group(1)}': {own.group(2)}"
     if first["type"] == "missing":
         return f"key '{key}' is missing"
     if first["type"] == "extra_forbidden":

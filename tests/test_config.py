@@ -114,3 +114,107 @@ def test_verification_thresholds_have_defaults_and_can_be_set(tmp_path: Path) ->
                    "'payment declined|\\bERROR\\b'\nmax_warning_lines = 0")
     _, env = load_runbook(path).environment(None)
     assert (env.error_log_pattern, env.max_warning_lines) == (r"payment declined|\bERROR\b", 0)
+
+
+FLEET = '''
+[environments.production.fleet]
+canary = 1
+batch_size = 2
+max_failed_hosts = 0
+[[environments.production.hosts]]
+name = "web-1"
+ssh = { host = "10.0.0.11" }
+[[environments.production.hosts]]
+name = "web-2"
+ssh = { host = "10.0.0.12", port = 2222 }
+compose = { file = "/srv/shop/docker-compose.yml", project = "shop" }
+health_url = "http://10.0.0.12:8080/health"
+version_url = "http://10.0.0.12:8080/version"
+'''
+
+
+def _fleet(tmp_path: Path, fleet: str = FLEET, *, old: str = "", new: str = "") -> Path:
+    text = EXAMPLE.read_text()
+    head, sep, tail = text.partition("[environments.production.ssh]")
+    assert sep
+    path = tmp_path / "rollbot.toml"
+    path.write_text(head + fleet + sep + tail)
+    if old:
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+    return path
+
+
+def test_a_fleet_merges_each_host_over_the_environment(tmp_path: Path) -> None:
+    _, env = load_runbook(_fleet(tmp_path)).environment(None)
+    (n1, web1), (n2, web2) = env.members
+    assert (n1, n2) == ("web-1", "web-2")
+    assert (web1.ssh.host, web1.ssh.port, web1.ssh.user) == ("10.0.0.11", 22, "prod-user")
+    assert (web2.ssh.host, web2.ssh.port, web2.ssh.user) == ("10.0.0.12", 2222, "prod-user")
+    assert web1.compose.file == "/srv/azora/docker-compose.yml"      # the environment's
+    assert (web2.compose.file, web2.compose.project) == ("/srv/shop/docker-compose.yml", "shop")
+    assert web2.compose.command == env.compose.command                # merged, not replaced
+    assert web1.health_url == env.health_url != web2.health_url
+    assert web2.version_url == "http://10.0.0.12:8080/version"
+    assert env.ssh == web1.ssh and env.database_member[0] == "web-1"
+    assert (env.fleet.canary, env.fleet.batch_size, env.fleet.max_failed_hosts) == (1, 2, 0)
+
+
+def test_without_hosts_an_environment_is_one_host(tmp_path: Path) -> None:
+    _, env = load_runbook(EXAMPLE).environment(None)
+    assert env.members == ((env.ssh.host, env),)
+    assert env.services == {"api": "azora-api"}
+
+
+def test_a_service_map_switches_several_images(tmp_path: Path) -> None:
+    path = _broken(tmp_path, 'service = "api"\nimage = "azora-api"',
+                   'services = { api = "azora-api", worker = "azora-worker" }')
+    _, env = load_runbook(path).environment(None)
+    assert env.services == {"api": "azora-api", "worker": "azora-worker"}
+    assert (env.service, env.image) == ("api", "azora-api")
+
+
+@pytest.mark.parametrize(("old", "new", "says"), [
+    ('name = "web-2"', 'name = "web-1"',
+     "key 'environments.production.hosts': two hosts are named 'web-1'"),
+    ("canary = 1", "canary = 3",
+     "key 'environments.production.fleet.canary': 3 canary hosts, but the environment has 2"),
+    ("batch_size = 2", "batch_size = 0", "key 'environments.production.fleet.batch_size'"),
+    ("max_failed_hosts = 0", "max_failed_hosts = -1",
+     "key 'environments.production.fleet.max_failed_hosts'"),
+    ('name = "web-2"', 'name = "web 2"', "key 'environments.production.hosts"),
+    ('ssh = { host = "10.0.0.11" }', 'ssh = { host = "10.0.0.11" }\nimage = "other"',
+     "key 'environments.production.hosts[0].image': not a per-host setting"),
+    ('ssh = { host = "10.0.0.12", port = 2222 }', 'ssh = { host = "10.0.0.12", port = 0 }',
+     "key 'environments.production.hosts[1].ssh.port': Input should be greater than or equal"),
+    ("retention_days = 30", 'retention_days = 30\nhost = "db-9"',
+     "key 'environments.production.database.host': 'db-9' is not one of the hosts"),
+])
+def test_a_bad_fleet_is_refused_at_load_naming_the_key(tmp_path: Path, old: str, new: str,
+                                                       says: str) -> None:
+    path = _fleet(tmp_path, old=old, new=new)
+    with pytest.raises(ConfigError) as err:
+        load_runbook(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert says in str(err.value)
+
+
+def test_a_service_map_naming_one_image_twice_is_refused(tmp_path: Path) -> None:
+    path = _broken(tmp_path, 'service = "api"\nimage = "azora-api"',
+                   'services = { api = "azora-api", worker = "azora-api" }')
+    with pytest.raises(ConfigError) as err:
+        load_runbook(path)
+    assert ("key 'environments.production.services': image 'azora-api' is named by two "
+            "services") in str(err.value)
+
+
+def test_a_bad_fleet_exits_2_in_the_cli(tmp_path: Path) -> None:
+    path = _fleet(tmp_path, old="canary = 1", new="canary = 5")
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", "plan", "v1.2.2"],
+        env={"ROLLBOT_CONFIG": str(path), "PATH": "/usr/bin:/bin",
+             "ROLLBOT_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "environments.production.fleet.canary" in out.stdout
