@@ -15,6 +15,9 @@ class StepInfo:
     title: str
     destructive: bool
     shows: tuple[str, ...]
+    # The fleet host this step runs on; "" in a one-host environment. In a fleet, `index` is
+    # the step's position in the whole run (host after host), so it stays unique.
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class RunStarted:
     to_version: str
     steps: tuple[StepInfo, ...]
     checks: tuple[Check, ...]
+    hosts: tuple[str, ...] = ()  # a fleet's hosts in rollout order; () for one host
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class OutputLine:
     run_id: int
     step_key: str
     line: str
+    host: str = ""  # the fleet host whose step printed it; "" for one host
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class StepFinished:
     run_id: int
     step: StepInfo
     result: StepResult
-    host_state: str
+    host_state: str  # in a fleet: the state of `step.host`
 
 
 @dataclass(frozen=True)

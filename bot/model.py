@@ -134,12 +134,24 @@ class StepResult:
     summary: str = ""
     output_tail: str = ""
     error: str = ""
+    host: str = ""  # the fleet host it ran on; "" in a one-host environment
 
     @property
     def duration_s(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """Where one fleet host ended: what it runs, and the state a person reads."""
+
+    name: str
+    status: RunStatus   # SUCCEEDED, FAILED, CANCELLED (stopped by the rollout), ...
+    state: str          # "runs v1.2.2, healthy, all services up" / "untouched: still runs v1.2.3"
+    version: str | None  # the version it runs or its compose file names; None when unknown
+    touched: bool = True  # False: nothing was run on it
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,7 @@ class RunOutcome:
     checks: tuple[Check, ...] = ()
     from_version: str | None = None
     to_version: str | None = None
+    hosts: tuple[HostOutcome, ...] = ()  # a fleet's hosts; () for one host
 
 
 @dataclass(frozen=True)
