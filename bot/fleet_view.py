@@ -35,6 +35,7 @@ class HostLine:
     canary: bool
     phase: HostPhase
     text: str
+    running_s: float | None = None  # how long its current step has run, while one runs
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,15 @@ class HostBoard:
         return [self.line(h, now=now) for h in self.hosts]
 
     def line(self, host: str, *, now: datetime) -> HostLine:
-        phase, text = self._describe(host, now)
+        phase, text = self._describe(host)
+        since = next((now - self._began[s.index] for s in self._steps.get(host, [])
+                      if self._status.get(s.index) is StepStatus.RUNNING
+                      and s.index in self._began), None)
         return HostLine(name=host, canary=host in self.hosts[:self.canary], phase=phase,
-                        text=text)
+                        text=text, running_s=since.total_seconds()
+                        if since is not None and phase is HostPhase.RUNNING else None)
 
-    def _describe(self, host: str, now: datetime) -> tuple[HostPhase, str]:
+    def _describe(self, host: str) -> tuple[HostPhase, str]:
         own = self._steps.get(host, [])
         status = [self._status.get(s.index, StepStatus.PENDING) for s in own]
         state = self._state.get(host, "")
@@ -225,8 +230,7 @@ class HostBoard:
         running = [s for s, st in zip(own, status, strict=True) if st is StepStatus.RUNNING]
         if running and self.run_status is None:
             s = running[0]
-            since = (now - self._began[s.index]).total_seconds() if s.index in self._began else 0
-            return HostPhase.RUNNING, f"step {self._position(s)} {s.title} ({since:.0f} s…)"
+            return HostPhase.RUNNING, f"step {self._position(s)} {s.title}"
         done = [s for s, st in zip(own, status, strict=True) if st is StepStatus.SUCCEEDED]
         if (outcome is not None and outcome.status is RunStatus.SUCCEEDED) or (
                 own and len(done) == len(own)):

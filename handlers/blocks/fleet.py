@@ -32,7 +32,8 @@ _DETAILED_FAILURES = 10  # failed or stopped hosts listed one per line when summ
 
 def host_line(line: HostLine) -> str:
     canary = " _(canary)_" if line.canary else ""
-    return f"{PHASE_ICON[line.phase]} *{esc(line.name)}*{canary} · {esc(line.text)}"
+    running = f" ({line.running_s:.0f} s…)" if line.running_s is not None else ""
+    return f"{PHASE_ICON[line.phase]} *{esc(line.name)}*{canary} · {esc(line.text)}{running}"
 
 
 def _group(phase: HostPhase, lines: Sequence[HostLine]) -> str:
