@@ -142,11 +142,14 @@ class HostBoard:
     run_status: RunStatus | None = None
     _steps: dict[str, list[StepInfo]] = field(default_factory=dict)
     _status: dict[int, StepStatus] = field(default_factory=dict)
-    _began: dict[int, datetime] = field(default_factory=dict)
     _took: dict[str, float] = field(default_factory=dict)
     _state: dict[str, str] = field(default_factory=dict)
     _failures: dict[str, HostFailure] = field(default_factory=dict)
     _outcomes: dict[str, HostOutcome] = field(default_factory=dict)
+    # Each host's words, kept until an event touches that host: a render of a large fleet
+    # then costs one dictionary read per quiet host.
+    _said: dict[str, tuple[HostPhase, str]] = field(default_factory=dict)
+    _since: dict[str, datetime] = field(default_factory=dict)  # its running step's start
 
     @property
     def is_fleet(self) -> bool:
@@ -163,13 +166,21 @@ class HostBoard:
 
     def apply(self, event: RunEvent, *, now: datetime) -> tuple[str, ...]:
         """Take one event; return the hosts whose line may have changed."""
+        changed = self._apply(event, now=now)
+        if any(h in self.hosts[:self.canary] for h in changed):
+            self._said.clear()  # the canary's progress changes what the others wait for
+        for h in changed:
+            self._said.pop(h, None)
+        return changed
+
+    def _apply(self, event: RunEvent, *, now: datetime) -> tuple[str, ...]:
         if isinstance(event, RunStarted):
             self.hosts, self.to_version = event.hosts, event.to_version
             self._steps = {h: [s for s in event.steps if s.host == h] for h in self.hosts}
             return self.hosts
         if isinstance(event, StepStarted) and event.step.host in self._steps:
             self._status[event.step.index] = StepStatus.RUNNING
-            self._began[event.step.index] = now
+            self._since[event.step.host] = now
             return (event.step.host,)
         if isinstance(event, StepFinished) and event.step.host in self._steps:
             return self._finished(event)
@@ -182,6 +193,7 @@ class HostBoard:
     def _finished(self, event: StepFinished) -> tuple[str, ...]:
         step, result, host = event.step, event.result, event.step.host
         self._status[step.index] = result.status
+        self._since.pop(host, None)
         if result.duration_s is not None:
             self._took[host] = self._took.get(host, 0.0) + result.duration_s
         self._state[host] = event.host_state
@@ -204,13 +216,13 @@ class HostBoard:
         return [self.line(h, now=now) for h in self.hosts]
 
     def line(self, host: str, *, now: datetime) -> HostLine:
-        phase, text = self._describe(host)
-        since = next((now - self._began[s.index] for s in self._steps.get(host, [])
-                      if self._status.get(s.index) is StepStatus.RUNNING
-                      and s.index in self._began), None)
+        if host not in self._said:
+            self._said[host] = self._describe(host)
+        phase, text = self._said[host]
+        since = self._since.get(host) if phase is HostPhase.RUNNING else None
         return HostLine(name=host, canary=host in self.hosts[:self.canary], phase=phase,
-                        text=text, running_s=since.total_seconds()
-                        if since is not None and phase is HostPhase.RUNNING else None)
+                        text=text,
+                        running_s=(now - since).total_seconds() if since is not None else None)
 
     def _describe(self, host: str) -> tuple[HostPhase, str]:
         own = self._steps.get(host, [])
@@ -235,7 +247,8 @@ class HostBoard:
         if (outcome is not None and outcome.status is RunStatus.SUCCEEDED) or (
                 own and len(done) == len(own)):
             version = (outcome.version if outcome else None) or self.to_version
-            said = outcome.state if outcome is not None and outcome.state else f"runs {version}"
+            said = (outcome.state if outcome is not None and outcome.state else state
+                    or f"runs {version}")
             return HostPhase.SUCCEEDED, f"{said}{took}"
         if self.run_status is not None:  # the run ended before this host finished
             if not done and not running and (outcome is None or not outcome.touched):

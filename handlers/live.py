@@ -129,6 +129,11 @@ class LiveRun:
         text = host_output(host, self._host_step[host].title, lines, done=status)
         self._writer.set(msg, text=text, blocks=None)
 
+    def close(self) -> None:
+        """Stop refreshing: the run ended, or never reached its end (an error before it)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+
     def note_cancel_requested(self, by: str) -> None:
         self.state.cancel_requested_by = by
         self.render()

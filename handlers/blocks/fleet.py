@@ -28,6 +28,7 @@ _CALM = (HostPhase.WAITING, HostPhase.SUCCEEDED, HostPhase.UNTOUCHED)
 _BUSY = (HostPhase.RUNNING, HostPhase.BETWEEN)
 _FAILURES_SHOWN = 3      # failed hosts with their error and output tail in the message
 _DETAILED_FAILURES = 10  # failed or stopped hosts listed one per line when summarising
+_NAMES_PER_LINE = 12     # more hosts than this passing pre-flight: named on one line
 
 
 def host_line(line: HostLine) -> str:
@@ -137,7 +138,8 @@ def fleet_checks(checks: Sequence[Check], shape: FleetShape) -> Blocks:
                      for c in own]
     if _size(lines + detailed) > 2 * _SECTION:
         detailed = [_host_checks_line(host, own) for host, own in per_host.items()]
-    if _size(lines + detailed) > 2 * _SECTION:
+    # Past a screenful of hosts, the ones that passed everything are one line.
+    if len(per_host) > _NAMES_PER_LINE or _size(lines + detailed) > 2 * _SECTION:
         passed = [h for h, own in per_host.items() if own and all(c.ok for c in own)]
         detailed = [f"✅ every check passed on {len(passed)} hosts: {esc(name_list(passed))}"]
         detailed += [_host_checks_line(host, own) for host, own in per_host.items()

@@ -109,6 +109,7 @@ class RunFront:
                                                    thread_ts=ts, first=True)
         finally:
             if live is not None:
+                live.close()
                 self._live.pop(live.state.run_id, None)
             await writer.close()
 
@@ -219,6 +220,7 @@ class RunFront:
                     await self._after_run.show_records(outcome.run_id, channel=channel,
                                                        thread_ts=message.ts, first=True)
         finally:
+            live.close()
             self._live.pop(live.state.run_id, None)
             await writer.close()
 
