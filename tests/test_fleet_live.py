@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.events import RunEvent
+from bot.events import RunEvent, RunStarted, StepInfo, StepStarted
 from bot.fleet_view import FleetShape, HostBoard, HostPhase, fleet_shape, who_runs_what
 from bot.model import Check, HostOutcome, ProcedureName, RunStatus
 from bot.preflight import Preflight
@@ -334,3 +334,29 @@ def test_a_one_host_run_has_no_board() -> None:
     started = replace(stream.events[0], hosts=())  # type: ignore[type-var]
     assert board.apply(started, now=NOW) == () and not board.is_fleet
     assert HostPhase.WAITING.value == "waiting"
+
+
+async def test_hosts_waiting_on_the_database_work_say_so_in_slack_and_the_terminal() -> None:
+    stream = FleetStream(HOSTS3)
+    database = StepInfo(index=99, key="migrate_down", title="Roll back migration",
+                        destructive=True, shows=())
+    started = stream.events[0]
+    assert isinstance(started, RunStarted)
+    stream.events[0] = replace(started, steps=(*started.steps, database))
+    for h in HOSTS3:  # every host stops first
+        for n in (1, 2):
+            stream.start(h, n)
+            stream.finish(h, n, state="services STOPPED; compose file names v1.2.3")
+    stream.events.append(StepStarted(12, database))
+    text = text_of(message(await watched(stream.events)))
+    assert ("⏸️ *web-3* · waiting after step 2/7 Stop services · services STOPPED; compose "
+            "file names v1.2.3") in text
+    assert "*Environment steps*\n⏳ Roll back migration" in text
+    console = Console(record=True, width=200, color_system=None)
+    progress = TerminalProgress(console, show_output=False, canary=1)
+    for event in stream.events:
+        await progress(event)
+    out = console.export_text()
+    assert "‖ web-3  waiting after step 2/7 Stop services · services STOPPED" in out
+    assert "▶ Roll back migration (the environment)" in out
+    assert "‖ web-1 (canary)  waiting after step 1/7" not in out  # its next step came at once

@@ -40,6 +40,7 @@ def render_checks(console: Console, checks: tuple[Check, ...]) -> None:
         console.print(f"  {mark} {escape(c.name)}: {escape(c.detail)}")
 
 
+_BETWEEN_S = 1.0  # a host idle between its steps this long gets its line printed
 _PHASE_MARK = {
     HostPhase.WAITING: "[dim]·[/]", HostPhase.RUNNING: "[cyan]▶[/]",
     HostPhase.BETWEEN: "[cyan]‖[/]", HostPhase.SUCCEEDED: "[green]✓[/]",
@@ -100,6 +101,7 @@ class TerminalProgress:
         self._total = 0
         self._board = HostBoard(canary=canary)
         self._printed: dict[str, tuple[HostPhase, str]] = {}
+        self._between: dict[str, float] = {}  # hosts between two steps, not printed yet
 
     async def __call__(self, event: RunEvent) -> None:
         changed = self._board.apply(event, now=datetime.now(UTC))
@@ -157,16 +159,30 @@ class TerminalProgress:
             if isinstance(event, StepFinished):
                 ok = event.result.status is StepStatus.SUCCEEDED
                 mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self._print_lines(changed, flush=True)
             c.print(f"{mark} {escape(event.step.title)} [dim](the environment)[/]")
+            return
         elif isinstance(event, RunFinished):
             self._print_lines(changed)
             self._final(event.outcome)
             return
         self._print_lines(changed)
 
-    def _print_lines(self, hosts: tuple[str, ...]) -> None:
-        """Print each host's line whose state changed since it was last printed."""
-        for line in (self._board.line(h, now=datetime.now(UTC)) for h in hosts):
+    def _print_lines(self, hosts: tuple[str, ...], *, flush: bool = False) -> None:
+        """Print each host's line whose state changed since it was last printed.
+
+        "Between two steps" usually lasts until the host's next step starts, a moment later;
+        it is printed only when it lasts (a second, or the environment's own work starts: the
+        hosts stopped, waiting for the database work).
+        """
+        clock = time.monotonic()
+        waited = [h for h, since in self._between.items()
+                  if h not in hosts and (flush or clock - since >= _BETWEEN_S)]
+        for line in (self._board.line(h, now=datetime.now(UTC)) for h in (*waited, *hosts)):
+            if line.phase is HostPhase.BETWEEN and line.name in hosts:
+                self._between.setdefault(line.name, clock)
+                continue
+            self._between.pop(line.name, None)
             if self._printed.get(line.name) != (line.phase, line.text):
                 self._printed[line.name] = (line.phase, line.text)
                 self._console.print(host_text(line), soft_wrap=True, highlight=False)
