@@ -221,7 +221,8 @@ async def _recover(app: App, args: argparse.Namespace, console: Console) -> int:
     if not claim.moved or claim.offer is None:
         console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
         return EXIT_FAILED
-    progress = TerminalProgress(console)
+    _, env = app.rollbot.environment(claim.offer.environment)
+    progress = TerminalProgress(console, canary=env.fleet.canary if env.hosts else 0)
     with _first_interrupt_cancels(console, by=_actor(args)) as on_run:
         outcome = await app.recoveries.recover(claim.offer, by=_actor(args), observers=[progress],
                                     on_run=on_run)
