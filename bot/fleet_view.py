@@ -227,46 +227,57 @@ class HostBoard:
     def _describe(self, host: str) -> tuple[HostPhase, str]:
         own = self._steps.get(host, [])
         status = [self._status.get(s.index, StepStatus.PENDING) for s in own]
-        state = self._state.get(host, "")
+        running = [s for s, st in zip(own, status, strict=True) if st is StepStatus.RUNNING]
+        done = [s for s, st in zip(own, status, strict=True) if st is StepStatus.SUCCEEDED]
         outcome = self._outcomes.get(host)
-        took = f" ({self._took[host]:.0f} s)" if host in self._took else ""
         if host in self._failures or (outcome is not None and outcome.touched and
                                       outcome.status not in (RunStatus.SUCCEEDED,
                                                              RunStatus.CANCELLED)):
-            f = self._failures.get(host)
-            if f is None:
-                return HostPhase.FAILED, f"FAILED: {outcome.state if outcome else state}"
-            left = outcome.state if outcome is not None else f.state
-            return HostPhase.FAILED, f"FAILED at {f.step}: {_clip(f.error, 200)} · left: " \
-                                     f"{_clip(left, 200)}"
-        running = [s for s, st in zip(own, status, strict=True) if st is StepStatus.RUNNING]
+            return HostPhase.FAILED, self._failed(host, outcome)
         if running and self.run_status is None:
-            s = running[0]
-            return HostPhase.RUNNING, f"step {self._position(s)} {s.title}"
-        done = [s for s, st in zip(own, status, strict=True) if st is StepStatus.SUCCEEDED]
+            return HostPhase.RUNNING, f"step {self._position(running[0])} {running[0].title}"
         if (outcome is not None and outcome.status is RunStatus.SUCCEEDED) or (
                 own and len(done) == len(own)):
             version = (outcome.version if outcome else None) or self.to_version
-            said = (outcome.state if outcome is not None and outcome.state else state
-                    or f"runs {version}")
+            took = f" ({self._took[host]:.0f} s)" if host in self._took else ""
+            said = _left(outcome, self._state.get(host, "")) or f"runs {version}"
             return HostPhase.SUCCEEDED, f"{said}{took}"
         if self.run_status is not None:  # the run ended before this host finished
-            if not done and not running and (outcome is None or not outcome.touched):
-                said = outcome.state if outcome is not None and outcome.state else ""
-                return HostPhase.UNTOUCHED, said if said.startswith("untouched") else \
-                    ("untouched" + (f": {said}" if said else ""))
-            why = "the cancel" if self.run_status is RunStatus.CANCELLED else "the rollout"
-            left = outcome.state if outcome is not None and outcome.state else state
-            return HostPhase.STOPPED, f"stopped by {why}" + (
-                f" after step {self._position(done[-1])} {done[-1].title}" if done else "") + (
-                f" · left: {_clip(left, 200)}" if left else "")
+            return self._ended(host, outcome, touched=bool(done or running))
         if done:
-            last = done[-1]
+            last, state = done[-1], self._state.get(host, "")
             return HostPhase.BETWEEN, f"waiting after step {self._position(last)} {last.title}" \
                                       + (f" · {_clip(state, 200)}" if state else "")
         waits_for_canary = host not in self.hosts[:self.canary] and not all(
             self._done(h) for h in self.hosts[:self.canary])
         return HostPhase.WAITING, "waiting for the canary" if waits_for_canary else "waiting"
+
+    def _failed(self, host: str, outcome: HostOutcome | None) -> str:
+        f = self._failures.get(host)
+        left = _left(outcome, f.state if f else self._state.get(host, ""))
+        if f is None:  # the run's outcome says so, no step of it failed (e.g. still unhealthy)
+            status = outcome.status.value.replace("_", " ").upper() if outcome else "FAILED"
+            return f"{status}: {_clip(left, 200)}"
+        return f"FAILED at {f.step}: {_clip(f.error, 200)} · left: {_clip(left, 200)}"
+
+    def _ended(self, host: str, outcome: HostOutcome | None, *, touched: bool
+               ) -> tuple[HostPhase, str]:
+        """A host the run ended before it finished: untouched, or stopped part-way."""
+        left = _left(outcome, self._state.get(host, ""))
+        if not touched and (outcome is None or not outcome.touched):
+            return HostPhase.UNTOUCHED, left if left.startswith("untouched") else \
+                "untouched" + (f": {left}" if left else "")
+        why = "the cancel" if self.run_status is RunStatus.CANCELLED else "the rollout"
+        own = self._steps.get(host, [])
+        done = [s for s in own if self._status.get(s.index) is StepStatus.SUCCEEDED]
+        after = f" after step {self._position(done[-1])} {done[-1].title}" if done else ""
+        return HostPhase.STOPPED, f"stopped by {why}{after}" + (
+            f" · left: {_clip(left, 200)}" if left else "")
+
+
+def _left(outcome: HostOutcome | None, otherwise: str) -> str:
+    """The state a host is left in: the run's last word on it, else its last step's."""
+    return outcome.state if outcome is not None and outcome.state else otherwise
 
 
 def _clip(text: str, limit: int) -> str:

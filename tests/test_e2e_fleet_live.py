@@ -1,4 +1,4 @@
-"""The fleet live message over real HTTP: the local Slack sees one line per host, edited as it goes."""
+"""The fleet live message over real HTTP: the local Slack shows a line per host as it goes."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.events import RunEvent, RunStarted, StepInfo, StepStarted
+from bot.events import RunEvent, RunFinished, RunStarted, StepInfo, StepStarted
 from bot.fleet_view import FleetShape, HostBoard, HostPhase, fleet_shape, who_runs_what
 from bot.model import Check, HostOutcome, ProcedureName, RunStatus
 from bot.preflight import Preflight
@@ -116,7 +116,7 @@ async def test_a_failed_host_says_where_it_failed_why_and_what_is_left() -> None
     blocks = message(live)
     text = text_of(blocks)
     assert blocks[0]["text"]["text"].startswith("❌ Rollback failed: production")
-    assert (f"❌ *web-2* · FAILED at step 5/7 'Wait for health': health answered 503 for 60 s. "
+    assert ("❌ *web-2* · FAILED at step 5/7 'Wait for health': health answered 503 for 60 s. "
             "· left: services UP but unhealthy; compose file names v1.2.2") in text
     assert "➖ *web-3* · untouched: still runs v1.2.3" in text
     assert f"✅ *web-1* _(canary)_ · {UP}" in text
@@ -215,7 +215,7 @@ async def test_the_terminal_prints_a_host_line_whenever_its_state_changes_then_a
 def fleet_env(**fleet: Any) -> Any:
     return ENV.model_validate({
         **ENV.model_dump(exclude={"host_envs"}),
-        "hosts": [{"name": h} for h in HOSTS3 + ["web-4", "web-5", "web-6", "web-7", "web-8"]],
+        "hosts": [{"name": f"web-{i}"} for i in range(1, 9)],
         "fleet": {"canary": 1, "batch_size": 5, "max_failed_hosts": 0, **fleet}})
 
 
@@ -314,7 +314,9 @@ def test_notices_name_the_hosts_and_their_versions() -> None:
     within_limits(ok)
     assert "Rollback completed. Service restored to v1.2.2." in text_of(ok)
     assert "All 3 hosts run v1.2.2: web-1, web-2, web-3" in text_of(ok)
-    outcome = second_host_fails(hosts(50)).events[-1].outcome  # type: ignore[union-attr]
+    last = second_host_fails(hosts(50)).events[-1]
+    assert isinstance(last, RunFinished)
+    outcome = last.outcome
     failed = notice_failure(outcome, environment="production")
     within_limits(failed)
     assert ("*Who runs what:* v1.2.2: web-1, web-2 (FAILED) · v1.2.3: web-3 (untouched), "
@@ -331,8 +333,9 @@ def test_who_runs_what_groups_by_version() -> None:
 def test_a_one_host_run_has_no_board() -> None:
     board = HostBoard(canary=1)
     stream = FleetStream(["web-1"])
-    started = replace(stream.events[0], hosts=())  # type: ignore[type-var]
-    assert board.apply(started, now=NOW) == () and not board.is_fleet
+    first = stream.events[0]
+    assert isinstance(first, RunStarted)
+    assert board.apply(replace(first, hosts=()), now=NOW) == () and not board.is_fleet
     assert HostPhase.WAITING.value == "waiting"
 
 
@@ -360,3 +363,33 @@ async def test_hosts_waiting_on_the_database_work_say_so_in_slack_and_the_termin
     assert "‖ web-3  waiting after step 2/7 Stop services · services STOPPED" in out
     assert "▶ Roll back migration (the environment)" in out
     assert "‖ web-1 (canary)  waiting after step 1/7" not in out  # its next step came at once
+
+
+async def test_a_cancel_mid_rollout_names_the_hosts_it_stopped_and_those_never_touched() -> None:
+    stream = FleetStream(HOSTS3)
+    stream.host_ok("web-1")
+    for n in (1, 2):
+        stream.start("web-2", n)
+        stream.finish("web-2", n, state="services STOPPED; compose file names v1.2.3")
+    stream.end(RunStatus.CANCELLED, [
+        succeeded("web-1"),
+        HostOutcome("web-2", RunStatus.CANCELLED, "services STOPPED; compose file names v1.2.3",
+                    "v1.2.3"),
+        untouched("web-3")], "Cancelled by U0BOB before 'Switch compose file'.")
+    text = text_of(message(await watched(stream.events)))
+    assert ("🛑 *web-2* · stopped by the cancel after step 2/7 Stop services · left: services "
+            "STOPPED; compose file names v1.2.3") in text
+    assert "➖ *web-3* · untouched: still runs v1.2.3" in text
+    assert "v1.2.3: web-2 (stopped), web-3 (untouched)" in text
+
+
+async def test_a_host_the_outcome_calls_unhealthy_without_a_failed_step_is_not_a_success() -> None:
+    stream = FleetStream(["web-1", "web-2"])
+    stream.host_ok("web-1")
+    stream.host_ok("web-2")
+    stream.end(RunStatus.RESTORE_RECOMMENDED, [
+        succeeded("web-1"),
+        HostOutcome("web-2", RunStatus.RESTORE_RECOMMENDED, "runs v1.2.2 but answers 503",
+                    "v1.2.2")], "web-2 is still unhealthy: restore recommended.")
+    text = text_of(message(await watched(stream.events)))
+    assert "❌ *web-2* · RESTORE RECOMMENDED: runs v1.2.2 but answers 503" in text
