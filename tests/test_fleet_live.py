@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from bot.terminal.render import TerminalProgress, render_plan
 from handlers.blocks import Blocks
 from handlers.blocks.cards import card_body, card_facts, card_state, plan_message
 from handlers.blocks.run import LiveState, live_message, notice_failure, notice_success
+from handlers.front.common import FrontKit
 from handlers.live import LiveRun
 from handlers.slack_writer import SlackMessage, SlackWriter
 from slack_emulator.limits import block_kit_problems
@@ -194,9 +196,14 @@ async def test_a_huge_fleet_is_summarised_and_still_names_the_failed_hosts() -> 
 async def test_the_terminal_prints_a_host_line_whenever_its_state_changes_then_a_table() -> None:
     console = Console(record=True, width=200, color_system=None)
     progress = TerminalProgress(console, show_output=False, canary=1)
-    for event in second_host_fails(HOSTS3).events:
+    events = second_host_fails(HOSTS3).events
+    first = events[0]
+    assert isinstance(first, RunStarted)
+    events[0] = replace(first, checks=host_checks(first.hosts))
+    for event in events:
         await progress(event)
     out = console.export_text()
+    assert "  web-2\n    ✓ Host reachable: SSH to web-2 connected\n    ✓ Target image" in out
     web1 = [ln for ln in out.splitlines() if ln.strip().startswith(("▶ web-1", "✓ web-1"))]
     assert web1[0].strip() == "▶ web-1 (canary)  step 1/7 Check current version"
     assert web1[-1].strip() == f"✓ web-1 (canary)  {UP} (14 s)"
@@ -393,3 +400,13 @@ async def test_a_host_the_outcome_calls_unhealthy_without_a_failed_step_is_not_a
                     "v1.2.2")], "web-2 is still unhealthy: restore recommended.")
     text = text_of(message(await watched(stream.events)))
     assert "❌ *web-2* · RESTORE RECOMMENDED: runs v1.2.2 but answers 503" in text
+
+
+def test_the_slack_front_reads_the_fleet_from_the_runbook() -> None:
+    runbook = SimpleNamespace(environments={"production": fleet_env(), "staging": ENV})
+    kit = FrontKit(rollbot=SimpleNamespace(runbook=runbook),  # type: ignore[arg-type]
+                   client=AsyncWebClient(token="xoxb-never-called"),
+                   config=None, access=None)  # type: ignore[arg-type]
+    shape = kit.fleet("production", ProcedureName.SIMPLE)
+    assert shape is not None and shape.hosts[0] == "web-1" and shape.canary == 1
+    assert kit.fleet("staging", ProcedureName.SIMPLE) is None

@@ -149,7 +149,8 @@ class TerminalProgress:
                     f"({r.procedure}) on {len(event.hosts)} hosts, requested by "
                     f"{escape(r.requested_by)}")
             c.print("[bold]Pre-flight[/]")
-            render_checks(c, event.checks)
+            _render_fleet_checks(c, event.checks, FleetShape(
+                hosts=event.hosts, canary=self._board.canary, rollout=""))
             c.print("[bold]Hosts[/] (rollout order)")
         elif isinstance(event, OutputLine) and self._show_output:
             who = f"{event.host}: " if event.host else ""
