@@ -7,8 +7,17 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bot.events import OutputLine, RunEvent, RunFinished, RunStarted, StepFinished, StepStarted
+from bot.events import (
+    OutputLine,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepInfo,
+    StepStarted,
+)
 from bot.model import StepStatus
+from handlers.blocks.fleet import host_output
 from handlers.blocks.run import LiveState, live_message, step_output
 from handlers.slack_writer import SlackMessage, SlackWriter
 
@@ -27,7 +36,9 @@ class LiveRun:
         self._message = message
         self.state = state
         self._now = now
-        self._outputs: dict[int, tuple[SlackMessage, list[str]]] = {}
+        # Thread messages of command output: one per step, or in a fleet one per host.
+        self._outputs: dict[int | str, tuple[SlackMessage, list[str]]] = {}
+        self._host_step: dict[str, StepInfo] = {}  # a fleet host's step now (or last)
         self._ticker: asyncio.Task[None] | None = None
 
     def render(self) -> None:
@@ -41,6 +52,9 @@ class LiveRun:
 
     async def __call__(self, event: RunEvent) -> None:
         s = self.state
+        s.board.apply(event, now=self._now())
+        if s.board.is_fleet and isinstance(event, OutputLine | StepStarted | StepFinished):
+            self._fleet_step(event)
         if isinstance(event, RunStarted):
             s.steps = list(event.steps)
             s.from_version, s.to_version = event.from_version, event.to_version
@@ -60,24 +74,75 @@ class LiveRun:
             if event.result.status is StepStatus.FAILED:
                 s.failure = f"step {i + 1} '{event.result.title}': {event.result.error}"
                 s.failure_tail = event.result.output_tail
-            self._finish_output(i, event.result.status)
+            if not s.board.is_fleet:
+                self._finish_output(i, event.result.status)
         elif isinstance(event, RunFinished):
             s.outcome = event.outcome
             s.host_state = event.outcome.host_state
+            self._mark_unreached(event)
+            if self._ticker is not None:
+                self._ticker.cancel()
+        self.render()
+
+    def _mark_unreached(self, event: RunFinished) -> None:
+        """Steps the run never reached show as skipped (matched by key, and host in a fleet)."""
+        s = self.state
+        if not s.board.is_fleet:
             for r_index, result in enumerate(event.outcome.steps):
                 s.status.setdefault(r_index, result.status)
                 if result.status is StepStatus.SKIPPED:
                     s.status[r_index] = StepStatus.SKIPPED
-            if self._ticker is not None:
-                self._ticker.cancel()
-        self.render()
+            return
+        where = {(step.host, step.key): step.index for step in s.steps}
+        for result in event.outcome.steps:
+            index = where.get((result.host, result.key))
+            if index is not None and index not in s.status:
+                s.status[index] = result.status
+
+    def _fleet_step(self, event: OutputLine | StepStarted | StepFinished) -> None:
+        """A fleet host's output goes to that host's thread message, its steps marked in it."""
+        if isinstance(event, OutputLine):
+            if event.host in self._host_step:
+                self._host_output(event.host, event.line)
+            return
+        step = event.step
+        if not step.host:
+            return
+        self._host_step[step.host] = step
+        if isinstance(event, StepStarted):
+            if step.host in self._outputs:
+                self._host_output(step.host, f"── {step.title}")
+        elif step.host in self._outputs:
+            self._set_host_output(step.host, event.result.status)
+
+    def _host_output(self, host: str, line: str) -> None:
+        if host not in self._outputs:
+            msg = self._writer.message(self._message.channel, thread_ts=self._message.ts)
+            self._outputs[host] = (msg, [f"── {self._host_step[host].title}"])
+        lines = self._outputs[host][1]
+        lines.append(line)
+        del lines[:-_TAIL_LINES]
+        self._set_host_output(host, None)
+
+    def _set_host_output(self, host: str, status: StepStatus | None) -> None:
+        msg, lines = self._outputs[host]
+        text = host_output(host, self._host_step[host].title, lines, done=status)
+        self._writer.set(msg, text=text, blocks=None)
+
+    def close(self) -> None:
+        """Stop refreshing: the run ended, or never reached its end (an error before it)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     def note_cancel_requested(self, by: str) -> None:
         self.state.cancel_requested_by = by
         self.render()
 
     def _output(self, event: OutputLine) -> None:
-        index = next((s.index for s in self.state.steps if s.key == event.step_key), None)
+        if self.state.board.is_fleet and event.host:
+            return  # in the host's thread message (_fleet_step)
+        index = next((s.index for s in self.state.steps
+                      if s.key == event.step_key and s.host == event.host), None)
         if index is None:
             return
         if index not in self._outputs:

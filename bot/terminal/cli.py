@@ -23,6 +23,7 @@ from bot.app import App, load, open_app
 from bot.config import Settings
 from bot.engine import Run
 from bot.errors import ConfigError, InvalidInput, RollbotError
+from bot.fleet_view import fleet_shape
 from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
 from bot.recovery.offers import RecoveryChoice, down_sentence
@@ -160,7 +161,7 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
     request = _request(args, env_name)
     if args.command == "plan" or not args.yes:
         plan = await svc.plan(request)
-        render_plan(console, plan)
+        render_plan(console, plan, fleet_shape(env, request.procedure))
         if args.command == "plan":
             return EXIT_OK if plan.preflight.ok else EXIT_FAILED
         if not plan.preflight.ok:
@@ -172,7 +173,8 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
         request = pinned_request(request, target=plan.preflight.target,
                                  backup=plan.preflight.backup,
                                  migrations=plan.preflight.migrations)
-    progress = TerminalProgress(console, show_output=not args.quiet_output)
+    progress = TerminalProgress(console, show_output=not args.quiet_output,
+                                canary=env.fleet.canary if env.hosts else 0)
     with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
         outcome = await svc.rollback(request, observers=[progress], on_run=on_run)
     if outcome.status is RunStatus.REFUSED:
@@ -219,7 +221,8 @@ async def _recover(app: App, args: argparse.Namespace, console: Console) -> int:
     if not claim.moved or claim.offer is None:
         console.print(f"[bold yellow]Not done:[/] {escape(claim.reason)}")
         return EXIT_FAILED
-    progress = TerminalProgress(console)
+    _, env = app.rollbot.environment(claim.offer.environment)
+    progress = TerminalProgress(console, canary=env.fleet.canary if env.hosts else 0)
     with _first_interrupt_cancels(console, by=_actor(args)) as on_run:
         outcome = await app.recoveries.recover(claim.offer, by=_actor(args), observers=[progress],
                                     on_run=on_run)

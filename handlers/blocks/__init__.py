@@ -2,7 +2,8 @@
 
 One module per thing a person sees: ``cards`` (the pre-flight card, the restore modal, command
 replies), ``run`` (the live message, its recovery buttons, the notice), ``after_run`` (checks,
-checklist, report form). ``kit`` holds the primitives they are made of, re-exported here.
+checklist, report form), ``fleet`` (a fleet's host lines, checks per host, rollout order).
+``kit`` holds the primitives they are made of, re-exported here.
 """
 
 from handlers.blocks.kit import (

@@ -8,9 +8,11 @@ from typing import Any
 
 from bot.approvals import Pending, PendingState
 from bot.events import StepInfo
+from bot.fleet_view import FleetShape, name_list
 from bot.model import Check, ProcedureName, RunRecord
 from bot.procedures.catalog import TITLES
 from bot.service import Plan
+from handlers.blocks.fleet import fleet_checks, fleet_steps
 from handlers.blocks.kit import (
     RUN_ICON,
     STEP_ICON,
@@ -36,6 +38,10 @@ def _checks(checks: tuple[Check, ...]) -> str:
     return "*Pre-flight*\n" + "\n".join(lines)
 
 
+def _checks_blocks(checks: tuple[Check, ...], fleet: FleetShape | None) -> Blocks:
+    return [section(_checks(checks))] if fleet is None else fleet_checks(checks, fleet)
+
+
 def _steps_list(steps: tuple[StepInfo, ...]) -> str:
     lines = [f"{s.index + 1}. {esc(s.title)}{'  _(changes production)_' if s.destructive else ''}"
              for s in steps]
@@ -59,8 +65,8 @@ def card_facts(plan: Plan) -> CardFacts:
                      refusal=plan.preflight.refusal)
 
 
-def card_body(plan: Plan) -> Blocks:
-    """The card's facts, which never change after it is posted."""
+def card_body(plan: Plan, fleet: FleetShape | None = None) -> Blocks:
+    """The card's facts, which never change after it is posted; a fleet's per host."""
     r, pre = plan.request, plan.preflight
     target = pre.target or "?"
     title = f"Rollback {r.environment}: {pre.current} → {target}"
@@ -71,10 +77,13 @@ def card_body(plan: Plan) -> Blocks:
     if emergency:
         lines.insert(0, "🚨 *EMERGENCY*: runs after one confirmation; it does not restore data "
                         "on its own.")
+    if fleet is not None:
+        lines.append(f"*Hosts:* {len(fleet.hosts)} ({esc(name_list(fleet.hosts))})")
     blocks: Blocks = [header(("🚨 " if emergency else "") + title), section("\n".join(lines)),
-                      section(_checks(pre.checks))]
+                      *_checks_blocks(pre.checks, fleet)]
     if pre.ok and plan.steps:
-        blocks.append(section(_steps_list(plan.steps)))
+        blocks += ([section(_steps_list(plan.steps))] if fleet is None
+                   else fleet_steps(plan.steps, fleet))
     if r.procedure is ProcedureName.RESTORE and pre.backup is not None:
         blocks.append(section(
             f"⚠️ *Data loss:* writes since {pre.backup.modified:%Y-%m-%d %H:%M} UTC will be lost "
@@ -201,14 +210,23 @@ def status_message(environment: str, run: RunRecord | None,
     return blocks
 
 
-def plan_message(plan: Plan) -> Blocks:
+def plan_message(plan: Plan, fleet: FleetShape | None = None) -> Blocks:
     """A dry run: the checks and every exact command; nothing has run."""
     pre = plan.preflight
     blocks: Blocks = [header(f"Plan: {plan.request.environment} {pre.current} → "
                              f"{pre.target or '?'}"),
                       section(f"*{esc(plan.title)}* · nothing has run"),
-                      section(_checks(pre.checks)), *migrations_warning(plan)]
-    for s in plan.steps[:40]:
+                      *_checks_blocks(pre.checks, fleet), *migrations_warning(plan)]
+    steps = plan.steps
+    if fleet is not None:
+        # Every host runs its own copy of the steps: the first host's commands stand for all
+        # (the terminal's `rollbot plan` prints every host's).
+        first = next((h for h in fleet.hosts if any(s.host == h for s in steps)), "")
+        steps = tuple(s for s in steps if s.host in (first, ""))
+        blocks.append(section(f"*Rollout:* {esc(fleet.rollout)}\nThe commands of "
+                              f"{esc(first or 'each host')} are shown; every host runs the "
+                              "same steps with its own compose file and URLs."))
+    for s in steps[:40 if fleet is None else 30]:
         cmds = "\n".join(s.shows).replace("```", "'''")
         flag = "  _(changes production)_" if s.destructive else ""
         blocks.append(section(f"*{s.index + 1}. {esc(s.title)}*{flag}\n```{clip(cmds, 2700)}```"))

@@ -7,9 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from bot.events import StepInfo
+from bot.fleet_view import HostBoard, name_list, who_runs_what
 from bot.model import ProcedureName, RunOutcome, RunStatus, StepStatus
 from bot.procedures.catalog import TITLES
 from bot.recovery.offers import left_down, put_back_refusal
+from handlers.blocks.fleet import (
+    failures_section,
+    hosts_section,
+    shared_steps_section,
+    versions_section,
+)
 from handlers.blocks.kit import (
     RUN_ICON,
     STEP_ICON,
@@ -55,6 +62,8 @@ class LiveState:
     earlier_done: tuple[str, ...] = ()   # step keys done by the runs before it
     continues: int = 0                   # the cancelled run's id
     recovery_versions: tuple[str, str] | None = None  # (what ran before, the rollback's target)
+    # A fleet: where each host is (empty for one host, which shows its steps as always).
+    board: HostBoard = field(default_factory=HostBoard)
 
 
 def live_message(s: LiveState, *, now: datetime) -> Blocks:
@@ -63,6 +72,8 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
         head = f"⏳ Rolling back {s.environment}: {s.from_version} → {s.to_version}"
     elif o.status is RunStatus.SUCCEEDED:
         head = f"✅ Rolled back {s.environment} to {s.to_version}"
+        if s.board.is_fleet:
+            head += f" on all {len(s.board.hosts)} hosts"
     else:
         head = f"{RUN_ICON.get(o.status, '❌')} Rollback {o.status.value.replace('_', ' ')}: " \
                f"{s.environment} {s.from_version} → {s.to_version}"
@@ -77,28 +88,15 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
         who += f" · *confirmed by:* {', '.join(mention(u) for u in s.confirmed_by)}"
     info = [f"*Procedure:* {TITLES[s.procedure].title}", who,
             f"*Reason:* {esc(s.reason) if s.reason else '_none given_'}"]
-    lines = []
-    for step in s.steps:
-        st = s.status.get(step.index, StepStatus.PENDING)
-        if st is StepStatus.RUNNING and step.index in s.began:
-            took = f" ({(now - s.began[step.index]).total_seconds():.0f} s…)"
-        elif step.index in s.took:
-            took = f" ({s.took[step.index]:.1f} s)"
-        else:
-            took = ""
-        lines.append(f"{STEP_ICON[st]} {step.index + 1}. {esc(step.title)}{took}")
-    blocks: Blocks = [header(head), section("\n".join(info)),
-                      section("*Steps*\n" + "\n".join(lines))]
-    if s.failure:
-        text = f"*What failed:* {esc(s.failure)}"
-        if s.failure_tail:
-            tail = clip(s.failure_tail, 1800).replace("```", "'''")
-            text += f"\n```{tail}```"
-        blocks.append(section(text))
-    if s.host_state:
-        blocks.append(section(f"*Host state:* {esc(s.host_state)}"))
+    blocks: Blocks = [header(head), section("\n".join(info))]
+    if s.board.is_fleet:
+        blocks += _fleet_progress(s, now=now)
+    else:
+        blocks += _one_host_progress(s, now=now)
     if o is not None:
-        blocks.append(section(esc(o.message)))
+        blocks.append(section(esc(clip(o.message, 2900))))
+        if o.hosts:
+            blocks += versions_section(o.hosts)
     if down:
         blocks.extend(recovery_offer(s))
     elif (s.procedure is ProcedureName.PUT_BACK and s.continues and o is not None
@@ -119,6 +117,37 @@ def live_message(s: LiveState, *, now: datetime) -> Blocks:
                                        "It stops before the next step; the step running now "
                                        "finishes first.", "Cancel run", "Keep running"))))
     return blocks
+
+
+def _one_host_progress(s: LiveState, *, now: datetime) -> Blocks:
+    """Each step on its line, then what failed and the state the host is left in."""
+    lines = []
+    for step in s.steps:
+        st = s.status.get(step.index, StepStatus.PENDING)
+        if st is StepStatus.RUNNING and step.index in s.began:
+            took = f" ({(now - s.began[step.index]).total_seconds():.0f} s…)"
+        elif step.index in s.took:
+            took = f" ({s.took[step.index]:.1f} s)"
+        else:
+            took = ""
+        lines.append(f"{STEP_ICON[st]} {step.index + 1}. {esc(step.title)}{took}")
+    blocks: Blocks = [section("*Steps*\n" + "\n".join(lines))]
+    if s.failure:
+        text = f"*What failed:* {esc(s.failure)}"
+        if s.failure_tail:
+            tail = clip(s.failure_tail, 1800).replace("```", "'''")
+            text += f"\n```{tail}```"
+        blocks.append(section(text))
+    if s.host_state:
+        blocks.append(section(f"*Host state:* {esc(s.host_state)}"))
+    return blocks
+
+
+def _fleet_progress(s: LiveState, *, now: datetime) -> Blocks:
+    """One line per host, the environment's own steps, then what failed host by host."""
+    shared = [step for step in s.steps if not step.host]
+    return [*hosts_section(s.board.lines(now=now)), *shared_steps_section(shared, s.status),
+            *failures_section(s.board.failures)]
 
 
 def _put_back_head(s: LiveState) -> str:
@@ -190,12 +219,15 @@ def step_output(title: str, index: int, lines: list[str], *, done: StepStatus | 
     return f"{icon} *{index + 1}. {esc(title)}*\n```{body or ' '}```"
 
 
-def notice_success(*, version: str, eta: str, run_id: int, eta_set_by: str | None = None
-                   ) -> Blocks:
-    """The spec's stakeholder message, with a Set ETA button."""
+def notice_success(*, version: str, eta: str, run_id: int, eta_set_by: str | None = None,
+                   hosts: tuple[str, ...] = ()) -> Blocks:
+    """The spec's stakeholder message, with a Set ETA button; a fleet's hosts named under it."""
     text = (f"Rollback completed. Service restored to {version}. Investigating root cause. "
             f"ETA for fix: {esc(eta)}")
     blocks: Blocks = [section(text)]
+    if hosts:
+        blocks.append(context(f"All {len(hosts)} hosts run {esc(version)}: "
+                              f"{esc(name_list(hosts))}"))
     if eta_set_by:
         blocks.append(context(f"ETA set by {mention(eta_set_by)}"))
     blocks.append(actions(Block.NOTICE_ACTIONS, button("Set ETA", Action.SET_ETA,
@@ -207,7 +239,9 @@ def notice_failure(o: RunOutcome, *, environment: str) -> Blocks:
     """What failed, the host's state, and the next recommended actions as buttons."""
     icon = RUN_ICON.get(o.status, "❌")
     text = (f"{icon} *Rollback #{o.run_id} did not complete* ({o.status.value.replace('_', ' ')})"
-            f"\n{esc(o.message)}\n*Host state:* {esc(o.host_state)}")
+            f"\n{esc(clip(o.message, 1500))}\n*Host state:* {esc(clip(o.host_state, 600))}")
+    if o.hosts:
+        text += f"\n*Who runs what:* {esc(clip(who_runs_what(o.hosts), 800))}"
     target = o.to_version or ""
     blocks: Blocks = [section(text)]
     if target and o.status in (RunStatus.FAILED, RunStatus.RESTORE_RECOMMENDED):

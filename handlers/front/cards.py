@@ -57,7 +57,8 @@ class CardFront:
                                backup=plan.preflight.backup,
                                migrations=plan.preflight.migrations)
         pending = await self._approvals.propose(shown, ttl=ttl)
-        body = card_body(plan)
+        body = card_body(plan, self._kit.fleet(plan.request.environment,
+                                               plan.request.procedure))
         blocks = [*body, *card_state(facts, pending, now=_now())]
         title = blocks[0]["text"]["text"]
         response: Any = await self._client.chat_postMessage(channel=channel, text=title,

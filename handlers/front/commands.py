@@ -125,7 +125,8 @@ class CommandFront:
                                   reason=command.reason, backup=command.backup)
         plan = await self._cards.plan(request)
         if command.kind is CommandKind.PLAN:
-            await reply(plan_message(plan), f"Plan for {env}")
+            await reply(plan_message(plan, self._kit.fleet(env, command.procedure)),
+                        f"Plan for {env}")
             return
         await self._cards.post_card(plan, channel=channel)
 

@@ -12,6 +12,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import SlackConfig
 from bot.errors import RollbotError
+from bot.fleet_view import FleetShape, fleet_shape
+from bot.model import ProcedureName
 from bot.service import Rollbot
 from handlers import blocks as ui
 from handlers.access import Access
@@ -72,6 +74,11 @@ class FrontKit:
             await self.rollbot.audit(environment=env, actor=user, kind="refusal", detail=detail)
         except Exception as exc:
             log.error("AUDIT WRITE FAILED (refusal by %s: %s): %s", user, detail, exc)
+
+    def fleet(self, environment: str, procedure: ProcedureName) -> FleetShape | None:
+        """The environment's fleet as the card and plan show it; None for one host."""
+        env = self.rollbot.runbook.environments.get(environment)
+        return fleet_shape(env, procedure) if env is not None else None
 
     # --- work after the acknowledgement ----------------------------------------------------
 

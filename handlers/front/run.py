@@ -10,6 +10,7 @@ from slack_sdk.errors import SlackApiError
 from bot.approvals import ApprovalService, Pending
 from bot.engine import Run
 from bot.errors import RollbotError, RunLocked
+from bot.fleet_view import HostBoard
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
 from bot.post_rollback.follow_up import FollowUp
 from bot.recovery.offers import RecoveryChoice, RecoveryOffer
@@ -77,7 +78,8 @@ class RunFront:
                 to_version=request.pinned.target if request.pinned else str(
                     request.target or "previous"),
                 requested_by=request.requested_by, confirmed_by=confirmed_by,
-                reason=request.reason, started_at=_now()))
+                reason=request.reason, started_at=_now(),
+                board=self._board(request.environment)))
             live.render()
 
             def on_run(run: Run) -> None:
@@ -107,6 +109,7 @@ class RunFront:
                                                    thread_ts=ts, first=True)
         finally:
             if live is not None:
+                live.close()
                 self._live.pop(live.state.run_id, None)
             await writer.close()
 
@@ -116,7 +119,8 @@ class RunFront:
         channel = self._kit.config.incidents_channel
         if outcome.status is RunStatus.SUCCEEDED:
             blocks = notice_success(version=outcome.to_version or "?", eta="TBD",
-                                    run_id=outcome.run_id)
+                                    run_id=outcome.run_id,
+                                    hosts=tuple(h.name for h in outcome.hosts))
         elif outcome.status is RunStatus.REFUSED:
             return  # the card already says why; nothing happened to production
         else:
@@ -176,7 +180,8 @@ class RunFront:
             reason=f"{choice.label} after run #{offer.run_id} was cancelled with production "
                    "down", started_at=_now(), started_down=True,
             earlier_done=offer.done_steps, continues=offer.run_id,
-            recovery_versions=(offer.from_version, offer.to_version)))
+            recovery_versions=(offer.from_version, offer.to_version),
+            board=self._board(offer.environment)))
         live.render()
 
         def on_run(run: Run) -> None:
@@ -215,8 +220,14 @@ class RunFront:
                     await self._after_run.show_records(outcome.run_id, channel=channel,
                                                        thread_ts=message.ts, first=True)
         finally:
+            live.close()
             self._live.pop(live.state.run_id, None)
             await writer.close()
+
+    def _board(self, environment: str) -> HostBoard:
+        """Where the live message keeps each fleet host; the canaries come from the runbook."""
+        env = self._rollbot.runbook.environments.get(environment)
+        return HostBoard(canary=env.fleet.canary if env is not None and env.hosts else 0)
 
     async def _update(self, channel: str, ts: str, blocks: ui.Blocks) -> None:
         try:
@@ -245,7 +256,9 @@ class RunFront:
         if record is None:
             return
         blocks = notice_success(version=record.to_version or "?", eta=eta,
-                                run_id=notice.run, eta_set_by=user)
+                                run_id=notice.run, eta_set_by=user,
+                                hosts=tuple(dict.fromkeys(s.host for s in record.steps
+                                                          if s.host)))
         try:
             await self._client.chat_update(channel=notice.channel, ts=notice.ts,
                                            text=ui.sections_text(blocks), blocks=blocks)
