@@ -35,6 +35,7 @@ class FleetRun(Run):
         self._current = current
         self._target = first.ctx.target
         self._failure: RunStatus | None = None  # set when a failure stops the rollout
+        self._stopped_by = ""                    # and why, in words
 
     def _halted(self) -> bool:
         return self._failure is not None or self._cancel_requested_by is not None
@@ -49,26 +50,37 @@ class FleetRun(Run):
         if self._database_host is not None:
             # The database changes only with every host stopped: stop them all, then the
             # database work once, each a strict phase (any failure stops the rollout).
-            await self._phase(lanes, strict=True, end=lambda lane: lane.plan.stopped_end)
+            before_db = "before the database work, which runs only with every host stopped"
+            await self._phase(lanes, strict=before_db, end=lambda lane: lane.plan.stopped_end)
             db = self._lanes[self._database_host]
-            await self._phase([db], strict=True, end=lambda lane: lane.plan.database_end)
+            await self._phase([db], strict="in the database work",
+                              end=lambda lane: lane.plan.database_end)
         for n, wave in enumerate(self._waves):
-            canary = n == 0 and self._fleet.canary > 0
+            canary = "as the canary" if n == 0 and self._fleet.canary > 0 else ""
             await self._phase([self._lanes[h] for h in wave], strict=canary,
                               end=lambda lane: len(lane.plan.steps))
         return self._conclude(lanes)
 
-    async def _phase(self, lanes: list[Lane], *, strict: bool, end: Callable[[Lane], int]) -> None:
-        """Run the lanes side by side, each up to its ``end``; a failure may halt them all."""
+    async def _phase(self, lanes: list[Lane], *, strict: str,
+                     end: Callable[[Lane], int]) -> None:
+        """Run the lanes side by side, each up to its ``end``; a failure may halt them all.
+
+        ``strict`` (where any failure stops the rollout) says where the phase is, for the
+        outcome's sentence; "" for a batch, stopped only past ``max_failed_hosts``.
+        """
         async def lane_run(lane: Lane) -> None:
             if await lane.run_to(end(lane), run_id=self.run_id, publish=self._bus.publish,
                                  halted=self._halted):
                 return
-            failed = sum(1 for other in self._lanes.values() if other.failed is not None)
-            if self._failure is None and stops_rollout(failed=failed, fleet=self._fleet,
-                                                       strict=strict):
+            failed = [other.name for other in self._lanes.values() if other.failed is not None]
+            if self._failure is None and stops_rollout(failed=len(failed), fleet=self._fleet,
+                                                       strict=bool(strict)):
                 assert lane.failed is not None
                 self._failure = lane.failed[0].failure_status
+                self._stopped_by = (
+                    f"{lane.name} failed {strict}" if strict else
+                    f"{', '.join(failed)} failed, more than max_failed_hosts = "
+                    f"{self._fleet.max_failed_hosts}")
 
         await asyncio.gather(*(lane_run(lane) for lane in lanes if lane.failed is None))
 
@@ -77,7 +89,7 @@ class FleetRun(Run):
         first_failure = next((lane.failed[0].failure_status for lane in lanes
                               if lane.failed is not None), RunStatus.FAILED)
         end = FleetEnd(cancelled_by=self._cancel_requested_by,
-                       stopped_by_failure=self._failure is not None,
+                       stopped_by=self._stopped_by,
                        failure_status=self._failure or first_failure,
                        max_failed_hosts=self._fleet.max_failed_hosts)
         status = fleet_status(hosts, end)

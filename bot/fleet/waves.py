@@ -32,7 +32,7 @@ class FleetEnd:
     """How a rollout ended, for its status and its sentence."""
 
     cancelled_by: str | None   # who cancelled it, when that stopped a host
-    stopped_by_failure: bool   # a failure stopped the rollout
+    stopped_by: str            # why a failure stopped the rollout; "" when none did
     failure_status: RunStatus  # the first failed step's status (FAILED, RESTORE_RECOMMENDED)
     max_failed_hosts: int
 
@@ -66,9 +66,8 @@ def fleet_message(hosts: Sequence[HostOutcome], end: FleetEnd, *, target: str) -
               or h.status is RunStatus.RESTORE_RECOMMENDED]
     if len(done) == len(hosts):
         head = f"Rolled back all {len(hosts)} hosts to {target}."
-    elif end.stopped_by_failure:
-        head = (f"Rollout stopped after {', '.join(failed)} failed (max_failed_hosts = "
-                f"{end.max_failed_hosts}): nothing further was started on any host.")
+    elif end.stopped_by:
+        head = f"Rollout stopped: {end.stopped_by}; nothing further was started on any host."
     elif end.cancelled_by is not None:
         head = (f"Cancelled by {end.cancelled_by}: nothing further was started on any host. "
                 "Resume and put-back are not offered for a fleet (each host is left as named "
