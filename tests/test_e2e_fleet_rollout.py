@@ -19,6 +19,8 @@ import pytest
 
 from bot.config import Runbook
 from bot.edges.http import HttpxProbe
+from bot.errors import RunLocked
+from bot.events import RunEvent, StepStarted
 from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.service import Rollbot
 from bot.store.runs import Store
@@ -244,6 +246,10 @@ async def test_a_host_that_drops_its_ssh_connection_mid_step_stops_the_rollout(
         assert not task.done(), (await task).message
         assert time.monotonic() < deadline, "web-2 never reached its stop step"
         await asyncio.sleep(0.1)
+    # the lock is the environment's: a second rollback, even of the same fleet, is refused
+    with pytest.raises(RunLocked):
+        await rollbot.rollback(request())
+    assert not task.done()
     os.kill(sshd, signal.SIGKILL)  # web-2's own connection drops while it stops its services
     outcome = await asyncio.wait_for(task, timeout=120)
     assert outcome.status is RunStatus.FAILED, outcome.message
@@ -291,3 +297,25 @@ async def test_a_fleet_migration_rollback_stops_every_host_then_migrates_once(
     commands = [e.command for e in await store.audit_entries(run_id=outcome.run_id)
                 if e.kind == "command"]
     assert sum("migrate down" in c for c in commands) == 1
+
+
+async def test_cancel_stops_every_host_before_its_next_step_and_offers_no_put_back(
+    runbook: Runbook, store: Store, client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    rollbot = make_rollbot(fleet_runbook(runbook, fleet, canary=1), store, client)
+
+    async def cancel_when_the_batch_stops(event: RunEvent) -> None:
+        if (isinstance(event, StepStarted) and event.step.host == "web-2"
+                and event.step.key == "stop_services"):
+            assert await rollbot.cancel(event.run_id, by="bob")
+
+    outcome = await rollbot.rollback(request(), observers=[cancel_when_the_batch_stops])
+    assert outcome.status is RunStatus.CANCELLED, outcome.message
+    assert outcome.message.startswith("Cancelled by bob: nothing further was started")
+    assert "Resume and put-back are not offered for a fleet" in outcome.message
+    web2 = {s.key: s.status for s in outcome.steps if s.host == "web-2"}
+    assert web2["stop_services"] is StepStatus.SUCCEEDED
+    assert web2["switch_version"] is StepStatus.SKIPPED
+    assert "web-2" in outcome.message and "stopped before 'Switch compose file" in outcome.message
+    assert fleet["web-1"].version() == "v1.2.2"
+    assert await rollbot.recoveries.get(outcome.run_id) is None

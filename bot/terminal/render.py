@@ -44,7 +44,8 @@ def render_plan(console: Console, plan: Plan) -> None:
     console.print("[bold]Steps[/] (nothing has run yet)")
     for s in plan.steps:
         flag = " [red](changes production)[/]" if s.destructive else ""
-        console.print(f"  {s.index + 1}. {escape(s.title)}{flag}")
+        on = f"{escape(s.host)}: " if s.host else ""  # a fleet: every host's own steps
+        console.print(f"  {s.index + 1}. {on}{escape(s.title)}{flag}")
         for line in s.shows:
             console.print(f"       [dim]$ {escape(line)}[/]", soft_wrap=True)
 
