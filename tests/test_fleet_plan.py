@@ -2,12 +2,15 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from bot.config import EnvironmentConfig, load_runbook
+from bot.edges.session import HostSession
 from bot.fleet.lanes import numbered_infos, plan_hosts
-from bot.model import Backup, Check, ProcedureName, RollbackRequest
+from bot.fleet.prepare import FleetHosts, FleetPreflight, combine_preflights, fleet_changes
+from bot.model import Backup, Check, ContainerState, ProcedureName, RollbackRequest
 from bot.preflight import Preflight
 from bot.procedures.catalog import ProcedureInputs
 from bot.service import Plan
@@ -76,3 +79,65 @@ def test_the_terminal_plan_names_each_steps_host() -> None:
     assert "  1. web-1: Check current version" in text
     assert "  9. web-2: Stop services (changes production)" in text
     assert "✓ web-2: Target image present" in text
+
+
+def _pre(current: str, target: str = "v1.2.2", ok: bool = True) -> Preflight:
+    return Preflight(checks=(Check("Host reachable", True, "connected"),
+                             Check("Target image present", ok, "azora-api:v1.2.2")),
+                     current=current, target=target, backup=BACKUP if current else None)
+
+
+def test_the_fleet_preflight_names_every_check_by_host_and_a_mix_of_versions() -> None:
+    whole = combine_preflights({"web-1": _pre("v1.2.3"), "web-2": _pre("v1.2.3", ok=False),
+                                "web-3": _pre("v1.2.1")}, (), "web-1")
+    assert [c.name for c in whole.checks][:4] == [
+        "web-1: Host reachable", "web-1: Target image present", "web-2: Host reachable",
+        "web-2: Target image present"]
+    assert whole.current == "v1.2.3" and whole.target == "v1.2.2" and whole.backup == BACKUP
+    assert not whole.ok and whole.refusal == "web-2: Target image present: azora-api:v1.2.2"
+    assert whole.checks[-1] == Check(
+        "Current version", True, "the hosts disagree: web-1, web-2 run v1.2.3; web-3 runs "
+        "v1.2.1; each host rolls back from its own version")
+
+
+def test_hosts_resolving_previous_differently_or_unreachable_refuse() -> None:
+    whole = combine_preflights({"web-1": _pre("v1.2.3", "v1.2.2"),
+                                "web-2": _pre("v1.2.2", "v1.2.1")}, (), "web-1")
+    assert not whole.ok and whole.target == ""
+    assert "Target version: the hosts resolve the target differently: web-1 runs v1.2.2; " \
+           "web-2 runs v1.2.1; name the version to roll back to" in whole.refusal
+    gone = Check("web-3: Host reachable", False, "cannot reach web-3")
+    whole = combine_preflights({"web-1": _pre("v1.2.3")}, (gone,), "web-1")
+    assert not whole.ok and whole.refusal == "web-3: Host reachable: cannot reach web-3"
+
+
+class _Host:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def read_file(self, path: str) -> str:
+        return f"services:\n  api:\n    image: azora-api:{self.tag}\n"
+
+
+class _Docker:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def compose_containers(self, compose: object) -> list[ContainerState]:
+        return [ContainerState(name="x-api-1", service="api", image=f"azora-api:{self.tag}",
+                               state="running", status="Up")]
+
+
+async def test_the_relook_after_the_lock_covers_every_host() -> None:
+    env = fleet_env()
+    any_: Any = None
+    sessions = {n: HostSession(host=any_, docker=any_) for n, _ in env.members}
+    for name, tag in (("web-1", "v1.2.3"), ("web-2", "v1.2.3"), ("web-3", "v1.2.4")):
+        host: Any = _Host(tag)
+        docker: Any = _Docker(tag)
+        sessions[name] = HostSession(host=host, docker=docker)
+    pre = FleetPreflight(whole=_pre("v1.2.3"), hosts={n: _pre("v1.2.3") for n in sessions})
+    moved = await fleet_changes(FleetHosts(sessions, ()), env, pre)
+    assert moved.startswith("web-3: production changed while pre-flight ran: it was v1.2.3, "
+                            "it is now v1.2.4")
+    assert "web-1" not in moved and "web-2" not in moved

@@ -122,11 +122,12 @@ async def fleet_preflight(hosts: FleetHosts, env: EnvironmentConfig, request: Ro
     names = list(hosts.sessions)
     found = await asyncio.gather(*(one(n, hosts.sessions[n]) for n in names))
     per_host = dict(zip(names, found, strict=True))
-    return FleetPreflight(_whole(per_host, hosts.unreachable, db_host), per_host)
+    return FleetPreflight(combine_preflights(per_host, hosts.unreachable, db_host), per_host)
 
 
-def _whole(per_host: dict[str, Preflight], unreachable: tuple[Check, ...],
-           db_host: str) -> Preflight:
+def combine_preflights(per_host: dict[str, Preflight], unreachable: tuple[Check, ...],
+                       db_host: str) -> Preflight:
+    """The fleet's pre-flight: every host's checks named with it; from: the newest running."""
     checks = [replace(c, name=f"{name}: {c.name}") for name, pre in per_host.items()
               for c in pre.checks]
     checks.extend(unreachable)
