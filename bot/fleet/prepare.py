@@ -57,15 +57,18 @@ async def connect_fleet(stack: AsyncExitStack, env_name: str, env: EnvironmentCo
     answers = await asyncio.gather(*(connect(n, e) for n, e in members), return_exceptions=True)
     sessions: dict[str, HostSession] = {}
     unreachable: list[Check] = []
+    unexpected: BaseException | None = None
     for (name, _), answer in zip(members, answers, strict=True):
         if isinstance(answer, RollbotError):
             unreachable.append(Check(f"{name}: Host reachable", False, str(answer)))
         elif isinstance(answer, BaseException):
-            raise answer
+            unexpected = unexpected or answer
         else:
             own, session = answer
-            stack.push_async_callback(own.aclose)
+            stack.push_async_callback(own.aclose)  # closed with the run, whatever happens
             sessions[name] = session
+    if unexpected is not None:
+        raise unexpected
     return FleetHosts(sessions, tuple(unreachable))
 
 
