@@ -26,7 +26,7 @@ from bot.service import Rollbot
 from bot.store.runs import Store
 from bot.versions import parse_version
 from tests.fleet import Fleet, fleet_runbook, free_port
-from tests.sandbox import Sandbox
+from tests.sandbox import BACKUP_COUNTS, GOOD_BACKUP, Sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -34,10 +34,11 @@ NAMES = ["web-1", "web-2", "web-3"]
 QUICK = {"timeouts": {"health_s": 6.0, "health_interval_s": 0.2}}
 
 
-def request(procedure: ProcedureName = ProcedureName.SIMPLE) -> RollbackRequest:
+def request(procedure: ProcedureName = ProcedureName.SIMPLE,
+            backup: str | None = None) -> RollbackRequest:
     return RollbackRequest(environment="production", procedure=procedure,
                            target=parse_version("v1.2.2"), requested_by="alice",
-                           reason="v1.2.3 health check fails")
+                           reason="v1.2.3 health check fails", backup=backup)
 
 
 @pytest.fixture
@@ -319,3 +320,25 @@ async def test_cancel_stops_every_host_before_its_next_step_and_offers_no_put_ba
     assert "web-2" in outcome.message and "stopped before 'Switch compose file" in outcome.message
     assert fleet["web-1"].version() == "v1.2.2"
     assert await rollbot.recoveries.get(outcome.run_id) is None
+
+
+async def test_a_fleet_restore_stops_every_host_then_restores_the_database_once(
+    runbook: Runbook, store: Store, client: httpx.AsyncClient, fleet: Fleet,
+    production: Sandbox
+) -> None:
+    outcome = await make_rollbot(fleet_runbook(runbook, fleet, canary=1), store, client).rollback(
+        request(ProcedureName.RESTORE, backup=GOOD_BACKUP))
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.message
+    assert production.row_counts() == BACKUP_COUNTS
+    assert fleet.versions() == dict.fromkeys(NAMES, "v1.2.2")
+    record = await store.get_run(outcome.run_id)
+    assert record is not None
+    # the database work on the first host (the default database.host), once
+    for key in ("verify_backup", "safety_backup", "drop_database", "restore_backup"):
+        assert [s.host for s in record.steps if s.key == key] == ["web-1"]
+    drop = next(s for s in record.steps if s.key == "drop_database")
+    stops = [s for s in record.steps if s.key == "stop_services"]
+    assert drop.started_at and all(s.finished_at and s.finished_at <= drop.started_at
+                                   for s in stops)
+    sent = [e.command for e in await store.audit_entries(run_id=outcome.run_id)]
+    assert sum("DROP DATABASE" in c for c in sent) == 1
