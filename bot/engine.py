@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.errors import RollbotError
@@ -134,11 +135,7 @@ class Run:
                     established.add(step.establishes)
                 self._bus.publish(StepFinished(self.run_id, info, result, state))
                 continue
-            if step.failed_state:
-                state = step.failed_state
-            elif step.destructive and result.started_at is not None:
-                state = (f"uncertain: '{step.title}' failed part-way and may be half done "
-                         f"(before it: {state})")
+            state = state_after_failure(step, result, state)
             self._bus.publish(StepFinished(self.run_id, info, result, state))
             advice = f" Next: {step.if_failed}" if step.if_failed else ""
             return self._finish(
@@ -155,47 +152,8 @@ class Run:
     async def _run_step(
         self, step: Step, info: StepInfo, established: set[Safeguard]
     ) -> StepResult:
-        missing = [s for s in step.requires if s not in established]
-        if missing:
-            # Never reached in a well-formed procedure; this is the last line of defence.
-            reason = "; ".join(s.value for s in missing)
-            log.error("safeguard missing before %s: %s", step.key, reason)
-            return StepResult(
-                key=step.key, title=step.title, status=StepStatus.FAILED, started_at=None,
-                finished_at=None, error=f"Refused to run: safeguard not met ({reason}).",
-            )
-        tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-
-        def emit(line: str) -> None:
-            # Output leaves rollbot (Slack thread, terminal, failure tail): a tool that echoes
-            # its connection URL must not put the password there.
-            line = redact(line)
-            tail.append(line)
-            self._bus.publish(OutputLine(self.run_id, step.key, line))
-
-        self._ctx.emit = emit
-        started = datetime.now(UTC)
-        self._bus.publish(StepStarted(self.run_id, info))
-        status, summary, error = StepStatus.SUCCEEDED, "", ""
-        try:
-            summary = await asyncio.wait_for(step.action(self._ctx), timeout=step.timeout_s)
-        except RollbotError as exc:
-            status, error = StepStatus.FAILED, _sentence(str(exc))
-            out = getattr(exc, "output_tail", "")
-            if out and not tail:
-                tail.extend(out.splitlines())
-        except TimeoutError:
-            status = StepStatus.FAILED
-            error = f"it did not finish within its {step.timeout_s:g} s timeout and was stopped."
-        except Exception:
-            ref = secrets.token_hex(3)
-            log.exception("step %s failed unexpectedly (ref %s)", step.key, ref)
-            status, error = StepStatus.FAILED, f"unexpected internal error (ref {ref}, see log)."
-        return StepResult(
-            key=step.key, title=step.title, status=status, started_at=started,
-            finished_at=datetime.now(UTC), summary=redact(summary),
-            output_tail=redact("\n".join(tail)), error=redact(error),
-        )
+        return await run_step(step, info, ctx=self._ctx, established=established,
+                              run_id=self.run_id, publish=self._bus.publish)
 
     def _finish(
         self, status: RunStatus, state: str, results: list[StepResult], message: str
@@ -218,3 +176,60 @@ class Run:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def state_after_failure(step: Step, result: StepResult, before: str) -> str:
+    """The host's state once ``step`` failed: the step's own word, else what is known."""
+    if step.failed_state:
+        return step.failed_state
+    if step.destructive and result.started_at is not None:
+        return (f"uncertain: '{step.title}' failed part-way and may be half done "
+                f"(before it: {before})")
+    return before
+
+
+async def run_step(step: Step, info: StepInfo, *, ctx: StepContext, established: set[Safeguard],
+                   run_id: int, publish: Callable[[RunEvent], None]) -> StepResult:
+    """Run one step on ``ctx``'s host: its safeguards, its timeout, its output as events."""
+    missing = [s for s in step.requires if s not in established]
+    if missing:
+        # Never reached in a well-formed procedure; this is the last line of defence.
+        reason = "; ".join(s.value for s in missing)
+        log.error("safeguard missing before %s: %s", step.key, reason)
+        return StepResult(
+            key=step.key, title=step.title, status=StepStatus.FAILED, started_at=None,
+            finished_at=None, error=f"Refused to run: safeguard not met ({reason}).",
+            host=info.host,
+        )
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+
+    def emit(line: str) -> None:
+        # Output leaves rollbot (Slack thread, terminal, failure tail): a tool that echoes
+        # its connection URL must not put the password there.
+        line = redact(line)
+        tail.append(line)
+        publish(OutputLine(run_id, step.key, line, host=info.host))
+
+    ctx.emit = emit
+    started = datetime.now(UTC)
+    publish(StepStarted(run_id, info))
+    status, summary, error = StepStatus.SUCCEEDED, "", ""
+    try:
+        summary = await asyncio.wait_for(step.action(ctx), timeout=step.timeout_s)
+    except RollbotError as exc:
+        status, error = StepStatus.FAILED, _sentence(str(exc))
+        out = getattr(exc, "output_tail", "")
+        if out and not tail:
+            tail.extend(out.splitlines())
+    except TimeoutError:
+        status = StepStatus.FAILED
+        error = f"it did not finish within its {step.timeout_s:g} s timeout and was stopped."
+    except Exception:
+        ref = secrets.token_hex(3)
+        log.exception("step %s failed unexpectedly (ref %s)", step.key, ref)
+        status, error = StepStatus.FAILED, f"unexpected internal error (ref {ref}, see log)."
+    return StepResult(
+        key=step.key, title=step.title, status=status, started_at=started,
+        finished_at=datetime.now(UTC), summary=redact(summary),
+        output_tail=redact("\n".join(tail)), error=redact(error), host=info.host,
+    )

@@ -59,12 +59,14 @@ class Preflight:
 async def run_preflight(
     *, host: RemoteHost, docker: DockerFacts, env: EnvironmentConfig, request: RollbackRequest,
     now: datetime | None = None, quarantined: Sequence[Quarantined] = (),
-    probe: HttpProbe | None = None,
+    probe: HttpProbe | None = None, database: bool = True,
 ) -> Preflight:
     """Ask the host what runs, what is available and whether the backup is sound.
 
     ``quarantined`` are the environment's quarantined versions: "previous" skips them.
     ``probe`` asks the version endpoint (without it, that check is left out).
+    ``database=False``: a fleet host that is not the database's; its database checks run once,
+    on the host that does the database work.
     """
     now = now or datetime.now(UTC)
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
@@ -102,10 +104,10 @@ async def run_preflight(
                       unfinished_from=in_file if unfinished else None)
     backup = None
     migrations: tuple[str, ...] = ()
-    if request.procedure in (ProcedureName.MIGRATIONS, ProcedureName.RESTORE):
+    if database and request.procedure in (ProcedureName.MIGRATIONS, ProcedureName.RESTORE):
         backup = await _check_database(host=host, env=env, request=request, now=now,
                                        checks=checks)
-    if request.procedure is ProcedureName.MIGRATIONS and env.database is not None:
+    if database and request.procedure is ProcedureName.MIGRATIONS and env.database is not None:
         migrations = await _check_migrations(host=host, env=env, db=env.database,
                                              checks=checks)
     checks.extend(pin_checks(request.pinned, target=target, backup=backup,
@@ -135,6 +137,19 @@ def _resolve_target(request: RollbackRequest, tags: list, current: str,  # type:
                         f"previous version {previous.tag} (newest release below {current}"
                         f"{' that is not quarantined' if skipped else ''}){why}"))
     return previous.tag
+
+
+async def changed_since_preflight(host: RemoteHost, docker: DockerFacts, env: EnvironmentConfig,
+                                  pre: Preflight) -> str:
+    """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
+    containers = await docker.compose_containers(env.compose)
+    now = current_version(running=running_tag(containers, env),
+                          in_file=await compose_tag(host, env))
+    if now == pre.current:
+        return ""
+    return (f"production changed while pre-flight ran: it was {pre.current}, it is now {now} "
+            "(another rollback or deploy?). Look again (`plan`, or a new card) before rolling "
+            "back.")
 
 
 def unfinished_deploy(*, running: str | None, in_file: str) -> bool:

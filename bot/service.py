@@ -18,6 +18,14 @@ from bot.edges.session import HostSession, open_session
 from bot.engine import Run, step_infos
 from bot.errors import RollbotError
 from bot.events import Observer, StepInfo
+from bot.fleet.prepare import (
+    FleetReady,
+    fleet_changes,
+    fleet_run,
+    fleet_sentence,
+    fleet_step_infos,
+    read_fleet,
+)
 from bot.model import (
     Backup,
     Check,
@@ -29,7 +37,7 @@ from bot.model import (
     RunStatus,
 )
 from bot.ports import HttpProbe
-from bot.preflight import Preflight, current_version, run_preflight
+from bot.preflight import Preflight, changed_since_preflight, run_preflight
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery.offers import offer_recorder
@@ -49,19 +57,6 @@ class Plan:
     preflight: Preflight
     title: str
     steps: tuple[StepInfo, ...]
-
-
-async def _changed_since_preflight(session: HostSession, env: EnvironmentConfig,
-                                   pre: Preflight) -> str:
-    """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
-    containers = await session.docker.compose_containers(env.compose)
-    now = current_version(running=running_tag(containers, env),
-                          in_file=await compose_tag(session.host, env))
-    if now == pre.current:
-        return ""
-    return (f"production changed while pre-flight ran: it was {pre.current}, it is now {now} "
-            "(another rollback or deploy?). Look again (`plan`, or a new card) before rolling "
-            "back.")
 
 
 @dataclass(frozen=True)
@@ -92,11 +87,18 @@ class Rollbot:
         """Pre-flight and the exact steps; nothing that changes state is run."""
         env_name, env = self.environment(request.environment)
         quarantined = await self.quarantined(env_name)
-        async with open_session(env_name, env, store=self.store, actor=request.requested_by,
-                                run_id=None) as session:
-            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request, quarantined=quarantined,
-                                      probe=self.probe)
+        fleet: FleetReady | None = None
+        if env.hosts:
+            async with contextlib.AsyncExitStack() as stack:
+                fleet = await read_fleet(stack, env_name, env, request, store=self.store,
+                                         probe=self.probe, quarantined=quarantined)
+            pre = fleet.pre.whole
+        else:
+            async with open_session(env_name, env, store=self.store,
+                                    actor=request.requested_by, run_id=None) as session:
+                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                          request=request, quarantined=quarantined,
+                                          probe=self.probe)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
         holder = await self.store.active_run(env_name)
@@ -109,6 +111,10 @@ class Rollbot:
         if not pre.target:
             return Plan(request=request, preflight=pre, title="(no target version)", steps=())
         procedure = build(request.procedure, self._inputs(env, pre))
+        if fleet is not None:
+            return Plan(request=request, preflight=pre,
+                        title=f"{procedure.title}, {fleet_sentence(env, request)}",
+                        steps=fleet_step_infos(env, request, fleet.pre))
         return Plan(request=request, preflight=pre, title=procedure.title,
                     steps=step_infos(procedure))
 
@@ -126,7 +132,9 @@ class Rollbot:
                 await self.store.audit(environment=env_name, actor=request.requested_by,
                                        kind="refusal", detail=str(exc))
                 raise
-            if session is not None:
+            if isinstance(session, FleetReady):
+                await session.connected.adopt(run_id)
+            elif session is not None:
                 await session.host.adopt(run_id)
             await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
                                    run_id=run_id,
@@ -153,8 +161,13 @@ class Rollbot:
     async def _read_preflight(
         self, stack: contextlib.AsyncExitStack, env_name: str, env: EnvironmentConfig,
         request: RollbackRequest,
-    ) -> tuple[HostSession | None, Preflight | None, RollbotError | None]:
+    ) -> tuple[HostSession | FleetReady | None, Preflight | None, RollbotError | None]:
         """Connect (kept open in ``stack`` for the run) and run pre-flight's read-only checks."""
+        if env.hosts:
+            fleet = await read_fleet(stack, env_name, env, request, store=self.store,
+                                     probe=self.probe,
+                                     quarantined=await self.quarantined(env_name))
+            return fleet, fleet.pre.whole, None
         session: HostSession | None = None
         try:
             session = await stack.enter_async_context(
@@ -169,7 +182,8 @@ class Rollbot:
         return session, pre, None
 
     async def _locked_rollback(self, run_id: int, env_name: str, env: EnvironmentConfig,
-                               request: RollbackRequest, session: HostSession | None,
+                               request: RollbackRequest,
+                               session: HostSession | FleetReady | None,
                                pre: Preflight | None, failure: RollbotError | None,
                                observers: list[Observer],
                                on_run: Callable[[Run], None] | None) -> RunOutcome:
@@ -180,23 +194,27 @@ class Rollbot:
                 return await self.refuse(run_id, env_name, request, pre.checks,
                                           f"Refused by pre-flight, nothing was changed. "
                                           f"{pre.refusal}", pre.current, pre.target)
-            moved = await _changed_since_preflight(session, env, pre)
+            if isinstance(session, FleetReady):
+                moved = await fleet_changes(session.connected, env, session.pre)
+            else:
+                moved = await changed_since_preflight(session.host, session.docker, env, pre)
             if moved:
                 return await self.refuse(run_id, env_name, request, pre.checks,
                                           f"Refused, nothing was changed: {moved}",
                                           pre.current, pre.target)
-            procedure = build(request.procedure, self._inputs(env, pre))
-            ctx = StepContext(host=session.host, docker=session.docker, probe=self.probe,
-                              env=env, current=pre.current, target=pre.target,
-                              facts=RunFacts(), emit=lambda _line: None)
             await self.store.start_run(run_id, from_version=pre.current,
                                        to_version=pre.target,
                                        backup=pre.backup.name if pre.backup else None,
                                        checks=pre.checks)
-            offers = offer_recorder(self.recoveries, environment=env_name,
-                                    procedure=request.procedure, ctx=ctx, backup=pre.backup)
-            run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                      checks=pre.checks, observers=[step_recorder(self.store), offers, *observers])
+            if isinstance(session, FleetReady):
+                # No Resume / Put back offers for a fleet: each host is left in its own state
+                # (the outcome names them); a fresh card finishes the rollback.
+                run: Run = fleet_run(run_id=run_id, request=request, env=env, pre=session.pre,
+                                     hosts=session.connected, probe=self.probe,
+                                     observers=[step_recorder(self.store), *observers])
+            else:
+                run = self._single_host_run(run_id, env_name, env, request, session, pre,
+                                            observers)
             self.active[run_id] = run
             if on_run is not None:
                 on_run(run)
@@ -208,6 +226,23 @@ class Rollbot:
             return await self.refuse(run_id, env_name, request, (),
                                       f"Refused before any step, nothing was changed: {exc}",
                                       None, None)
+        return await self._finished(env_name, request, outcome)
+
+    def _single_host_run(self, run_id: int, env_name: str, env: EnvironmentConfig,
+                         request: RollbackRequest, session: HostSession, pre: Preflight,
+                         observers: list[Observer]) -> Run:
+        procedure = build(request.procedure, self._inputs(env, pre))
+        ctx = StepContext(host=session.host, docker=session.docker, probe=self.probe,
+                          env=env, current=pre.current, target=pre.target,
+                          facts=RunFacts(), emit=lambda _line: None)
+        offers = offer_recorder(self.recoveries, environment=env_name,
+                                procedure=request.procedure, ctx=ctx, backup=pre.backup)
+        return Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
+                   checks=pre.checks, observers=[step_recorder(self.store), offers, *observers])
+
+    async def _finished(self, env_name: str, request: RollbackRequest,
+                        outcome: RunOutcome) -> RunOutcome:
+        run_id = outcome.run_id
         await self.store.finish_run(outcome)
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
                                run_id=run_id, detail=f"{outcome.status}: {outcome.message}")

@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -108,13 +108,18 @@ class Fleet:
 
 
 def fleet_runbook(runbook: Runbook, fleet: Fleet, *, environment: str = "production",
+                  hosts: Mapping[str, Mapping[str, object]] | None = None,
+                  settings: Mapping[str, object] | None = None,
                   **fleet_keys: object) -> Runbook:
     """The sandbox runbook with ``environment`` made a fleet of ``fleet``'s hosts.
 
     ``fleet_keys`` are the `[environments.X.fleet]` table (canary, batch_size, max_failed_hosts).
+    ``hosts`` changes a host's `[[hosts]]` entry by name (e.g. its health_url); ``settings``
+    sets environment-level keys (e.g. timeouts, database).
     """
     env = runbook.environments[environment].model_dump(exclude={"host_envs"})
-    env["hosts"] = [h.host_entry() for h in fleet.hosts]
+    env.update(settings or {})
+    env["hosts"] = [{**h.host_entry(), **(hosts or {}).get(h.name, {})} for h in fleet.hosts]
     env["fleet"] = dict(fleet_keys)
     data = runbook.model_dump()
     data["environments"] = {**{k: v.model_dump(exclude={"host_envs"})

@@ -158,26 +158,27 @@ class Store:
             _checks_json(outcome.checks))
 
     async def step_started(self, run_id: int, *, position: int, key: str, title: str,
-                           destructive: bool, started_at: datetime) -> None:
+                           destructive: bool, started_at: datetime, host: str = "") -> None:
         await self._pool.execute(
-            "INSERT INTO run_steps (run_id, position, key, title, destructive, state, started_at)"
-            " VALUES ($1, $2, $3, $4, $5, 'running', $6) ON CONFLICT (run_id, position) DO UPDATE"
+            "INSERT INTO run_steps (run_id, position, key, title, destructive, state, started_at,"
+            " host) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)"
+            " ON CONFLICT (run_id, position) DO UPDATE"
             " SET state = 'running', started_at = EXCLUDED.started_at",
-            run_id, position, key, title, destructive, started_at)
+            run_id, position, key, title, destructive, started_at, host)
 
     async def step_finished(self, run_id: int, *, position: int, result: StepResult,
                             destructive: bool, host_state: str) -> None:
         await self._pool.execute(
             "INSERT INTO run_steps (run_id, position, key, title, destructive, state, started_at,"
-            " finished_at, summary, output_tail, error, host_state)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " finished_at, summary, output_tail, error, host_state, host)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             " ON CONFLICT (run_id, position) DO UPDATE SET state = EXCLUDED.state,"
             " finished_at = EXCLUDED.finished_at, summary = EXCLUDED.summary,"
             " output_tail = EXCLUDED.output_tail, error = EXCLUDED.error,"
             " host_state = EXCLUDED.host_state",
             run_id, position, result.key, result.title, destructive, result.status.value,
             result.started_at, result.finished_at, result.summary, result.output_tail,
-            result.error, host_state)
+            result.error, host_state, result.host)
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         row = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
@@ -303,7 +304,7 @@ def step_recorder(store: Store) -> Observer:
             await store.step_started(event.run_id, position=event.step.index,
                                      key=event.step.key, title=event.step.title,
                                      destructive=event.step.destructive,
-                                     started_at=datetime.now(UTC))
+                                     started_at=datetime.now(UTC), host=event.step.host)
         elif isinstance(event, StepFinished):
             await store.step_finished(event.run_id, position=event.step.index,
                                       result=event.result, destructive=event.step.destructive,
@@ -341,4 +342,5 @@ def _record(row: asyncpg.Record, steps: list[asyncpg.Record]) -> RunRecord:
 def _step(s: Any) -> StepResult:
     return StepResult(key=s["key"], title=s["title"], status=StepStatus(s["state"]),
                       started_at=s["started_at"], finished_at=s["finished_at"],
-                      summary=s["summary"], output_tail=s["output_tail"], error=s["error"])
+                      summary=s["summary"], output_tail=s["output_tail"], error=s["error"],
+                      host=s["host"])

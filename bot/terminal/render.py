@@ -82,7 +82,8 @@ def render_plan(console: Console, plan: Plan, fleet: FleetShape | None = None) -
             host = s.host
             console.print(f"  [bold]{escape(host or 'the environment')}[/]")
         flag = " [red](changes production)[/]" if s.destructive else ""
-        console.print(f"  {s.index + 1}. {escape(s.title)}{flag}")
+        on = f"{escape(s.host)}: " if s.host else ""  # a fleet: every host's own steps
+        console.print(f"  {s.index + 1}. {on}{escape(s.title)}{flag}")
         for line in s.shows:
             console.print(f"       [dim]$ {escape(line)}[/]", soft_wrap=True)
 
