@@ -208,7 +208,7 @@ async def tag_variables_check(host: RemoteHost, release: ReleaseFiles) -> Check 
             return Check("Image tag variable", False,
                          f"{where}, {s.service}'s image is {image}, but {var.name} is set neither "
                          f"in {release.env_file}{exists} nor in the SSH session's environment"
-                         f"{fallback}; nothing was changed")
+                         f"{fallback}")
         if s.tag is None:
             return Check("Image tag variable", False,
                          f"{where}, {var.name} is empty in {release.env_file}, so {s.service}'s "
