@@ -10,14 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import EnvironmentConfig
-from bot.errors import ComposeEditError
+from bot.errors import ComposeEditError, HostError
+from bot.model import CommandResult
 from bot.procedures.compose_file import TagVariable, find_image_line, switch_image_tag
 from bot.procedures.env_file import env_values, set_env_value
 from bot.procedures.release_files import (
     env_file_path,
     parse_release,
+    read_release,
     shell_variables_command,
     switch_release,
+    tag_variables_check,
 )
 
 ENV_FILE = """# azora production
@@ -215,3 +218,72 @@ def test_the_shell_check_asks_for_names_only() -> None:
     command = shell_variables_command(("API_VERSION", "WORKER_VERSION"))
     assert "printenv" in command and "API_VERSION" in command
     assert "echo \"set $n\"" in command  # the name, never the value
+
+
+# --- pre-flight's check of the tag variable (the host's answers faked; the e2e tests run it) --
+
+class Host:
+    """A host whose session environment sets ``shell`` and whose files are ``files``."""
+
+    name = "prod-user@web-1:22"
+
+    def __init__(self, files: dict[str, str], shell: tuple[str, ...] = ()) -> None:
+        self.files, self.shell = files, shell
+        self.commands: list[str] = []
+
+    async def run(self, command: str, *, timeout: float, on_line: object = None,
+                  check: bool = True) -> CommandResult:
+        self.commands.append(command)
+        said = "".join(f"set {n}\n" for n in self.shell if n in command)
+        return CommandResult(command=command, exit_status=0, output=said, truncated=False,
+                             duration_s=0.0)
+
+    async def read_file(self, path: str) -> str:
+        if path not in self.files:
+            raise HostError(f"{path} does not exist on {self.name}")
+        return self.files[path]
+
+    async def write_file_atomic(self, path: str, text: str, *, backup_path: str) -> None:
+        raise AssertionError("pre-flight never writes")
+
+
+COMPOSE_FILE = "/srv/azora/docker-compose.yml"
+
+
+async def test_a_variable_set_in_the_ssh_environment_is_refused_in_one_sentence() -> None:
+    host = Host({COMPOSE_FILE: compose("azora-api:${API_VERSION}"), "/srv/azora/.env": ENV_FILE},
+                shell=("API_VERSION",))
+    check = await tag_variables_check(host, await read_release(host, environment()))
+    assert check is not None and not check.ok
+    assert check.detail.startswith("on prod-user@web-1:22, API_VERSION is set in the SSH "
+                                   "session's environment, which compose reads before "
+                                   "/srv/azora/.env, so changing .env would change nothing")
+
+
+@pytest.mark.parametrize(("files", "said"), [
+    ({"/srv/azora/.env": "LOG_LEVEL=info\n"}, "set neither in /srv/azora/.env nor in the SSH"),
+    ({}, "set neither in /srv/azora/.env (there is no such file) nor"),
+    ({"/srv/azora/.env": "API_VERSION=\n"}, "API_VERSION is empty in /srv/azora/.env"),
+])
+async def test_a_variable_set_nowhere_compose_reads_is_refused_naming_host_and_variable(
+        files: dict[str, str], said: str) -> None:
+    host = Host({COMPOSE_FILE: compose("azora-api:${API_VERSION}"), **files})
+    check = await tag_variables_check(host, await read_release(host, environment()))
+    assert check is not None and not check.ok and check.name == "Image tag variable"
+    assert check.detail.startswith("on prod-user@web-1:22, ") and said in check.detail
+
+
+async def test_a_default_in_the_compose_file_is_named_but_not_silently_edited() -> None:
+    host = Host({COMPOSE_FILE: compose("azora-api:${API_VERSION:-v1.2.3}"),
+                 "/srv/azora/.env": "LOG_LEVEL=info\n"})
+    release = await read_release(host, environment())
+    assert release.tag == "v1.2.3"                      # what compose runs
+    check = await tag_variables_check(host, release)
+    assert check is not None and not check.ok and "falls back to 'v1.2.3'" in check.detail
+
+
+async def test_a_tag_written_out_asks_nothing_more_of_the_host() -> None:
+    host = Host({COMPOSE_FILE: compose("azora-api:v1.2.3")})
+    release = await read_release(host, environment())
+    assert await tag_variables_check(host, release) is None
+    assert host.commands == [] and release.env_text is None
