@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import dotenv
 import pytest
@@ -10,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import EnvironmentConfig
+from bot.edges.host_facts import all_run, running_text, target_images_check
 from bot.errors import ComposeEditError, HostError
-from bot.model import CommandResult
+from bot.model import CommandResult, ContainerState, ImageTag
 from bot.procedures.compose_file import TagVariable, find_image_line, switch_image_tag
 from bot.procedures.env_file import env_values, set_env_value
 from bot.procedures.release_files import (
@@ -287,3 +289,44 @@ async def test_a_tag_written_out_asks_nothing_more_of_the_host() -> None:
     release = await read_release(host, environment())
     assert await tag_variables_check(host, release) is None
     assert host.commands == [] and release.env_text is None
+
+
+# --- what runs: every service of the release, honestly --------------------------------------
+
+def container(service: str, image: str, state: str = "running") -> ContainerState:
+    return ContainerState(name=f"azora_{service}_1", service=service, image=image, state=state,
+                          status="Up 3 minutes" if state == "running" else "Exited (0)")
+
+
+@pytest.mark.parametrize(("containers", "said"), [
+    ([container("api", "azora-api:v1.2.3"), container("worker", "azora-worker:v1.2.3")],
+     "api and worker run v1.2.3"),
+    ([container("api", "azora-api:v1.2.3"), container("worker", "azora-worker:v1.2.2")],
+     "api runs v1.2.3, worker runs v1.2.2"),
+    ([container("api", "azora-api:v1.2.3"), container("worker", "azora-worker:v1.2.3", "exited")],
+     "api runs v1.2.3, no worker container runs"),
+])
+def test_who_runs_what_is_said_per_service_when_they_differ(containers: list[ContainerState],
+                                                             said: str) -> None:
+    env = environment(services={"api": "azora-api", "worker": "azora-worker"})
+    assert running_text(containers, env) == said
+    assert all_run(containers, env, "v1.2.3") is (said == "api and worker run v1.2.3")
+
+
+def test_one_service_reads_as_it_always_did() -> None:
+    env = environment()
+    assert running_text([container("api", "azora-api:v1.2.3"),
+                         container("worker", "azora-worker:v1")], env) == "api runs v1.2.3"
+
+
+def test_the_target_image_of_every_service_must_be_present() -> None:
+    def tags(image: str, *versions: str) -> list[ImageTag]:
+        return [ImageTag(repository=image, tag=v, version=None, created=datetime(2026, 11, 27,
+                                                                                tzinfo=UTC),
+                         image_id="sha256:0") for v in versions]
+    missing = target_images_check({"azora-api": tags("azora-api", "v1.2.2", "v1.2.3"),
+                                   "azora-worker": tags("azora-worker", "v1.2.3")}, "v1.2.2")
+    assert not missing.ok
+    assert missing.detail == "azora-worker:v1.2.2 is not on the host (present: v1.2.3)"
+    present = target_images_check({"azora-api": tags("azora-api", "v1.2.2")}, "v1.2.2")
+    assert present.ok and present.detail == "azora-api:v1.2.2 present, built 2026-11-27 00:00 UTC"
