@@ -10,18 +10,20 @@ from bot.autorollback.deploys import Quarantined
 from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.edges.host_facts import (
     age_text,
+    all_run,
     choose_backup,
-    compose_tag,
     docker_summary,
-    find_tag,
+    images_tags,
     list_backups,
     newest_migrations,
     previous_release,
     running_tag,
+    running_text,
     skipped_text,
+    target_images_check,
 )
 from bot.errors import CommandFailed, HostError, RollbotError
-from bot.model import Backup, Check, ProcedureName, RollbackRequest
+from bot.model import Backup, Check, ContainerState, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.prerequisites import (
@@ -31,6 +33,7 @@ from bot.prerequisites import (
     version_endpoint_check,
 )
 from bot.procedures import commands as cmd
+from bot.procedures.release_files import read_release, tag_variables_check
 from bot.versions import try_parse_version
 
 # "Newest backup" tests at most this many candidates (each test reads the whole file).
@@ -72,14 +75,15 @@ async def run_preflight(
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
                                              f"Docker facts via {docker.via}")]
     tags, containers = await docker_summary(docker, env)
-    in_file = await compose_tag(host, env)
+    release = await read_release(host, env)
+    in_file = release.tag
     running = running_tag(containers, env)
     current = current_version(running=running, in_file=in_file)
     unfinished = unfinished_deploy(running=running, in_file=in_file)
     if running is None:
         checks.append(Check("Current version", True,
                             f"no {env.service} container is running; the compose file names "
-                            f"{in_file}"))
+                            f"{release.describe()}"))
     elif unfinished:
         # The spec's CI order: the tag is written, then migrations run; they failed, so the old
         # containers still serve. The version to roll back from is the one the file names.
@@ -88,9 +92,13 @@ async def run_preflight(
                             "(a deploy that did not finish)"))
     elif running != in_file:
         checks.append(Check("Current version", True,
-                            f"{env.service} runs {running}, but the compose file names {in_file}"))
+                            f"{running_text(containers, env)}, but the compose file names "
+                            f"{release.describe()}"))
     else:
-        checks.append(Check("Current version", True, f"{env.service} runs {running}"))
+        checks.append(Check("Current version", True, running_text(containers, env)))
+    variables = await tag_variables_check(host, release)
+    if variables is not None:
+        checks.append(variables)
     checks.append(await compose_resolves_check(host=host, env=env,
                                                api_sees_service=running is not None))
     if probe is not None:
@@ -100,7 +108,9 @@ async def run_preflight(
 
     target = _resolve_target(request, tags, current, checks, quarantined)
     if target:
-        _check_target(request, target, tags, running, env, checks,
+        images = await images_tags(docker, env, known={env.image: tags})
+        checks.append(target_images_check(images, target))
+        _check_target(request, target, containers, running, env, checks,
                       unfinished_from=in_file if unfinished else None)
     backup = None
     migrations: tuple[str, ...] = ()
@@ -166,20 +176,13 @@ def current_version(*, running: str | None, in_file: str) -> str:
     return running
 
 
-def _check_target(request: RollbackRequest, target: str, tags: list,  # type: ignore[type-arg]
+def _check_target(request: RollbackRequest, target: str, containers: list[ContainerState],
                   running: str | None, env: EnvironmentConfig, checks: list[Check], *,
                   unfinished_from: str | None = None) -> None:
-    from bot.versions import parse_version
-
-    found = find_tag(tags, parse_version(target))
-    if found is None:
-        present = ", ".join(t.tag for t in tags[:6]) or "none"
-        checks.append(Check("Target image present", False,
-                            f"{env.image}:{target} is not on the host (present: {present})"))
-    else:
-        checks.append(Check("Target image present", True,
-                            f"{env.image}:{target} present, built "
-                            f"{found.created:%Y-%m-%d %H:%M} UTC"))
+    every = all_run(containers, env, target)
+    one = len(env.services) == 1
+    # "api runs v1.2.3" is the one-service sentence; a release names each service.
+    already = f"{env.service} already runs {target}" if one else running_text(containers, env)
     if unfinished_from is not None:
         if target == unfinished_from:
             checks.append(Check("Target differs", False,
@@ -190,14 +193,15 @@ def _check_target(request: RollbackRequest, target: str, tags: list,  # type: ig
             checks.append(Check("Target differs", True,
                                 f"{unfinished_from} (compose file) → {target}; {running} runs "
                                 "until the services are stopped"))
-    elif running == target and request.procedure is not ProcedureName.RESTORE:
-        checks.append(Check("Target differs", False,
-                            f"{env.service} already runs {target}; nothing to roll back"))
-    elif running == target:
-        checks.append(Check("Target differs", True,
-                            f"{env.service} already runs {target}: only the data is restored"))
-    else:
+    elif every and request.procedure is not ProcedureName.RESTORE:
+        checks.append(Check("Target differs", False, f"{already}; nothing to roll back"))
+    elif every:
+        checks.append(Check("Target differs", True, f"{already}: only the data is restored"))
+    elif one:
         checks.append(Check("Target differs", True, f"{running or 'nothing'} → {target}"))
+    else:
+        checks.append(Check("Target differs", True,
+                            f"{running_text(containers, env)} → {target}"))
 
 
 async def _check_database(*, host: RemoteHost, env: EnvironmentConfig, request: RollbackRequest,

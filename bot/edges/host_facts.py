@@ -10,29 +10,78 @@ from datetime import UTC, datetime
 from bot.autorollback.deploys import Quarantined
 from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.errors import InvalidInput
-from bot.model import Backup, ContainerState, ImageTag
+from bot.model import Backup, Check, ContainerState, ImageTag
 from bot.ports import DockerFacts, RemoteHost
-from bot.procedures.compose_file import find_image_line
+from bot.procedures.release_files import read_release
 from bot.shell import file_name, join
-from bot.versions import Version, try_parse_version
+from bot.versions import try_parse_version
 
 _LIST_TIMEOUT_S = 30.0
 
 
 async def compose_tag(host: RemoteHost, env: EnvironmentConfig) -> str:
-    """The tag the compose file names for the service."""
-    text = await host.read_file(env.compose.file)
-    return find_image_line(text, service=env.service, image=env.image).tag
+    """The tag the compose file names for the service (a ${VAR} tag resolved as compose does)."""
+    return (await read_release(host, env)).tag
 
 
-def running_tag(containers: list[ContainerState], env: EnvironmentConfig) -> str | None:
-    """The tag of the service's running container, if one runs."""
+def running_tag(containers: list[ContainerState], env: EnvironmentConfig,
+                service: str | None = None) -> str | None:
+    """The tag of the service's running container, if one runs (default: the first service)."""
+    service = service or env.service
+    image = env.services.get(service, env.image)
     for c in containers:
-        if c.service == env.service and c.up:
+        if c.service == service and c.up:
             repo, sep, tag = c.image.rpartition(":")
-            if sep and (repo == env.image or repo.endswith("/" + env.image)):
+            if sep and (repo == image or repo.endswith("/" + image)):
                 return tag
     return None
+
+
+def running_tags(containers: list[ContainerState], env: EnvironmentConfig
+                 ) -> dict[str, str | None]:
+    """Each listed service's running tag (None: no container of it runs)."""
+    return {s: running_tag(containers, env, s) for s in env.services}
+
+
+def all_run(containers: list[ContainerState], env: EnvironmentConfig, tag: str) -> bool:
+    """Whether every listed service runs ``tag``."""
+    return all(t == tag for t in running_tags(containers, env).values())
+
+
+def running_text(containers: list[ContainerState], env: EnvironmentConfig) -> str:
+    """"api runs v1.2.3", "api and worker run v1.2.3", or who runs what when they differ."""
+    tags = running_tags(containers, env)
+    seen = set(tags.values())
+    if len(seen) == 1 and None not in seen:
+        names = list(tags)
+        both = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        return f"{both} {'run' if len(names) > 1 else 'runs'} {next(iter(seen))}"
+    return ", ".join(f"{s} runs {t}" if t else f"no {s} container runs" for s, t in tags.items())
+
+
+async def images_tags(docker: DockerFacts, env: EnvironmentConfig, *,
+                      known: dict[str, list[ImageTag]] | None = None
+                      ) -> dict[str, list[ImageTag]]:
+    """Each listed service's image -> its tags on the host (``known`` ones not asked again)."""
+    found = dict(known or {})
+    for image in env.services.values():
+        if image not in found:
+            found[image] = await docker.image_tags(image)
+    return {image: found[image] for image in env.services.values()}
+
+
+def target_images_check(images: dict[str, list[ImageTag]], target: str) -> Check:
+    """"Target image present" for every image the release switches."""
+    missing = [i for i, tags in images.items() if not any(t.tag == target for t in tags)]
+    if missing:
+        present = ", ".join(t.tag for t in images[missing[0]][:6]) or "none"
+        return Check("Target image present", False,
+                     f"{', '.join(f'{i}:{target}' for i in missing)} "
+                     f"{'is' if len(missing) == 1 else 'are'} not on the host (present: "
+                     f"{present})")
+    built = {i: next(t for t in tags if t.tag == target) for i, tags in images.items()}
+    return Check("Target image present", True, "; ".join(
+        f"{i}:{target} present, built {t.created:%Y-%m-%d %H:%M} UTC" for i, t in built.items()))
 
 
 def previous_version(tags: list[ImageTag], current: str) -> ImageTag | None:
@@ -65,10 +114,6 @@ def skipped_text(skipped: Sequence[Quarantined]) -> str:
     """"skipped v1.2.2: quarantined by U0BOB on 2026-11-27 (reason)", for card, plan and CLI."""
     return "; ".join(f"skipped {q.version}: quarantined by {q.by} on {q.at:%Y-%m-%d %H:%M} UTC"
                      f" ({q.reason or 'no reason given'})" for q in skipped)
-
-
-def find_tag(tags: list[ImageTag], version: Version) -> ImageTag | None:
-    return next((t for t in tags if t.tag == str(version)), None)
 
 
 def list_backups_command(db: DatabaseConfig) -> str:

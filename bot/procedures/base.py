@@ -70,6 +70,7 @@ class RunFacts:
     migrations_undone: list[str] = field(default_factory=list)
     safety_backup: str = ""
     compose_backup: str = ""
+    env_file_backup: str = ""  # the .env copy, when a ${VAR} tag was switched there
 
 
 @dataclass

@@ -119,9 +119,12 @@ def restore_from(db: DatabaseConfig, backup_path: str) -> str:
 
 
 def remove_latest_tag(env: EnvironmentConfig) -> str:
-    ref = quote(f"{env.image}:latest")
-    return (f"if docker image inspect {ref} >/dev/null 2>&1; then docker rmi {ref}; "
-            f"else echo 'no {env.image}:latest tag here; nothing to remove'; fi")
+    """The spec's `docker rmi IMAGE:latest`, for each image the release switches."""
+    def one(image: str) -> str:
+        ref = quote(f"{image}:latest")
+        return (f"if docker image inspect {ref} >/dev/null 2>&1; then docker rmi {ref}; "
+                f"else echo 'no {image}:latest tag here; nothing to remove'; fi")
+    return "; ".join(one(image) for image in (env.services.values() or [env.image]))
 
 
 def database_ping(db: DatabaseConfig) -> str:

@@ -23,7 +23,8 @@ def procedure(i: ProcedureInputs) -> Procedure:
         initial_state=f"untouched: {s} still runs {i.current}",
         steps=(
             steps.stop(i, f"services STOPPED; compose file still names {i.current}"),
-            Step(key="remove_latest", title=f"Remove {i.env.image}:latest (if present)",
+            Step(key="remove_latest",
+                 title=f"Remove {':latest, '.join(i.env.services.values())}:latest (if present)",
                  action=steps.run_command(remove, timeout=steps.COMMAND_S), shows=(remove,),
                  leaves=f"services STOPPED; compose file still names {i.current}",
                  timeout_s=steps.COMMAND_S + 5, destructive=True, if_failed=steps.ADVICE_DOWN),

@@ -8,8 +8,13 @@ from bot.errors import HealthCheckFailed, HostError
 from bot.model import ProcedureName
 from bot.procedures import commands as cmd
 from bot.procedures.base import Procedure, ProcedureTitle, Step, StepContext
-from bot.procedures.compose_file import find_image_line
-from bot.procedures.steps import COMMAND_S, START
+from bot.procedures.release_files import (
+    env_file_path,
+    parse_release,
+    read_env_text,
+    read_release,
+)
+from bot.procedures.steps import COMMAND_S, START, services_named
 from bot.recovery.offers import PUT_BACK_COMPOSE, RecoveryOffer
 
 TITLE = ProcedureTitle(name=ProcedureName.PUT_BACK, words="put back what ran before")
@@ -17,26 +22,36 @@ TITLE = ProcedureTitle(name=ProcedureName.PUT_BACK, words="put back what ran bef
 
 def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: int,
                        in_compose_file: str) -> Procedure:
-    """Restore the kept compose file copy, start, confirm the services, check health."""
-    old, svc = offer.from_version, env.service
-    kept = offer.run_facts().compose_backup
+    """Restore the kept compose file (and .env) copies, start, confirm, check health."""
+    old, svc = offer.from_version, services_named(env)
+    facts = offer.run_facts()
+    kept = facts.compose_backup
+    kept_env = facts.env_file_backup
     copy_path = f"{env.compose.file}.rollbot-{epoch}.bak"
+    env_file = env_file_path(env.compose)
+    env_copy_path = f"{env_file}.rollbot-{epoch}.bak"
     switched = in_compose_file != old
+    kept_names = " and ".join(k for k in (kept, kept_env) if k) or "?"
 
     async def put_back_file(ctx: StepContext) -> str:
-        current = await ctx.host.read_file(env.compose.file)
-        now_names = find_image_line(current, service=svc, image=env.image).tag
-        if now_names == old:
-            ctx.emit(f"{env.compose.file} already names {env.image}:{old}")
+        now = await read_release(ctx.host, env)
+        if now.names(old):
+            ctx.emit(f"{env.compose.file} already names {old} for {svc}")
             return f"compose file already names {old}: nothing to put back"
-        text = await ctx.host.read_file(kept)
-        kept_names = find_image_line(text, service=svc, image=env.image).tag
-        if kept_names != old:
-            raise HostError(f"the kept copy {kept} names {kept_names}, not {old}")
-        ctx.emit(f"{env.compose.file}: image {env.image}:{now_names} -> {env.image}:{old} "
-                 f"(the copy {kept})")
-        await ctx.host.write_file_atomic(env.compose.file, text, backup_path=copy_path)
-        ctx.emit(f"the file as it was kept as {copy_path}")
+        compose_text = await ctx.host.read_file(kept) if kept else now.compose_text
+        env_text = await read_env_text(ctx.host, kept_env) if kept_env else now.env_text
+        copies = parse_release(env, compose_text=compose_text, env_text=env_text,
+                               env_file=now.env_file)
+        if not copies.names(old):
+            raise HostError(f"the kept copies {kept_names} name {copies.describe()}, not {old}")
+        ctx.emit(f"{svc}: {now.describe()} -> {old} (the copies {kept_names})")
+        if kept and compose_text != now.compose_text:
+            await ctx.host.write_file_atomic(env.compose.file, compose_text,
+                                             backup_path=copy_path)
+            ctx.emit(f"the compose file as it was kept as {copy_path}")
+        if kept_env and env_text is not None and env_text != now.env_text:
+            await ctx.host.write_file_atomic(env_file, env_text, backup_path=env_copy_path)
+            ctx.emit(f"{env_file} as it was kept as {env_copy_path}")
         return f"compose file names {old} again"
 
     up = cmd.compose(env, "up", "-d")
@@ -53,8 +68,10 @@ def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: i
         down = [c.name for c in containers if not c.up]
         if not containers or down:
             raise HealthCheckFailed(f"not running: {', '.join(down) or 'no containers'}")
-        if running_tag(containers, env) != old:
-            raise HealthCheckFailed(f"{svc} does not run {env.image}:{old}")
+        wrong = [f"{s} does not run {image}:{old}" for s, image in env.services.items()
+                 if running_tag(containers, env, s) != old]
+        if wrong:
+            raise HealthCheckFailed("; ".join(wrong))
         return f"all {len(containers)} services Up on {old}"
 
     deadline = env.timeouts.emergency_health_s
@@ -80,19 +97,19 @@ def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: i
                  title=(f"Put back the compose file copy ({old})" if switched
                         else f"Check the compose file names {old}"),
                  action=put_back_file,
-                 shows=(f"sftp: copy {kept} over {env.compose.file} (the current file kept as "
-                        f"{copy_path}; temp file, then rename)" if switched else
+                 shows=(_copy_back_shows(kept, kept_env, env.compose.file, env_file,
+                                         copy_path, env_copy_path) if switched else
                         f"sftp: read {env.compose.file}: it must name {env.image}:{old}",),
                  leaves=f"services STOPPED; compose file names {old}", timeout_s=COMMAND_S,
                  destructive=switched,
-                 if_failed=f"the compose file is unchanged; the copy is {kept or '?'}."),
+                 if_failed=f"the compose file is unchanged; the copy is {kept_names}."),
             Step(key=START, title="Start services", action=start, shows=(up,),
                  leaves=f"services started on {old}, not yet confirmed", timeout_s=t_up + 5,
                  destructive=True,
                  if_failed="services may be stopped: check `docker-compose ps` on the host."),
             Step(key="confirm_services", title="Confirm all services are up", action=confirm,
-                 shows=(f"docker ps (compose project {env.compose.project_name}): every "
-                        f"service running {env.image}:{old}",),
+                 shows=(f"docker ps ({env.compose.described}): every service running, "
+                        f"{', '.join(f'{i}:{old}' for i in env.services.values())}",),
                  leaves=f"{back_up}, health not yet checked", timeout_s=COMMAND_S,
                  failed_state=f"services started on {old}, but not all of them are up",
                  if_failed="check `docker-compose ps` and the logs."),
@@ -108,3 +125,12 @@ def put_back_procedure(env: EnvironmentConfig, offer: RecoveryOffer, *, epoch: i
         succeeded_message=f"Put back {old} after run #{offer.run_id} was cancelled: {svc} is "
                           f"back on {old}, up and healthy.",
     )
+
+
+def _copy_back_shows(kept: str, kept_env: str, compose_file: str, env_file: str,
+                     copy_path: str, env_copy_path: str) -> str:
+    copies = [f"{kept} over {compose_file} (the current file kept as {copy_path})"] if kept else []
+    if kept_env:
+        copies.append(f"{kept_env} over {env_file} (the current file kept as {env_copy_path})")
+    said = " and ".join(copies) or "nothing (no copy was kept)"
+    return f"sftp: copy {said}; temp file, then rename"

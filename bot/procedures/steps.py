@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from bot.config import DatabaseConfig
-from bot.edges.host_facts import running_tag
+from bot.config import DatabaseConfig, EnvironmentConfig
+from bot.edges.host_facts import running_tag, running_text
 from bot.errors import ConfigError, HealthCheckFailed, HostError
 from bot.model import RunStatus
 from bot.procedures import commands as cmd
 from bot.procedures.base import ProcedureInputs, Step, StepAction, StepContext
-from bot.procedures.compose_file import switch_image_tag
+from bot.procedures.release_files import env_file_path, read_release, switch_release
 from bot.versions import reported_version, same_release
 
 # Step keys that bot/recovery/offers.py reasons about (what a cancelled run left behind).
@@ -40,6 +40,16 @@ def database(i: ProcedureInputs) -> DatabaseConfig:
     return i.env.database
 
 
+def services_named(env: EnvironmentConfig) -> str:
+    """"api", or "api and worker" for a release of several services."""
+    names = list(env.services) or [env.service]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _images(env: EnvironmentConfig) -> str:
+    return ", ".join(env.services.values()) or env.image
+
+
 def check_current(i: ProcedureInputs) -> Step:
     env = i.env
 
@@ -49,21 +59,34 @@ def check_current(i: ProcedureInputs) -> Step:
         containers = await ctx.docker.compose_containers(env.compose)
         for c in containers:
             ctx.emit(f"{c.name:<28} {c.service:<12} {c.image:<28} {c.status}")
-        tags = await ctx.docker.image_tags(env.image)
-        for t in tags[:5]:
-            ctx.emit(f"{t.repository}  {t.tag:<12} {t.image_id.removeprefix('sha256:')[:12]}  "
-                     f"created {t.created:%Y-%m-%d %H:%M:%S} UTC")
-        running = running_tag(containers, env) or "nothing"
-        if not any(t.tag == ctx.target for t in tags):
-            raise HostError(f"image {env.image}:{ctx.target} is no longer on the host")
-        return f"{env.service} runs {running}; {env.image}:{ctx.target} is present"
+        missing = []
+        for image in env.services.values():
+            tags = await ctx.docker.image_tags(image)
+            for t in tags[:5]:
+                ctx.emit(f"{t.repository}  {t.tag:<12} "
+                         f"{t.image_id.removeprefix('sha256:')[:12]}  "
+                         f"created {t.created:%Y-%m-%d %H:%M:%S} UTC")
+            if not any(t.tag == ctx.target for t in tags):
+                missing.append(f"{image}:{ctx.target}")
+        if missing:
+            raise HostError(f"image {', '.join(missing)} is no longer on the host")
+        if len(env.services) == 1:
+            running = running_tag(containers, env) or "nothing"
+            return f"{env.service} runs {running}; {env.image}:{ctx.target} is present"
+        present = ", ".join(f"{image}:{ctx.target}" for image in env.services.values())
+        return f"{running_text(containers, env)}; {present} are present"
 
     return Step(
         key="check_current", title="Check current version", action=action,
         shows=(f"docker ps: containers of {env.compose.described} (Docker API)",
-               f"docker images {env.image}: tags and creation times (Docker API)"),
-        leaves=f"untouched: {env.service} still runs {i.current}", timeout_s=COMMAND_S,
+               f"docker images {_images(env)}: tags and creation times (Docker API)"),
+        leaves=f"untouched: {services_named(env)} still {_run(env)} {i.current}",
+        timeout_s=COMMAND_S,
     )
+
+
+def _run(env: EnvironmentConfig) -> str:
+    return "runs" if len(env.services) <= 1 else "run"
 
 
 def stop(i: ProcedureInputs, leaves: str) -> Step:
@@ -78,25 +101,47 @@ def stop(i: ProcedureInputs, leaves: str) -> Step:
 def switch(i: ProcedureInputs, leaves: str) -> Step:
     env = i.env
     backup_path = f"{env.compose.file}.rollbot-{i.epoch}.bak"
+    env_file = env_file_path(env.compose)
+    env_backup = f"{env_file}.rollbot-{i.epoch}.bak"
 
+    # One edit of each file that names a tag: the compose file for tags written out, .env for
+    # ${VAR} tags (the compose line is left alone). Each is written whole to a temp file and
+    # renamed, after a copy of it is kept.
     async def action(ctx: StepContext) -> str:
-        text = await ctx.host.read_file(env.compose.file)
-        change = switch_image_tag(text, service=env.service, image=env.image, new_tag=ctx.target)
-        ctx.emit(f"{env.compose.file}: image {env.image}:{change.old_tag} -> "
-                 f"{env.image}:{change.new_tag}")
-        await ctx.host.write_file_atomic(env.compose.file, change.text, backup_path=backup_path)
-        ctx.facts.compose_backup = backup_path
-        ctx.emit(f"previous file kept as {backup_path}")
-        return f"compose file now names {env.image}:{ctx.target}"
+        release = await read_release(ctx.host, env)
+        change = switch_release(release, ctx.target)
+        for line in change.changes:
+            ctx.emit(line)
+        said = []
+        if change.compose_text is not None:
+            await ctx.host.write_file_atomic(env.compose.file, change.compose_text,
+                                             backup_path=backup_path)
+            ctx.facts.compose_backup = backup_path
+            ctx.emit(f"previous file kept as {backup_path}")
+            said.append("compose file")
+        if change.env_text is not None:
+            await ctx.host.write_file_atomic(env_file, change.env_text, backup_path=env_backup)
+            ctx.facts.env_file_backup = env_backup
+            ctx.emit(f"previous {env_file} kept as {env_backup}")
+            said.append(env_file)
+        if not said:
+            return f"compose file already names {ctx.target}"
+        if len(env.services) == 1 and said == ["compose file"]:
+            return f"compose file now names {env.image}:{ctx.target}"
+        return f"{' and '.join(said)} now name {services_named(env)} {ctx.target}"
 
+    what = ", ".join(f"services.{s}.image to {image}:{i.target}"
+                     for s, image in env.services.items())
+    title = (f"Switch compose file to {i.target}" if len(env.services) <= 1
+             else f"Switch {services_named(env)} to {i.target}")
     return Step(
-        key=SWITCH, title=f"Switch compose file to {i.target}", action=action,
-        shows=(f"sftp: in {env.compose.file} set services.{env.service}.image to "
-               f"{env.image}:{i.target} (copy kept as {backup_path}; written to a temp file, "
-               "then renamed)",),
+        key=SWITCH, title=title, action=action,
+        shows=(f"sftp: in {env.compose.file} set {what} (copy kept as {backup_path}; written to "
+               f"a temp file, then renamed); a tag written as ${{VAR}} is set in {env_file} "
+               f"instead (copy kept as {env_backup}), the compose line left as is",),
         leaves=leaves, timeout_s=COMMAND_S, destructive=True,
-        if_failed=f"the compose file is unchanged or fully changed (never partial); the copy is "
-                  f"{backup_path}. {ADVICE_DOWN}",
+        if_failed=f"each file is unchanged or fully changed (never partial); the copies are "
+                  f"{backup_path} and, for a ${{VAR}} tag, {env_backup}. {ADVICE_DOWN}",
     )
 
 
@@ -175,14 +220,17 @@ def _confirm_services(i: ProcedureInputs) -> Step:
             raise HealthCheckFailed(f"no containers of {env.compose.described} are running")
         if down:
             raise HealthCheckFailed(f"not running: {', '.join(down)}")
-        if running_tag(containers, env) != ctx.target:
-            raise HealthCheckFailed(f"{env.service} does not run {env.image}:{ctx.target}")
+        wrong = [f"{s} does not run {image}:{ctx.target}" for s, image in env.services.items()
+                 if running_tag(containers, env, s) != ctx.target]
+        if wrong:
+            raise HealthCheckFailed("; ".join(wrong))
         return f"all {len(containers)} services Up"
 
     return Step(
         key="confirm_services", title="Confirm all services are up", action=action,
         shows=(f"docker ps ({env.compose.described}): every service running",),
-        leaves=f"{env.service} runs {i.target}, healthy, all services up", timeout_s=COMMAND_S,
+        leaves=f"{services_named(env)} {_run(env)} {i.target}, healthy, all services up",
+        timeout_s=COMMAND_S,
         if_failed="some services are not up; check `docker-compose ps` and their logs.",
     )
 

@@ -12,13 +12,13 @@ from enum import StrEnum
 from typing import Protocol
 
 from bot.config import EnvironmentConfig
-from bot.edges.host_facts import compose_tag, docker_summary, list_backups
+from bot.edges.host_facts import compose_tag, docker_summary, images_tags, list_backups
 from bot.errors import HostError
 from bot.events import Observer, RunEvent, RunFinished
 from bot.model import Backup, Check, ProcedureName, RunStatus, StepResult, StepStatus
 from bot.ports import DockerFacts, RemoteHost
 from bot.procedures.base import RunFacts, StepContext
-from bot.procedures.compose_file import find_image_line
+from bot.procedures.release_files import parse_release, read_env_text, read_release
 from bot.procedures.restore import DROP
 from bot.procedures.steps import START, STOP, SWITCH
 
@@ -133,7 +133,7 @@ async def recovery_preflight(*, host: RemoteHost, docker: DockerFacts, env: Envi
                             "a fresh rollback."))
     else:
         checks.append(Check("Services still stopped", True,
-                            f"no container of {env.compose.project_name} runs, as run #{n} "
+                            f"no container of {env.compose.described} runs, as run #{n} "
                             "left it"))
     if in_file not in (offer.from_version, offer.to_version):
         checks.append(Check("Compose file", False,
@@ -141,7 +141,6 @@ async def recovery_preflight(*, host: RemoteHost, docker: DockerFacts, env: Envi
                             f"{offer.to_version}: someone changed it since run #{n}"))
     else:
         checks.append(Check("Compose file", True, f"names {in_file}, as run #{n} left it"))
-    present = {t.tag for t in tags}
     backup = None
     if choice is RecoveryChoice.RESUME:
         want = offer.to_version
@@ -153,9 +152,11 @@ async def recovery_preflight(*, host: RemoteHost, docker: DockerFacts, env: Envi
             checks.append(Check("Put back possible", False, offer.put_back_refusal))
         elif in_file == offer.to_version:
             checks.append(await _kept_copy_check(host, env, offer))
-    checks.append(Check("Image present", want in present,
-                        f"{env.image}:{want} " + ("present" if want in present
-                                                  else "is no longer on the host")))
+    images = await images_tags(docker, env, known={env.image: tags})
+    missing = [f"{i}:{want}" for i, t in images.items() if want not in {x.tag for x in t}]
+    checks.append(Check("Image present", not missing,
+                        f"{', '.join(missing)} is no longer on the host" if missing else
+                        f"{', '.join(f'{i}:{want}' for i in images)} present"))
     return RecoveryPreflight(checks=tuple(checks), in_compose_file=in_file, backup=backup)
 
 
@@ -180,21 +181,27 @@ async def _pinned_backup(host: RemoteHost, env: EnvironmentConfig, offer: Recove
 
 async def _kept_copy_check(host: RemoteHost, env: EnvironmentConfig,
                            offer: RecoveryOffer) -> Check:
-    kept = offer.run_facts().compose_backup
-    if not kept:
-        return Check("Kept compose file copy", False,
+    facts = offer.run_facts()
+    kept, kept_env = facts.compose_backup, facts.env_file_backup
+    name = "Kept compose file copy"
+    if not kept and not kept_env:
+        return Check(name, False,
                      f"run #{offer.run_id} switched the compose file but recorded no copy")
+    copies = " and ".join(k for k in (kept, kept_env) if k)
     try:
-        tag = find_image_line(await host.read_file(kept), service=env.service,
-                              image=env.image).tag
+        now = await read_release(host, env)
+        compose_text = await host.read_file(kept) if kept else now.compose_text
+        env_text = await read_env_text(host, kept_env) if kept_env else now.env_text
+        release = parse_release(env, compose_text=compose_text, env_text=env_text,
+                                env_file=now.env_file)
     except HostError as exc:
-        return Check("Kept compose file copy", False, str(exc))
+        return Check(name, False, str(exc))
     except Exception as exc:  # a damaged copy: say so, never put it in place
-        return Check("Kept compose file copy", False, f"{kept} is not usable: {exc}")
-    if tag != offer.from_version:
-        return Check("Kept compose file copy", False,
-                     f"{kept} names {tag}, not {offer.from_version}")
-    return Check("Kept compose file copy", True, f"{kept} names {offer.from_version}")
+        return Check(name, False, f"{copies} is not usable: {exc}")
+    if not release.names(offer.from_version):
+        return Check(name, False,
+                     f"{copies} names {release.describe()}, not {offer.from_version}")
+    return Check(name, True, f"{copies} names {offer.from_version}")
 
 
 class OfferBook(Protocol):
