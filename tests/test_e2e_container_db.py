@@ -1,4 +1,4 @@
-"""The database in a container outside the compose project, reached with `docker exec -i prod-db psql`.
+"""The database in a container outside the compose project: `docker exec -i prod-db psql`.
 
 The sandbox runs container prod-db (`docker run`, not compose) with its own azora_prod; the
 runbook's environment `containerdb` rolls the same compose app back and reaches that database the
@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -64,8 +64,7 @@ def container_life() -> str:
     return docker("inspect", "-f", "{{.Id}} {{.State.StartedAt}} {{.State.Running}}", CONTAINER)
 
 
-def wait_until(condition: object, *, timeout: float, what: str) -> None:
-    assert callable(condition)
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, what
@@ -87,10 +86,11 @@ def container_db(production: Sandbox) -> Iterator[Sandbox]:
 
 
 async def rollback_with(runbook: Runbook, store: Store, request_: RollbackRequest,
-                        change: object = None) -> RunOutcome:
+                        change: Callable[[EnvironmentConfig], EnvironmentConfig] | None = None
+                        ) -> RunOutcome:
     """A rollback of the containerdb environment, its runbook entry changed by ``change``."""
     env = runbook.environments[ENV]
-    if callable(change):
+    if change is not None:
         env = change(env)
     changed = runbook.model_copy(update={"environments": {**runbook.environments, ENV: env}})
     async with httpx.AsyncClient() as client:
@@ -228,8 +228,10 @@ def slow_backup(sb: Sandbox, name: str) -> Path:
 
 
 def sessions_left() -> str:
+    """The backup's SQL still running in prod-db, whoever's session it is."""
     return container_psql("SELECT application_name || ': ' || query FROM pg_stat_activity "
-                          "WHERE application_name LIKE 'rollbot-%'", database="postgres")
+                          "WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+                          database="postgres")
 
 
 async def test_a_restore_past_its_timeout_commits_nothing_and_stops_inside_the_container(

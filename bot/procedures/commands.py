@@ -132,7 +132,8 @@ def safety_backup(db: DatabaseConfig, final_path: str) -> str:
     tag = session_tag("safety_backup", db.name, final_path)
     inner = (
         f"{_end_session_when_stopped(db, tag)}"
-        f"end=$({with_prefix(db.pg_dump, _connect_as(db.name, tag))} | gzip | tee {q_tmp} | gunzip -c"
+        f"end=$({with_prefix(db.pg_dump, _connect_as(db.name, tag))} | gzip | tee {q_tmp}"
+        f" | gunzip -c"
         f" | tail -n {_TRAILER_LINES}) || {{ echo "
         f"{quote(f'pg_dump, gzip or writing {tmp} failed: no safety backup was made')}; "
         f"exit 1; }}; "
