@@ -58,15 +58,26 @@ async def database_checks(*, host: RemoteHost, env: EnvironmentConfig, db: Datab
                           procedure: ProcedureName, checks: list[Check]) -> None:
     """migrations and restore: psql reaches the database; restore: the safety dump fits."""
     timeout = env.timeouts.command_s
+    # The restore pipes the backup into psql: prove that pipe reaches it, not only psql -c.
+    piped = procedure is ProcedureName.RESTORE
     try:
-        await host.run(cmd.database_ping(db), timeout=timeout)
+        answer = (await host.run(cmd.database_ping(db, through_stdin=piped),
+                                 timeout=timeout)).output
     except HostError as exc:
         checks.append(Check("Database reachable", False,
                             f"the runbook's psql on {host.name} cannot reach database {db.name} "
                             f"({_why(exc)}); fix database.psql before a rollback stops anything"))
         return
+    if piped and "1" not in answer.split():
+        checks.append(Check("Database reachable", False,
+                            f"the runbook's psql on {host.name} answered nothing to SELECT 1 "
+                            "piped into it: it does not read its standard input, so the "
+                            "restore would restore nothing after the DROP (for `docker exec`, "
+                            "add -i); fix database.psql"))
+        return
+    how = "SELECT 1 piped into it" if piped else "SELECT 1"
     checks.append(Check("Database reachable", True,
-                        f"psql on {host.name} ran SELECT 1 in database {db.name}"))
+                        f"psql on {host.name} ran {how} in database {db.name}"))
     if procedure is ProcedureName.RESTORE:
         if db.migrate_status:
             await _migrate_status_check(host=host, env=env, status=db.migrate_status,

@@ -103,6 +103,39 @@ _PIPES = {
 }
 
 
+_CONTAINER_EXEC = {("docker", "exec"), ("docker", "container", "exec"), ("podman", "exec"),
+                   ("podman", "container", "exec")}
+_EXEC_VALUE_OPTIONS = {"-e", "--env", "--env-file", "-u", "--user", "-w", "--workdir",
+                       "--detach-keys"}
+_WRAPPERS = {"env", "sudo", "exec", "command"}
+
+
+def container_exec_tty(text: str) -> bool:
+    """Whether ``text`` runs a tool through ``docker exec`` (or podman's) with a TTY (``-t``)."""
+    words = shlex.split(text)
+    while words and (words[0] in _WRAPPERS or ("=" in words[0] and words[0][0] != "-")):
+        words = words[1:]  # `env PGPASSWORD=… docker exec …`
+    head = next((n for n in (2, 3) if tuple(words[:n]) in _CONTAINER_EXEC), 0)
+    if not head:
+        return False
+    rest, i = words[head:], 0
+    while i < len(rest) and rest[i].startswith("-") and rest[i] != "--":
+        name, _, value = rest[i].partition("=")
+        if name == "--tty":
+            return value in ("", "true", "1")
+        if name.startswith("--"):
+            i += 2 if name in _EXEC_VALUE_OPTIONS and not value else 1
+            continue
+        for j, flag in enumerate(name[1:]):
+            if flag == "t":
+                return True
+            if flag not in "id":  # -e/-u/-w take a value: the rest of the word, or the next
+                i += 1 if j == len(name) - 2 else 0
+                break
+        i += 1
+    return False
+
+
 def check_piped_command(text: str, *, tool: str) -> str:
     """A psql or pg_dump prefix must be one simple command: rollbot pipes into it or out of it.
 
@@ -120,6 +153,15 @@ def check_piped_command(text: str, *, tool: str) -> str:
             f"extra steps in a wrapper script on the host that ends with `exec {tool} \"$@\"` "
             f"and name the script here, or run {tool} in the database container with "
             f"`docker exec -i CONTAINER {tool} -U USER`")
+    if container_exec_tty(text):
+        # A TTY turns each "\n" into "\r\n": a safety dump taken through it still gunzips and
+        # ends with pg_dump's closing line, but its data rows are altered.
+        raise ValueError(
+            f"must not run {tool} in the container with a TTY (-t / --tty): rollbot pipes "
+            "into psql and out of pg_dump, and a TTY rewrites every line ending as \\r\\n "
+            "(a safety dump would be altered without any error) or, with -i, is refused by "
+            "Docker (\"the input device is not a TTY\"). Use `docker exec -i CONTAINER "
+            f"{tool} -U USER` (-i only)")
     return text
 
 

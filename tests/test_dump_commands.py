@@ -7,6 +7,8 @@ writes it. Both must still refuse a truncated, corrupt, empty or unfinished dump
 from __future__ import annotations
 
 import gzip
+import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -143,3 +145,60 @@ def test_a_safety_dump_that_cannot_be_written_is_not_kept(tmp_path: Path) -> Non
     assert out.returncode != 0
     assert "no safety backup was made" in out.stdout
     assert not missing_dir.exists()
+
+
+# --- the restore -----------------------------------------------------------------------------
+
+def fake_psql(tmp_path: Path) -> tuple[DatabaseConfig, Path]:
+    """A runbook whose psql keeps what it is fed (as a psql behind `docker exec -i` reads it)."""
+    received = tmp_path / "received.sql"
+    script = tmp_path / "fake_psql.sh"
+    script.write_text(f"cat > {received}\n")
+    db = DatabaseConfig(name="azora_prod", psql=f"sh {script}", pg_dump="pg_dump",
+                        backups_dir=str(tmp_path), backup_glob="azora_prod_*.sql.gz")
+    return db, received
+
+
+def test_a_restore_commits_only_after_the_whole_backup(good: Path, tmp_path: Path) -> None:
+    db, received = fake_psql(tmp_path)
+    out = bash(cmd.restore_from(db, str(good)), tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert received.read_text() == "BEGIN;\n" + DUMP + "COMMIT;\n"
+
+
+def test_a_restore_cut_short_sends_no_commit_and_fails(good: Path, tmp_path: Path) -> None:
+    # psql's --single-transaction commits at end of input, whatever ended it; here a damaged
+    # backup ends the input early and psql must not be told to commit what it got.
+    data = good.read_bytes()
+    cut = tmp_path / "cut.sql.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    db, received = fake_psql(tmp_path)
+    out = bash(cmd.restore_from(db, str(cut)), tmp_path)
+    assert out.returncode != 0
+    fed = received.read_text()
+    assert fed.startswith("BEGIN;\n") and "COPY users" in fed and "COMMIT" not in fed
+
+
+def test_a_stopped_restore_has_the_server_end_its_session(tmp_path: Path) -> None:
+    # The psql behind `docker exec` outlives a killed client: the command's trap asks the
+    # server to end the session it finds by its application_name.
+    db = DatabaseConfig(name="azora_prod", psql="docker exec -i prod-db psql -U postgres",
+                        pg_dump="docker exec prod-db pg_dump -U postgres",
+                        backups_dir="/backups", backup_glob="azora_prod_*.sql.gz")
+    for command in (cmd.restore_from(db, "/backups/a.sql.gz"),
+                    cmd.safety_backup(db, "/backups/azora_prod_pre-restore_1.sql.gz")):
+        inner = shlex.split(command)[-1]
+        tag = re.search(r"application_name=(rollbot-[0-9a-f]{12})", inner)
+        assert tag is not None
+        assert f"WHERE application_name = '{tag.group(1)}'" in inner
+        assert 'trap "end_session >/dev/null 2>&1; exit 143" TERM INT HUP' in inner
+    # the plan shows the command the run sends: the tag is derived, not random
+    assert cmd.restore_from(db, "/backups/a.sql.gz") == cmd.restore_from(db, "/backups/a.sql.gz")
+    assert cmd.restore_from(db, "/backups/a.sql.gz") != cmd.restore_from(db, "/backups/b.sql.gz")
+
+
+def test_the_restore_preflight_pipes_select_1_into_psql(tmp_path: Path) -> None:
+    db, received = fake_psql(tmp_path)
+    ping = cmd.database_ping(db, through_stdin=True)
+    assert bash(ping, tmp_path).returncode == 0
+    assert received.read_text().strip() == "SELECT 1;"

@@ -103,7 +103,7 @@ async def test_a_restore_restores_the_backup_on_the_card_though_a_newer_one_land
     [run] = await store.history()
     assert run.backup == GOOD_BACKUP
     sent = [a.command for a in await store.audit_entries(run_id=run.id) if a.kind == "command"]
-    restore = next(c for c in sent if "--single-transaction" in c)
+    restore = next(c for c in sent if 'echo "COMMIT;"' in c)
     assert f"/{GOOD_BACKUP}" in restore
     assert not any(NIGHTLY in c for c in sent)
 

@@ -96,3 +96,31 @@ def test_shell_control_reads_quotes_and_escapes_like_a_shell() -> None:
     assert shell_control("a && b; c | d") == ["`&&`", "`;`", "`|`"]
     assert shell_control('psql "`id`"') == ["a command substitution"]
     assert shell_control("psql x#y") == []  # not a comment: the # is inside a word
+
+
+@pytest.mark.parametrize(("key", "line"), [
+    ("pg_dump", 'pg_dump = "docker exec -t prod-db pg_dump -U postgres"'),
+    ("pg_dump", 'pg_dump = "env PGPASSWORD=pw docker exec -it prod-db pg_dump -U postgres"'),
+    ("psql", 'psql = "docker exec -i --tty prod-db psql -U postgres"'),
+    ("psql", 'psql = "docker container exec -ti prod-db psql -U postgres"'),
+])
+def test_a_container_tool_behind_a_tty_is_refused_at_load(tmp_path: Path, key: str,
+                                                          line: str) -> None:
+    # `docker exec -t` turns each "\n" into "\r\n": a safety dump taken that way still gunzips
+    # and ends with "dump complete", but its rows are altered. Nothing would say so.
+    path = runbook_with(tmp_path, line, key=key)
+    with pytest.raises(ConfigError) as err:
+        load_runbook(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: key 'environments.production.database.{key}'")
+    assert "with a TTY (-t / --tty)" in text and "\\r\\n" in text
+    assert f"docker exec -i CONTAINER {key}" in text
+
+
+@pytest.mark.parametrize("line", [
+    'pg_dump = "docker exec prod-db pg_dump -U postgres -t orders"',  # pg_dump's own -t: a table
+    'pg_dump = "docker exec -u postgres -w /tmp prod-db pg_dump -U postgres"',
+    'pg_dump = "docker exec --tty=false prod-db pg_dump -U postgres"',
+])
+def test_container_tools_without_a_tty_load(tmp_path: Path, line: str) -> None:
+    load_runbook(runbook_with(tmp_path, line, key="pg_dump"))

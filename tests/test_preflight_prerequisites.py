@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.config import DatabaseConfig, load_runbook
-from bot.model import ProcedureName
+from bot.errors import CommandFailed
+from bot.model import Check, CommandResult, ProcedureName
 from bot.prerequisites import (
+    database_checks,
     database_size_bytes,
     df_available_bytes,
     human_size,
@@ -154,3 +156,55 @@ async def test_the_version_endpoint_is_not_asked_when_nothing_should_answer() ->
     ok, detail = await ask(down, runs=False)
     assert ok and "no api container runs on deploy@web-1:22" in detail
     assert down.asked == 0
+
+
+class LocalShell:
+    """A host whose commands run here with bash: enough for the database pre-flight's commands."""
+
+    name = "prod-user@db-host:22"
+
+    async def run(self, command: str, *, timeout: float, on_line: object = None,
+                  check: bool = True) -> CommandResult:
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                              timeout=timeout)
+        result = CommandResult(command=command, exit_status=done.returncode,
+                               output=done.stdout + done.stderr, truncated=False, duration_s=0)
+        if check and done.returncode != 0:
+            raise CommandFailed(f"`{command[:40]}` exited with {done.returncode}",
+                                exit_status=done.returncode, output_tail=result.output)
+        return result
+
+
+def psql_script(tmp_path: Path, body: str) -> DatabaseConfig:
+    script = tmp_path / "psql.sh"
+    script.write_text(body)
+    return DatabaseConfig(name="azora_prod", psql=f"sh {script}", pg_dump="pg_dump",
+                          backups_dir=str(tmp_path), backup_glob="azora_prod_*.sql.gz")
+
+
+async def database_checks_with(db: DatabaseConfig, procedure: ProcedureName) -> list[Check]:
+    checks: list[Check] = []
+    env = ENV.model_copy(update={"database": db.model_copy(update={"migrate_status": None})})
+    await database_checks(host=LocalShell(), env=env, db=db,  # type: ignore[arg-type]
+                          procedure=procedure, checks=checks)
+    return checks
+
+
+async def test_a_restore_refuses_a_psql_that_does_not_read_what_is_piped_into_it(
+    tmp_path: Path
+) -> None:
+    # `docker exec prod-db psql` without -i: psql runs, but the container gets no stdin, so
+    # the restore would feed it nothing after the DROP. A query given with -c still works.
+    deaf = psql_script(tmp_path, 'case "$*" in *-c*) echo 1;; esac\n')
+    [reachable, *_] = await database_checks_with(deaf, ProcedureName.RESTORE)
+    assert not reachable.ok
+    assert "prod-user@db-host:22" in reachable.detail
+    assert "does not read its standard input" in reachable.detail
+    [migrations_ok] = await database_checks_with(deaf, ProcedureName.MIGRATIONS)
+    assert migrations_ok.ok and "ran SELECT 1 in" in migrations_ok.detail
+
+
+async def test_a_restore_accepts_a_psql_that_answers_the_piped_select(tmp_path: Path) -> None:
+    listening = psql_script(tmp_path, 'grep -q "SELECT 1;" && echo 1\n')
+    [reachable, *_] = await database_checks_with(listening, ProcedureName.RESTORE)
+    assert reachable.ok and "SELECT 1 piped into it" in reachable.detail

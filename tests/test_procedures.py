@@ -57,7 +57,9 @@ def test_restore_follows_procedure_3_with_its_safeguards() -> None:
         "docker exec -i prod-db psql -U postgres -v ON_ERROR_STOP=1 -d postgres -c "
         "'DROP DATABASE \"azora_prod\";'",)
     restore = by_key["restore_backup"].shows[0]
-    assert "ON_ERROR_STOP=1" in restore and "--single-transaction" in restore
+    # one transaction, committed only once the whole backup went through
+    assert "ON_ERROR_STOP=1" in restore and "--single-transaction" not in restore
+    assert 'echo "BEGIN;"; gunzip -c /backups/' in restore and '&& echo "COMMIT;"; }' in restore
     assert "pipefail" in restore
     assert "/backups/azora_prod_pre-restore_1764200000.sql.gz" in by_key["safety_backup"].shows[0]
 

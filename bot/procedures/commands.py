@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.shell import join, quote, sql_identifier, with_prefix
 
@@ -85,6 +87,36 @@ def _require_trailer(complaint: str) -> str:
             f"*) echo {quote(complaint)}; exit 1;; esac")
 
 
+def session_tag(*parts: str) -> str:
+    """An ``application_name`` that finds one command's database session (same inputs, same tag).
+
+    Derived, not random, so the plan shows the very command the run sends.
+    """
+    return "rollbot-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def _connect_as(database: str, tag: str) -> str:
+    """A libpq connection string: psql and pg_dump take one wherever they take a database name."""
+    sql_identifier(database, what="Database")  # plain, so it needs no quoting inside the string
+    return f"dbname={database} application_name={tag}"
+
+
+def _end_session_when_stopped(db: DatabaseConfig, tag: str) -> str:
+    """A trap that, when the command is stopped, has the server end the command's session.
+
+    Stopping a command kills its processes on the host, but a psql started by ``docker exec``
+    (or ``kubectl exec``, or ssh) runs elsewhere and outlives its client: a query keeps running,
+    and a restore fed through the client's stdin would see end-of-input. The server ends the
+    session it finds by ``application_name``, which rolls back its open transaction.
+    """
+    sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+           f"WHERE application_name = '{tag}';")
+    # In double quotes: the SQL has single quotes and nothing a shell expands (the tag is hex).
+    end = with_prefix(db.psql, "-d", db.name, "-At", "-c") + f' "{sql}"'
+    return (f"end_session() {{ {end}; }}; "
+            'trap "end_session >/dev/null 2>&1; exit 143" TERM INT HUP; ')
+
+
 def safety_backup(db: DatabaseConfig, final_path: str) -> str:
     """pg_dump | gzip into a temp file, verified in the same pass; renamed only when complete.
 
@@ -97,8 +129,11 @@ def safety_backup(db: DatabaseConfig, final_path: str) -> str:
     q_tmp, q_final = quote(tmp), quote(final_path)
     no_trailer = (f"the dump has no \"{DUMP_TRAILER}\" line at its end: pg_dump did not finish; "
                   "no safety backup was made")
+    tag = session_tag("safety_backup", db.name, final_path)
     inner = (
-        f"end=$({with_prefix(db.pg_dump, db.name)} | gzip | tee {q_tmp} | gunzip -c"
+        f"{_end_session_when_stopped(db, tag)}"
+        f"end=$({with_prefix(db.pg_dump, _connect_as(db.name, tag))} | gzip | tee {q_tmp}"
+        f" | gunzip -c"
         f" | tail -n {_TRAILER_LINES}) || {{ echo "
         f"{quote(f'pg_dump, gzip or writing {tmp} failed: no safety backup was made')}; "
         f"exit 1; }}; "
@@ -111,10 +146,20 @@ def safety_backup(db: DatabaseConfig, final_path: str) -> str:
 
 
 def restore_from(db: DatabaseConfig, backup_path: str) -> str:
-    # One transaction: the restore is all or nothing.
-    psql_cmd = with_prefix(db.psql, "-v", "ON_ERROR_STOP=1", "--single-transaction", "-q",
-                           "-d", db.name)
-    inner = f"gunzip < {quote(backup_path)} | {psql_cmd}"
+    """The backup into psql in one transaction that commits only after the whole stream.
+
+    Not ``--single-transaction``: psql commits that at end of input, and end of input is also
+    what a psql behind ``docker exec -i`` sees when its client is killed (a timeout, a cancel),
+    or what any psql sees when gunzip fails on a damaged tail: a partial restore would be
+    committed. Here COMMIT is sent only after gunzip finished intact; cut short, the session
+    ends without it and PostgreSQL rolls the restore back.
+    """
+    tag = session_tag("restore", db.name, backup_path)
+    psql_cmd = with_prefix(db.psql, "-v", "ON_ERROR_STOP=1", "-q", "-d",
+                           _connect_as(db.name, tag))
+    inner = (f"{_end_session_when_stopped(db, tag)}"
+             f'{{ echo "BEGIN;"; gunzip -c {quote(backup_path)} && echo "COMMIT;"; }} '
+             f"| {psql_cmd}")
     return join("bash", "-o", "pipefail", "-c", inner)
 
 
@@ -127,8 +172,15 @@ def remove_latest_tag(env: EnvironmentConfig) -> str:
     return "; ".join(one(image) for image in (env.services.values() or [env.image]))
 
 
-def database_ping(db: DatabaseConfig) -> str:
-    """Pre-flight: the runbook's psql reaches the database (no change, no lock taken)."""
+def database_ping(db: DatabaseConfig, *, through_stdin: bool = False) -> str:
+    """Pre-flight: the runbook's psql reaches the database (no change, no lock taken).
+
+    ``through_stdin`` sends the query the way the restore sends the backup, piped into psql: a
+    psql that does not read that pipe (``docker exec`` without ``-i``) answers nothing.
+    """
+    if through_stdin:
+        return (f"echo {quote('SELECT 1;')} | "
+                + with_prefix(db.psql, "-v", "ON_ERROR_STOP=1", "-d", db.name, "-At"))
     return psql(db, "SELECT 1;", database=db.name, tuples_only=True)
 
 
