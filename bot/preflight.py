@@ -154,7 +154,7 @@ async def changed_since_preflight(host: RemoteHost, docker: DockerFacts, env: En
     """What moved on the host between pre-flight's reads and taking the lock; "" if nothing."""
     containers = await docker.compose_containers(env.compose)
     now = current_version(running=running_tag(containers, env),
-                          in_file=await compose_tag(host, env))
+                          in_file=(await read_release(host, env)).tag)
     if now == pre.current:
         return ""
     return (f"production changed while pre-flight ran: it was {pre.current}, it is now {now} "
