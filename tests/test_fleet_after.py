@@ -331,3 +331,56 @@ async def test_a_fleet_look_sums_answers_and_names_bad_containers_by_host() -> N
 def test_observation_of_one_host_has_no_hosts() -> None:
     o = replace(look(0, ""), health=503)
     assert o.hosts == () and o.unhealthy == ()
+
+
+# --- reaching every host ----------------------------------------------------------------------
+
+def unreachable_second_host(monkeypatch: Any, opened: list[str], closed: list[str]) -> None:
+    """web-2's sshd refuses connections; every other host answers."""
+    from contextlib import asynccontextmanager
+
+    import bot.edges.reach as reach
+    from bot.errors import ConnectionLost
+
+    @asynccontextmanager
+    async def fake_session(env_name: str, env: EnvironmentConfig, **_: Any) -> Any:
+        if env.ssh.host == "10.0.0.12":
+            raise ConnectionLost("cannot connect to prod-user@10.0.0.12:22: connection refused")
+        opened.append(env.ssh.host)
+        try:
+            yield object()
+        finally:
+            closed.append(env.ssh.host)
+    monkeypatch.setattr(reach, "open_session", fake_session)
+
+
+async def test_every_host_is_reached_at_once_and_one_that_is_not_is_named(monkeypatch: Any
+                                                                          ) -> None:
+    from bot.edges.reach import open_sessions
+    opened: list[str] = []
+    closed: list[str] = []
+    unreachable_second_host(monkeypatch, opened, closed)
+    env = fleet_env("web-1", "web-2", "web-3")
+    async with open_sessions("production", env, store=None, actor="t", run_id=1,  # type: ignore[arg-type]
+                             strict=False) as reached:
+        assert [(r.name, r.session is not None) for r in reached] == [
+            ("web-1", True), ("web-2", False), ("web-3", True)]
+        assert "connection refused" in reached[1].problem
+    assert sorted(closed) == sorted(opened) == ["10.0.0.11", "10.0.0.13"]
+
+
+async def test_the_watch_needs_every_host_and_says_which_it_cannot_reach(monkeypatch: Any
+                                                                         ) -> None:
+    from bot.edges.reach import open_sessions
+    from bot.errors import HostError
+    opened: list[str] = []
+    closed: list[str] = []
+    unreachable_second_host(monkeypatch, opened, closed)
+    env = fleet_env("web-1", "web-2")
+    try:
+        async with open_sessions("production", env, store=None, actor="t", run_id=None,  # type: ignore[arg-type]
+                                 strict=True):
+            raise AssertionError("a half-reached fleet must not be watched")
+    except HostError as exc:
+        assert str(exc).startswith("web-2: cannot connect to prod-user@10.0.0.12:22"), exc
+    assert closed == opened == ["10.0.0.11"]  # what was opened is closed again

@@ -45,8 +45,9 @@ async def open_sessions(env_name: str, env: EnvironmentConfig, *, store: Store, 
             except RollbotError as exc:
                 return Reached(name=name, env=host_env, session=None, problem=str(exc),
                                error=exc)
-            except OSError as exc:
-                error = HostError(f"cannot reach {host_env.ssh.host}: {exc}")
+            except Exception as exc:  # untranslated: still this host's alone (and no leak)
+                error = HostError(f"cannot reach {host_env.ssh.host}: "
+                                  f"{type(exc).__name__}: {exc}")
                 return Reached(name=name, env=host_env, session=None, problem=str(error),
                                error=error)
             return Reached(name=name, env=host_env, session=session)
@@ -55,7 +56,9 @@ async def open_sessions(env_name: str, env: EnvironmentConfig, *, store: Store, 
         failed = [r for r in reached if r.error is not None]
         if failed and (strict or len(failed) == len(reached)):
             # Nothing could be looked at (or the caller needs every host): as one host today.
-            first = failed[0].error
-            assert first is not None
-            raise first
+            first = failed[0]
+            assert first.error is not None
+            if not env.hosts:
+                raise first.error  # one host: the error as a one-host session raises it
+            raise HostError(f"{first.name}: {first.problem}") from first.error
         yield reached
