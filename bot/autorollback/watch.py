@@ -7,6 +7,9 @@ arrive as their own stage from CI and need no watch.
 The watch lasts ``watch_minutes`` (the spec's "monitor for 30 minutes"), one look every
 ``interval_seconds``; the 5xx ratio is judged on a sliding window of the last ``window_checks``
 looks, so a bad minute late in the watch is seen and an early blip is forgotten.
+
+On a fleet each look is every host's (``observe_fleet``), and the triggers are judged per host:
+one host answering 5xx is a trigger that names it, however healthy the others are.
 """
 
 from __future__ import annotations
