@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # the fleet hosts are made as the end-to-end test
 
 from bot.config import EnvironmentConfig, Runbook, load_runbook  # noqa: E402
 from bot.edges.http import HttpxProbe  # noqa: E402
-from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus  # noqa: E402
+from bot.model import ProcedureName, RollbackRequest, RunStatus, StepResult  # noqa: E402
 from bot.service import Rollbot  # noqa: E402
 from bot.store.embedded_pg import EmbeddedPostgres  # noqa: E402
 from bot.store.runs import Store  # noqa: E402
@@ -87,16 +88,34 @@ async def roll_host_by_script(name: str, env: EnvironmentConfig) -> None:
         raise SystemExit(f"ideal script failed on {name}: {str(result.stderr)[-500:]}")
 
 
-async def time_ideal(env: EnvironmentConfig) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """One timed run: the whole, the canary's part and the batch's part, in seconds."""
+
+    total: float
+    canary: float
+    batch: float
+
+
+async def time_ideal(env: EnvironmentConfig) -> Timing:
     """The canary by script, then the other 7 in parallel."""
     (canary, canary_env), *rest = env.members
     started = time.monotonic()
     await roll_host_by_script(canary, canary_env)
+    canary_done = time.monotonic()
     await asyncio.gather(*(roll_host_by_script(n, e) for n, e in rest))
-    return time.monotonic() - started
+    done = time.monotonic()
+    return Timing(total=done - started, canary=canary_done - started, batch=done - canary_done)
 
 
-async def time_rollbot(bot: Rollbot, fleet: Fleet) -> tuple[float, RunOutcome]:
+def span(steps: list[StepResult]) -> float:
+    """From the first step's start to the last step's end (the steps of hosts run together)."""
+    starts = [s.started_at for s in steps if s.started_at is not None]
+    ends = [s.finished_at for s in steps if s.finished_at is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+
+
+async def time_rollbot(bot: Rollbot, fleet: Fleet) -> Timing:
     request = RollbackRequest(environment="production", procedure=ProcedureName.SIMPLE,
                               target=parse_version(GOOD), requested_by="bench")
     started = time.monotonic()
@@ -112,7 +131,9 @@ async def time_rollbot(bot: Rollbot, fleet: Fleet) -> tuple[float, RunOutcome]:
             f"{', '.join(behind) or 'no host'} behind and reported {len(outcome.hosts)} host "
             f"outcome(s) for {len(fleet.hosts)} hosts: this checkout's Rollbot.rollback does "
             "not roll a fleet back yet, so rollbot's figures must be taken once it does")
-    return took, outcome
+    canary = fleet.hosts[0].name
+    return Timing(total=took, canary=span([s for s in outcome.steps if s.host == canary]),
+                  batch=span([s for s in outcome.steps if s.host != canary]))
 
 
 def bench_runbook(fleet: Fleet) -> Runbook:
@@ -134,10 +155,10 @@ def hold_sandbox() -> IO[str]:
 
 
 async def rounds(fleet: Fleet, runbook: Runbook, store: Store, n: int, *, ideal_only: bool
-                 ) -> tuple[list[float], list[float], str]:
+                 ) -> tuple[list[Timing], list[Timing], str]:
     env = runbook.environments["production"]
-    ideal: list[float] = []
-    mine: list[float] = []
+    ideal: list[Timing] = []
+    mine: list[Timing] = []
     async with httpx.AsyncClient() as client:
         bot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
         for r in range(n):
@@ -150,23 +171,28 @@ async def rounds(fleet: Fleet, runbook: Runbook, store: Store, n: int, *, ideal_
                     ideal.append(await time_ideal(env))
                     continue
                 try:
-                    took, _ = await time_rollbot(bot, fleet)
+                    mine.append(await time_rollbot(bot, fleet))
                 except NotAFleetRun as exc:
                     return ideal, mine, str(exc)
-                mine.append(took)
     return ideal, mine, ""
 
 
-def report(ideal: list[float], mine: list[float], problem: str, n_hosts: int) -> int:
+def report(ideal: list[Timing], mine: list[Timing], problem: str, n_hosts: int) -> int:
     print(f"Fleet of {n_hosts} sandbox hosts, canary 1 then one batch of {n_hosts - 1}, "
           f"simple procedure {BAD} → {GOOD}")
-    if ideal:
-        print(f"  ideal script   median {statistics.median(ideal):6.2f} s   (runs: "
-              f"{', '.join(f'{x:.2f}' for x in ideal)})")
+    for name, runs in (("ideal script", ideal), ("rollbot", mine)):
+        if not runs:
+            continue
+        totals = [t.total for t in runs]
+        print(f"  {name:<14} median {statistics.median(totals):6.2f} s   (runs: "
+              f"{', '.join(f'{x:.2f}' for x in totals)})")
+        canary = statistics.median(t.canary for t in runs)
+        batch = statistics.median(t.batch for t in runs)
+        rest = statistics.median(t.total - t.canary - t.batch for t in runs)
+        print(f"  {'':<14} canary {canary:.2f} s, batch of {n_hosts - 1} {batch:.2f} s, "
+              f"the rest (connect, pre-flight, between, records) {rest:.2f} s")
     if mine:
-        print(f"  rollbot        median {statistics.median(mine):6.2f} s   (runs: "
-              f"{', '.join(f'{x:.2f}' for x in mine)})")
-        pairs = [m / i for m, i in zip(mine, ideal, strict=False)]
+        pairs = [m.total / i.total for m, i in zip(mine, ideal, strict=False)]
         print(f"  rollbot / ideal = {statistics.median(pairs):.2f} (median of per-round "
               f"ratios {', '.join(f'{p:.2f}' for p in pairs)}; target ≤ {TARGET_RATIO})")
     if problem:
