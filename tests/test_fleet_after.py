@@ -236,6 +236,9 @@ def test_the_report_lists_each_host_its_ending_version_and_what_the_check_found(
             'unhealthy (503) | ❌ Health (Immediate check) |') in text
     assert "| web-3 | untouched | v1.2.3 | nothing was run on it |" in text
     assert "  - Hosts found bad: web-2 (Health)" in text
+    # Each step names the host it ran on.
+    assert "| # | Host | Step | Result | Duration | Note |" in text
+    assert '| 4 | web-2 | Wait for health | ❌ failed | 0.0 s | health 503 |' in text
 
 
 def test_a_one_host_report_has_no_host_table() -> None:

@@ -198,12 +198,15 @@ def _preflight(checks: tuple[Check, ...]) -> list[str]:
 def _steps(steps: tuple[StepResult, ...]) -> list[str]:
     if not steps:
         return ["## Steps", "No step ran."]
-    rows = ["## Steps", "| # | Step | Result | Duration | Note |", "|---|---|---|---|---|"]
+    fleet = any(s.host for s in steps)  # a fleet's steps say which host they ran on
+    rows = ["## Steps", "| # | " + ("Host | " if fleet else "") + "Step | Result | Duration | "
+            "Note |", "|---|" + ("---|" if fleet else "") + "---|---|---|---|"]
     for n, s in enumerate(steps, 1):
         note = {StepStatus.FAILED: s.error, StepStatus.SUCCEEDED: s.summary,
                 StepStatus.SKIPPED: "not run"}.get(s.status, "")
         took = _seconds(s.duration_s) if s.duration_s is not None else "—"
-        rows.append(f"| {n} | {_cell(s.title)} | {_STEP_RESULT[s.status]} | {took} | "
+        host = f"{_cell(s.host) or '—'} | " if fleet else ""
+        rows.append(f"| {n} | {host}{_cell(s.title)} | {_STEP_RESULT[s.status]} | {took} | "
                     f"{_cell(note)} |")
     return rows
 
