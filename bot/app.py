@@ -67,7 +67,8 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
         # Every front schedules the checks; `rollbot serve` is the process that runs them.
         verifier = VerificationSchedule(rollbot=rollbot)
-        reporter = Reporter(store=store, directory=runbook.incident_logs_dir)
+        reporter = Reporter(store=store, directory=runbook.incident_logs_dir,
+                            runbook=runbook)
 
         # The report's one writer when a run ends and after each scheduled check; the fronts
         # show what was written (Reporter.saved) instead of writing again.

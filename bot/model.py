@@ -222,6 +222,7 @@ class VerificationItem:
     ok: bool
     detail: str
     duration_s: float = 0.0
+    hosts: tuple[str, ...] = ()  # the fleet hosts it found bad; () for one host or all good
 
 
 @dataclass(frozen=True)

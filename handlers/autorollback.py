@@ -264,6 +264,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
 
 
+def _on(hosts: tuple[str, ...]) -> str:
+    """Which fleet hosts a bad answer came from ("" for one host, or when all are healthy)."""
+    return f" on {ui.esc(', '.join(hosts))}" if hosts else ""
+
+
 def watch_message(deploy: Deploy, cfg: AutoRollbackConfig, result: WatchResult, *,
                   elapsed_s: float, done: bool = False) -> tuple[str, ui.Blocks]:
     """The watch in one message of bounded size, however long the watch lasts."""
@@ -287,7 +292,8 @@ def watch_message(deploy: Deploy, cfg: AutoRollbackConfig, result: WatchResult, 
         f"Check {len(seen)} of {result.planned} · {_duration(elapsed_s)} elapsed",
         f"Healthy {good} · not healthy {len(seen) - good} · last {min(len(seen), _RECENT)}: "
         f"{recent}",
-        f"Last: health {last.health or 'no answer'}, version {ui.esc(last.version) or '?'}, "
+        f"Last: health {last.health or 'no answer'}{_on(last.unhealthy)}, "
+        f"version {ui.esc(last.version) or '?'}, "
         + (f"containers: {ui.esc(', '.join(last.containers_bad))}" if last.containers_bad
            else "containers up"),
         f"5xx over the last {window.checks} checks: {window.fives} of {window.answers} answers "

@@ -25,11 +25,12 @@ from bot.autorollback.contract import DeployEvent
 from bot.autorollback.deploys import Deploy, DeployState, DeployStore, Quarantined
 from bot.autorollback.notifier import LogNotifier, Notifier, Where
 from bot.autorollback.sightings import Sightings, check_previous_version
-from bot.autorollback.watch import Observation, WatchResult, watch
-from bot.edges.session import open_session
+from bot.autorollback.watch import Observation, WatchedHost, WatchResult, watch
+from bot.edges.reach import Reached, open_sessions
 from bot.errors import RollbotError
 from bot.events import RunEvent, RunStarted
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
+from bot.ports import DockerFacts
 from bot.service import Rollbot
 from bot.versions import parse_version
 
@@ -71,6 +72,12 @@ def ci_failure(deploy: Deploy) -> str:
     if deploy.stage == "migration_failed":
         return "CI reports: database migrations failed during the deploy"
     return "CI reports: the new version failed to start during the deploy"
+
+
+def _docker(reached: list[Reached]) -> DockerFacts:
+    session = reached[0].session
+    assert session is not None  # open_sessions(strict=True) raised otherwise
+    return session.docker
 
 
 def _state_words(deploy: Deploy) -> str:
@@ -205,10 +212,14 @@ class AutoRollback:
         async def shown(_obs: Observation, result: WatchResult) -> None:
             await paced(result)
 
-        async with open_session(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
-                                run_id=None) as session:
-            result = await watch(env=env, probe=self._rollbot.probe, docker=session.docker,
-                                 deployed=deploy.version, on_observation=shown)
+        # Every host of a fleet, each over its own connection; one host as before.
+        async with open_sessions(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
+                                 run_id=None, strict=True) as reached:
+            fleet = [WatchedHost(r.name, r.env, r.session.docker)
+                     for r in reached if r.session is not None] if env.hosts else []
+            result = await watch(env=env, probe=self._rollbot.probe, deployed=deploy.version,
+                                 docker=None if fleet else _docker(reached), fleet=fleet,
+                                 on_observation=shown)
         if not result.failed:
             await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
                                      detail=f"{len(result.observations)} checks green")

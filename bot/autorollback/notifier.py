@@ -92,10 +92,11 @@ class LogNotifier:
             return
         last = seen[-1]
         window = window_ratio(seen, config.window_checks)
-        log.info("deploy #%s: check %d of %d after %.0f s: %d healthy, %d not; last health %s, "
+        where = f" on {', '.join(last.unhealthy)}" if last.unhealthy else ""
+        log.info("deploy #%s: check %d of %d after %.0f s: %d healthy, %d not; last health %s%s, "
                  "version %s, 5xx %d of %d in the window", deploy.id, len(seen), result.planned,
                  elapsed_s, sum(1 for o in seen if o.healthy),
-                 sum(1 for o in seen if not o.healthy), last.health or "no answer",
+                 sum(1 for o in seen if not o.healthy), last.health or "no answer", where,
                  last.version or "?", window.fives, window.answers)
 
     async def healthy(self, deploy: Deploy, config: AutoRollbackConfig, result: WatchResult,

@@ -7,6 +7,9 @@ arrive as their own stage from CI and need no watch.
 The watch lasts ``watch_minutes`` (the spec's "monitor for 30 minutes"), one look every
 ``interval_seconds``; the 5xx ratio is judged on a sliding window of the last ``window_checks``
 looks, so a bad minute late in the watch is seen and an early blip is forgotten.
+
+On a fleet each look is every host's (``observe_fleet``), and the triggers are judged per host:
+one host answering 5xx is a trigger that names it, however healthy the others are.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import running_tag
@@ -35,6 +38,13 @@ class Observation:
     answers: int
     containers_bad: tuple[str, ...]
     running: str = ""   # the image tag Docker says the service runs ("" when none runs)
+    host: str = ""      # the fleet host this look is of ("" for one host, or the whole fleet)
+    hosts: tuple[Observation, ...] = ()  # a fleet look: each host's, in the fleet's order
+
+    @property
+    def unhealthy(self) -> tuple[str, ...]:
+        """The fleet hosts not healthy at this look (() for one host)."""
+        return tuple(h.host for h in self.hosts if not h.healthy)
 
     @property
     def healthy(self) -> bool:
@@ -72,6 +82,32 @@ def window_ratio(observations: Sequence[Observation], window_checks: int) -> Win
                        answers=sum(o.answers for o in recent), checks=len(recent))
 
 
+@dataclass(frozen=True)
+class WatchedHost:
+    """One fleet host under watch: its name, its merged settings, its Docker facts."""
+
+    name: str
+    env: EnvironmentConfig
+    docker: DockerFacts
+
+
+async def observe_fleet(index: int, *, hosts: Sequence[WatchedHost],
+                        probe: HttpProbe) -> Observation:
+    """One look at every host at once, summed up; each host's own look kept in ``hosts``."""
+    looks = await asyncio.gather(*(observe(index, env=h.env, probe=probe, docker=h.docker)
+                                   for h in hosts))
+    each = tuple(replace(o, host=h.name) for h, o in zip(hosts, looks, strict=True))
+    worst = next((o for o in each if not o.healthy), each[0])
+    versions = {o.version for o in each}
+    return Observation(
+        index=index, health=worst.health,
+        version=each[0].version if len(versions) == 1 else ", ".join(
+            f"{o.host} {o.version or '?'}" for o in each),
+        answers_5xx=sum(o.answers_5xx for o in each), answers=sum(o.answers for o in each),
+        containers_bad=tuple(f"{o.host}: {c}" for o in each for c in o.containers_bad),
+        running=each[0].running if len({o.running for o in each}) == 1 else "", hosts=each)
+
+
 async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
                   docker: DockerFacts) -> Observation:
     health, _ = await probe.fetch(env.health_url, timeout_s=5)
@@ -92,7 +128,18 @@ async def observe(index: int, *, env: EnvironmentConfig, probe: HttpProbe,
 def triggers_of(observations: Sequence[Observation], *, max_5xx_ratio: float,
                 window_checks: int, planned_checks: int, final: bool,
                 deployed: str = "") -> list[str]:
-    """What the spec's triggers say about the observations so far."""
+    """What the spec's triggers say about the observations so far.
+
+    A fleet's looks are judged host by host (a bad host is not averaged away by good ones),
+    and each trigger names its host: "web-2: services return 500 errors: …".
+    """
+    if observations[-1].hosts:
+        return [f"{name}: {trigger}"
+                for n, name in enumerate(h.host for h in observations[-1].hosts)
+                for trigger in triggers_of(
+                    [o.hosts[n] for o in observations], max_5xx_ratio=max_5xx_ratio,
+                    window_checks=window_checks, planned_checks=planned_checks, final=final,
+                    deployed=deployed)]
     found: list[str] = []
     last = observations[-1]
     if last.containers_bad:
@@ -116,12 +163,17 @@ def triggers_of(observations: Sequence[Observation], *, max_5xx_ratio: float,
     return found
 
 
-async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts, deployed: str,
+async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts | None,
+                deployed: str,
                 on_observation: Callable[[Observation, WatchResult], Awaitable[None]],
+                fleet: Sequence[WatchedHost] = (),
                 cancelled: Callable[[], bool] = lambda: False,
                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                 clock: Callable[[], float] = time.monotonic) -> WatchResult:
-    """Look every ``interval_seconds`` for ``watch_minutes``; stop early when a trigger fires."""
+    """Look every ``interval_seconds`` for ``watch_minutes``; stop early when a trigger fires.
+
+    One host: ``docker``. A fleet: ``fleet``, every host looked at in each look.
+    """
     config = env.auto_rollback
     result = WatchResult(planned=config.planned_checks)
     started = clock()
@@ -131,7 +183,11 @@ async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts
             await sleep(max(0.0, started + i * config.interval_seconds - clock()))
         if cancelled():
             break
-        obs = await observe(i, env=env, probe=probe, docker=docker)
+        if fleet:
+            obs = await observe_fleet(i, hosts=fleet, probe=probe)
+        else:
+            assert docker is not None, "one host is watched through its Docker facts"
+            obs = await observe(i, env=env, probe=probe, docker=docker)
         result.observations.append(obs)
         result.triggers = triggers_of(result.observations, max_5xx_ratio=config.max_5xx_ratio,
                                       window_checks=config.window_checks,

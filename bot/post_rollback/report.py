@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.config import Runbook
 from bot.errors import InvalidInput
 from bot.model import Tier
 from bot.post_rollback.report_markdown import ReportInputs, render_report, report_filename
@@ -45,10 +46,15 @@ class SavedReport:
 
 
 class Reporter:
-    def __init__(self, *, store: Store, directory: Path) -> None:
+    def __init__(self, *, store: Store, directory: Path, runbook: Runbook | None = None) -> None:
         self._store = store
         self._verification = VerificationStore(store.pool)
         self._dir = directory
+        self._runbook = runbook  # names a fleet's hosts (a one-host report lists none)
+
+    def _hosts(self, environment: str) -> tuple[str, ...]:
+        env = self._runbook.environments.get(environment) if self._runbook else None
+        return tuple(name for name, _ in env.members) if env is not None and env.hosts else ()
 
     async def render(self, run_id: int) -> tuple[str, str]:
         """(file name, markdown) of the run's report as of now."""
@@ -68,7 +74,11 @@ class Reporter:
             root_cause=notes.root_cause if notes else "",
             notes_by=notes.updated_by if notes else "",
             notes_at=notes.updated_at if notes else None,
-            verdicts=tuple(await self._verification.verdicts(run_id)))
+            verdicts=tuple(await self._verification.verdicts(run_id)),
+            hosts=self._hosts(run.environment),
+            step_states=tuple(r["host_state"] for r in await self._store.pool.fetch(
+                "SELECT host_state FROM run_steps WHERE run_id = $1 ORDER BY position",
+                run_id)))
         # The report is uploaded and kept: whatever reached the records, no secret leaves here.
         return report_filename(run), redact(render_report(inputs,
                                                           generated_at=datetime.now(UTC)))

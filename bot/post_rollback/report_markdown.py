@@ -56,6 +56,8 @@ class ReportInputs:
     notes_by: str = ""                 # who last wrote Impact and Root Cause, and when
     notes_at: datetime | None = None
     verdicts: tuple[Verdict, ...] = ()  # Healthy / Regressed answers from the dashboards
+    hosts: tuple[str, ...] = ()         # a fleet's hosts, in rollout order; () for one host
+    step_states: tuple[str, ...] = ()   # the host state each step left, as run.steps
 
 
 def report_filename(run: RunRecord) -> str:
@@ -71,6 +73,7 @@ def render_report(inputs: ReportInputs, *, generated_at: datetime) -> str:
         _summary(inputs),
         ["## Root Cause", _paragraph(inputs.root_cause) or ROOT_CAUSE_PLACEHOLDER],
         ["## Resolution", _resolution(run, inputs.checks)],
+        _hosts(inputs),
         _preflight(inputs.checks),
         _steps(run.steps),
         _verification(inputs.verifications, inputs.pending_checks, inputs.verdicts),
@@ -80,7 +83,7 @@ def render_report(inputs: ReportInputs, *, generated_at: datetime) -> str:
          f"Impact and Root Cause are what people wrote{_notes_by(inputs)}; everything else "
          "comes from the records._"],
     ]
-    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -142,6 +145,49 @@ def _resolution(run: RunRecord, checks: tuple[Check, ...]) -> str:
             return f"Rolling back {tried}: in progress, {ran} of {total} steps started.{left}"
 
 
+def _hosts(inputs: ReportInputs) -> list[str]:
+    """A fleet's hosts: where each ended, what it runs, what the latest check found on it."""
+    if not inputs.hosts:
+        return []
+    latest = max(inputs.verifications, key=lambda r: r.ran_at, default=None)
+    rows = ["## Hosts", "| Host | Result | Version | State | Verification |",
+            "|---|---|---|---|---|"]
+    for name in inputs.hosts:
+        result, version, state = host_ending(inputs.run, name, inputs.step_states)
+        if latest is None:
+            checked = "not checked yet"
+        else:
+            bad = [i.name for i in latest.items if name in i.hosts]
+            checked = (f"❌ {', '.join(bad)} ({_tier(latest.tier)} check)" if bad
+                       else f"✅ passed ({_tier(latest.tier)} check)")
+        rows.append(f"| {_cell(name)} | {result} | {_cell(version)} | {_cell(state)} | "
+                    f"{_cell(checked)} |")
+    return rows
+
+
+def host_ending(run: RunRecord, name: str, step_states: tuple[str, ...]
+                ) -> tuple[str, str, str]:
+    """(result, version, state) of one fleet host, from the steps that ran on it."""
+    states = (step_states + ("",) * len(run.steps))[:len(run.steps)]
+    ran = [(s, st) for s, st in zip(run.steps, states, strict=True)
+           if s.host == name and s.started_at is not None]
+    if not ran:
+        return ("untouched", run.from_version or "unknown",
+                "nothing was run on it" + (" (refused by pre-flight)"
+                                           if run.status is RunStatus.REFUSED else ""))
+    failed = next(((s, st) for s, st in ran if s.status is StepStatus.FAILED), None)
+    if failed is not None:
+        step, state = failed
+        return (f'❌ failed at "{_cell(step.title)}"', "not confirmed",
+                state or step.error or "not recorded")
+    last, state = ran[-1]
+    mine = [s for s in run.steps if s.host == name]
+    if all(s.status is StepStatus.SUCCEEDED for s in mine):
+        return "✅ rolled back", run.to_version or "unknown", state or "not recorded"
+    return (f'⏹️ stopped after "{_cell(last.title)}"', "not confirmed",
+            state or "not recorded")
+
+
 def _preflight(checks: tuple[Check, ...]) -> list[str]:
     if not checks:
         return ["## Pre-flight", "None recorded."]
@@ -152,12 +198,15 @@ def _preflight(checks: tuple[Check, ...]) -> list[str]:
 def _steps(steps: tuple[StepResult, ...]) -> list[str]:
     if not steps:
         return ["## Steps", "No step ran."]
-    rows = ["## Steps", "| # | Step | Result | Duration | Note |", "|---|---|---|---|---|"]
+    fleet = any(s.host for s in steps)  # a fleet's steps say which host they ran on
+    rows = ["## Steps", "| # | " + ("Host | " if fleet else "") + "Step | Result | Duration | "
+            "Note |", "|---|" + ("---|" if fleet else "") + "---|---|---|---|"]
     for n, s in enumerate(steps, 1):
         note = {StepStatus.FAILED: s.error, StepStatus.SUCCEEDED: s.summary,
                 StepStatus.SKIPPED: "not run"}.get(s.status, "")
         took = _seconds(s.duration_s) if s.duration_s is not None else "—"
-        rows.append(f"| {n} | {_cell(s.title)} | {_STEP_RESULT[s.status]} | {took} | "
+        host = f"{_cell(s.host) or '—'} | " if fleet else ""
+        rows.append(f"| {n} | {host}{_cell(s.title)} | {_STEP_RESULT[s.status]} | {took} | "
                     f"{_cell(note)} |")
     return rows
 
@@ -179,6 +228,12 @@ def _verification(results: tuple[VerificationResult, ...],
         lines.append(f"- {_mark(r.ok)} {_tier(r.tier)} check: due {_utc(r.due_at)}, ran "
                      f"{_utc(r.ran_at)}, {late}")
         lines.extend(f"  - {_mark(i.ok)} {_line(i.name)}: {_line(i.detail)}" for i in r.items)
+        bad_hosts = {h: [i.name for i in r.items if h in i.hosts]
+                     for i in r.items for h in i.hosts}
+        if bad_hosts:
+            lines.append("  - Hosts found bad: " + "; ".join(
+                f"{_line(h)} ({', '.join(_line(n) for n in names)})"
+                for h, names in bad_hosts.items()))
         for n, v in enumerate(verdicts):
             if (v.check_due_at is not None and v.tier is r.tier
                     and _aware(v.check_due_at) == _aware(r.due_at)):

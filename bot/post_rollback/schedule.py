@@ -17,8 +17,11 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.config import EnvironmentConfig
+from bot.edges.reach import open_sessions
 from bot.edges.session import open_session
-from bot.model import RunOutcome, RunRecord, RunStatus, Tier, VerificationResult
+from bot.model import RunOutcome, RunRecord, RunStatus, Tier, VerificationItem, VerificationResult
+from bot.post_rollback.fleet_checks import CheckedHost, run_fleet_tier
 from bot.post_rollback.verification import VerificationStore, late_by, row_counts, run_tier
 from bot.service import Rollbot
 
@@ -70,10 +73,11 @@ class VerificationSchedule:
             return []
         env_name, env = self._rollbot.environment(run.environment)
         baseline: dict[str, int] = {}
+        _, db_env = env.database_member  # a fleet's shared database is counted on its host
         try:
-            async with open_session(env_name, env, store=self._rollbot.store,
+            async with open_session(env_name, db_env, store=self._rollbot.store,
                                     actor="rollbot:verify", run_id=run_id) as session:
-                baseline = await row_counts(session.host, env)
+                baseline = await row_counts(session.host, db_env)
         except Exception as exc:  # the checks still run; only the row comparison lacks a base
             log.warning("run #%s: could not count rows for the verification baseline: %s",
                         run_id, exc)
@@ -122,16 +126,41 @@ class VerificationSchedule:
         env_name, env = self._rollbot.environment(run.environment)
         tier = Tier(check["tier"])
         started = datetime.now(UTC)
-        async with open_session(env_name, env, store=self._rollbot.store,
-                                actor=f"rollbot:verify:{tier.value}", run_id=run.id) as session:
-            items = await run_tier(tier=tier, run=run, env=env, host=session.host,
-                                   docker=session.docker, probe=self._rollbot.probe,
-                                   baseline=await self.store.baseline(run.id),
-                                   since=run.finished_at or run.created_at)
+        actor = f"rollbot:verify:{tier.value}"
+        baseline = await self.store.baseline(run.id)
+        since = run.finished_at or run.created_at
+        if env.hosts:
+            items = await self._perform_on_fleet(env_name, env, run=run, tier=tier, actor=actor,
+                                                 baseline=baseline, since=since)
+        else:
+            async with open_session(env_name, env, store=self._rollbot.store, actor=actor,
+                                    run_id=run.id) as session:
+                items = await run_tier(tier=tier, run=run, env=env, host=session.host,
+                                       docker=session.docker, probe=self._rollbot.probe,
+                                       baseline=baseline, since=since)
         result = VerificationResult(run_id=run.id, tier=tier, due_at=check["due_at"],
                                     ran_at=started, late_s=late_by(check["due_at"], started),
                                     items=tuple(items))
         return result, run
+
+    async def _perform_on_fleet(self, env_name: str, env: EnvironmentConfig, *,
+                                run: RunRecord, tier: Tier, actor: str,
+                                baseline: dict[str, int], since: datetime
+                                ) -> list[VerificationItem]:
+        """Every host over its own SSH connection; one that cannot be reached fails its checks
+        by name (when none can be, the check is retried like a one-host check)."""
+        async with open_sessions(env_name, env, store=self._rollbot.store, actor=actor,
+                                 run_id=run.id, strict=False) as reached:
+            db_name, _ = env.database_member
+            database = next((r.session.host for r in reached
+                             if r.name == db_name and r.session is not None), None)
+            return await run_fleet_tier(
+                tier=tier, run=run, env=env, database=database, probe=self._rollbot.probe,
+                baseline=baseline, since=since,
+                hosts=[CheckedHost(name=r.name, env=r.env,
+                                   host=r.session.host if r.session else None,
+                                   docker=r.session.docker if r.session else None,
+                                   unreachable=r.problem) for r in reached])
 
     async def check_now(self, run_id: int, tier: Tier) -> tuple[VerificationResult, RunRecord]:
         """Run a check again on request (a button); not part of the schedule."""

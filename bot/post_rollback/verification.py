@@ -1,7 +1,8 @@
 """Post-rollback verification: the spec's Immediate / Extended / Comprehensive tiers.
 
 The schedule is kept in PostgreSQL (``VerificationStore``); ``run_tier`` performs one check over
-the same SSH, Docker and HTTP edges as the rollback itself.
+the same SSH, Docker and HTTP edges as the rollback itself: ``host_checks`` looks at one host,
+``database_checks`` at the shared database once (a fleet's checks: ``fleet_checks.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncpg
 
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import running_tag
-from bot.errors import RollbotError
+from bot.errors import HostError, RollbotError
 from bot.model import RunRecord, Tier, Verdict, VerificationItem, VerificationResult
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.post_rollback.log_scan import WARNING_LOG_PATTERN, matching
@@ -98,7 +99,7 @@ class VerificationStore:
         return [VerificationResult(
             run_id=r["run_id"], tier=Tier(r["tier"]), due_at=r["due_at"], ran_at=r["ran_at"],
             late_s=float(r["late_s"] or 0),
-            items=tuple(VerificationItem(**i) for i in json.loads(r["items"])))
+            items=tuple(_item(i) for i in json.loads(r["items"])))
             for r in rows]
 
     async def baseline(self, run_id: int) -> dict[str, int]:
@@ -170,12 +171,51 @@ class _Items:
 async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: RemoteHost,
                    docker: DockerFacts, probe: HttpProbe, baseline: dict[str, int],
                    since: datetime) -> list[VerificationItem]:
-    """Run one tier of the spec's verification; each item says what it saw."""
+    """Run one tier of the spec's verification on a one-host environment; each item says what
+    it saw."""
+    on_host = await host_checks(tier=tier, run=run, env=env, host=host, docker=docker,
+                                probe=probe, since=since)
+    return with_database_checks(on_host, await database_checks(
+        tier=tier, env=env, host=host, baseline=baseline))
+
+
+def with_database_checks(on_hosts: list[VerificationItem],
+                         database: list[VerificationItem]) -> list[VerificationItem]:
+    """The database's items in the spec's order: right after the error-log scan."""
+    cut = next((n + 1 for n, i in enumerate(on_hosts) if i.name == "Error logs"), len(on_hosts))
+    return [*on_hosts[:cut], *database, *on_hosts[cut:]]
+
+
+async def database_checks(*, tier: Tier, env: EnvironmentConfig, host: RemoteHost,
+                          baseline: dict[str, int]) -> list[VerificationItem]:
+    """What a tier checks of the shared database: once per environment, on its database host."""
+    items = _Items()
+    if tier in (Tier.EXTENDED, Tier.COMPREHENSIVE):
+        async def counts() -> tuple[bool, str]:
+            return judge_row_counts(baseline, await row_counts(host, env),
+                                    max_loss_ratio=env.max_row_loss_ratio)
+        await items.add("Row counts", counts)
+    return items.items
+
+
+async def host_checks(*, tier: Tier, run: RunRecord, env: EnvironmentConfig,
+                      host: RemoteHost | None, docker: DockerFacts | None, probe: HttpProbe,
+                      since: datetime, unreachable: str = "") -> list[VerificationItem]:
+    """What a tier checks of one host: its containers, URLs and logs (``env`` is the host's).
+
+    ``host``/``docker`` None: the host could not be reached over SSH (``unreachable`` says why);
+    its URLs are still checked and every check that needs SSH fails with that reason.
+    """
     items = _Items()
     target = run.to_version or ""
 
+    def over_ssh() -> tuple[RemoteHost, DockerFacts]:
+        if host is None or docker is None:
+            raise HostError(f"not reached over SSH: {unreachable or 'no session'}")
+        return host, docker
+
     async def services() -> tuple[bool, str]:
-        containers = await docker.compose_containers(env.compose)
+        containers = await over_ssh()[1].compose_containers(env.compose)
         down = [f"{c.service} ({c.status})" for c in containers if not c.up]
         if not containers:
             return False, "no containers of the compose project"
@@ -210,7 +250,7 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
     since_s = since.strftime("%Y-%m-%dT%H:%M:%S")
 
     async def log_lines() -> list[str]:
-        result = await host.run(compose, timeout=120, check=False)
+        result = await over_ssh()[0].run(compose, timeout=120, check=False)
         lines = []
         for line in result.output.splitlines():
             m = _LOG_TS.search(line)
@@ -227,22 +267,17 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
 
     await items.add("Error logs", errors)
     if tier in (Tier.EXTENDED, Tier.COMPREHENSIVE):
-        async def counts() -> tuple[bool, str]:
-            return judge_row_counts(baseline, await row_counts(host, env),
-                                    max_loss_ratio=env.max_row_loss_ratio)
-
         async def warnings() -> tuple[bool, str]:
             return judge_warnings(matching(await log_lines(), WARNING_LOG_PATTERN),
                                   max_lines=env.max_warning_lines)
 
-        await items.add("Row counts", counts)
         await items.add("Warnings", warnings)
     if tier is Tier.COMPREHENSIVE:
         if env.smoke_command:
             smoke_cmd = cmd.in_compose_dir(env, env.smoke_command)
 
             async def smoke_tests() -> tuple[bool, str]:
-                result = await host.run(smoke_cmd, timeout=900, check=False)
+                result = await over_ssh()[0].run(smoke_cmd, timeout=900, check=False)
                 tail = result.output.strip().splitlines()[-1:] or [""]
                 return result.exit_status == 0, f"exit {result.exit_status}: {tail[0][:160]}"
             await items.add("Smoke tests", smoke_tests)
@@ -253,8 +288,8 @@ async def run_tier(*, tier: Tier, run: RunRecord, env: EnvironmentConfig, host: 
             await items.add(f"{name} health", service_health)
 
         async def last_1000() -> tuple[bool, str]:
-            result = await host.run(cmd.compose(env, "logs", "--no-color", "--tail=1000"),
-                                    timeout=120, check=False)
+            result = await over_ssh()[0].run(
+                cmd.compose(env, "logs", "--no-color", "--tail=1000"), timeout=120, check=False)
             found = matching(result.output.splitlines(), error_re)
             return not found, f"{len(found)} error line(s) in the last 1000 log lines"
         await items.add("Last 1000 log lines", last_1000)
@@ -294,6 +329,11 @@ def judge_warnings(found: list[str], *, max_lines: int) -> tuple[bool, str]:
 
 def _percent(ratio: float) -> str:
     return f"{ratio * 100:.3g}%"
+
+
+def _item(stored: dict[str, Any]) -> VerificationItem:
+    """A stored item (JSON has lists; rows from before fleets have no ``hosts``)."""
+    return VerificationItem(**{**stored, "hosts": tuple(stored.get("hosts", ()))})
 
 
 def late_by(due: datetime, now: datetime | None = None) -> float:
