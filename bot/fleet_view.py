@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from bot.config import EnvironmentConfig
 from bot.events import RunEvent, RunFinished, RunStarted, StepFinished, StepInfo, StepStarted
+from bot.fleet.waves import rollout_waves
 from bot.model import Check, HostOutcome, ProcedureName, RunStatus, StepStatus
 
 _DATABASE_WORK = (ProcedureName.MIGRATIONS, ProcedureName.RESTORE)
@@ -70,14 +71,18 @@ def fleet_shape(env: EnvironmentConfig, procedure: ProcedureName) -> FleetShape 
 def _rollout_sentence(env: EnvironmentConfig, names: tuple[str, ...],
                       procedure: ProcedureName) -> str:
     fleet = env.fleet
-    canaries, rest = names[:fleet.canary], names[fleet.canary:]
+    # The same waves the rollout runs (bot/fleet/waves.py), so the sentence cannot drift.
+    waves = rollout_waves(names, fleet)
+    canaries = waves[0] if fleet.canary else ()
+    batch_waves = waves[1:] if fleet.canary else waves
+    rest = tuple(h for wave in batch_waves for h in wave)
     parts: list[str] = []
     if canaries:
         parts.append(f"{name_list(canaries)} first (canary: alone, and verified before any "
                      "other host is touched)")
     if rest:
-        size = fleet.batch_size or len(rest)
-        batches = -(-len(rest) // size)
+        size = max(len(w) for w in batch_waves)
+        batches = len(batch_waves)
         who = ("then the other host" if len(rest) == 1 else f"then the other {len(rest)}") \
             if canaries else f"all {len(rest)}"
         if batches == 1:
