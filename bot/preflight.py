@@ -24,6 +24,7 @@ from bot.errors import CommandFailed, HostError, RollbotError
 from bot.model import Backup, Check, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
+from bot.preflight_deadline import checking
 from bot.prerequisites import (
     compose_resolves_check,
     database_checks,
@@ -69,6 +70,7 @@ async def run_preflight(
     now = now or datetime.now(UTC)
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
                                              f"Docker facts via {docker.via}")]
+    checking("Current version", host.name)
     tags, containers = await docker_summary(docker, env)
     in_file = await compose_tag(host, env)
     running = running_tag(containers, env)
@@ -89,9 +91,11 @@ async def run_preflight(
                             f"{env.service} runs {running}, but the compose file names {in_file}"))
     else:
         checks.append(Check("Current version", True, f"{env.service} runs {running}"))
+    checking("Compose project", host.name)
     checks.append(await compose_resolves_check(host=host, env=env,
                                                api_sees_service=running is not None))
     if probe is not None:
+        checking("Version endpoint", host.name)
         checks.append(await version_endpoint_check(probe=probe, env=env, host_name=host.name,
                                                    service_runs=running is not None,
                                                    procedure=request.procedure))
@@ -196,6 +200,7 @@ async def _check_database(*, host: RemoteHost, env: EnvironmentConfig, request: 
     if request.procedure is ProcedureName.MIGRATIONS and not db.migrate_down:
         checks.append(Check("Migration command", False,
                             "the runbook has no database.migrate_down command"))
+    checking("Backup exists", host.name)
     backups = await list_backups(host, db)
     try:
         backup = choose_backup(backups, db, request.backup)
@@ -237,6 +242,7 @@ def _within_retention(backup: Backup, db: DatabaseConfig, now: datetime,
 
 async def _integrity_problem(host: RemoteHost, db: DatabaseConfig, backup: Backup) -> str | None:
     """None when the backup decompresses intact and ends with pg_dump's trailer; else why not."""
+    checking("Backup integrity", host.name)
     try:
         await host.run(cmd.verify_backup_integrity(backup.path), timeout=db.restore_timeout_s)
     except CommandFailed as exc:
@@ -289,6 +295,7 @@ async def _newest_sound_backup(*, host: RemoteHost, db: DatabaseConfig, backups:
 async def _check_migrations(*, host: RemoteHost, env: EnvironmentConfig, db: DatabaseConfig,
                             checks: list[Check]) -> tuple[str, ...]:
     """Name the migration(s) migrate_down will undo: a data change the card must warn about."""
+    checking("Migrations to undo", host.name)
     count = db.migrations_to_undo
     found: tuple[str, ...] | None = None
     source = ""

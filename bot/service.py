@@ -16,7 +16,7 @@ from bot.config import EnvironmentConfig, Runbook
 from bot.edges.host_facts import compose_tag, docker_summary, list_backups, running_tag
 from bot.edges.session import HostSession, open_session
 from bot.engine import Run, step_infos
-from bot.errors import RollbotError
+from bot.errors import PreflightTimeout, RollbotError
 from bot.events import Observer, StepInfo
 from bot.model import (
     Backup,
@@ -30,6 +30,7 @@ from bot.model import (
 )
 from bot.ports import HttpProbe
 from bot.preflight import Preflight, current_version, run_preflight
+from bot.preflight_deadline import preflight_deadline
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery.offers import offer_recorder
@@ -92,11 +93,19 @@ class Rollbot:
         """Pre-flight and the exact steps; nothing that changes state is run."""
         env_name, env = self.environment(request.environment)
         quarantined = await self.quarantined(env_name)
-        async with open_session(env_name, env, store=self.store, actor=request.requested_by,
-                                run_id=None) as session:
-            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request, quarantined=quarantined,
-                                      probe=self.probe)
+        try:
+            async with preflight_deadline(env.timeouts.preflight_s), open_session(
+                    env_name, env, store=self.store, actor=request.requested_by,
+                    run_id=None) as session:
+                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                          request=request, quarantined=quarantined,
+                                          probe=self.probe)
+        except PreflightTimeout as exc:
+            # The card (or `plan`) shows the stalled check as a refusal, with no button.
+            pre = Preflight(checks=(Check("Pre-flight finished", False, str(exc)),),
+                            current="?", target="", backup=None)
+            return Plan(request=request, preflight=pre, title="(pre-flight did not finish)",
+                        steps=())
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
         holder = await self.store.active_run(env_name)
@@ -157,13 +166,15 @@ class Rollbot:
         """Connect (kept open in ``stack`` for the run) and run pre-flight's read-only checks."""
         session: HostSession | None = None
         try:
-            session = await stack.enter_async_context(
-                open_session(env_name, env, store=self.store, actor=request.requested_by,
-                             run_id=None))
-            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request,
-                                      quarantined=await self.quarantined(env_name),
-                                      probe=self.probe)
+            # Past the deadline: refused (PreflightTimeout), naming the check still waiting.
+            async with preflight_deadline(env.timeouts.preflight_s):
+                session = await stack.enter_async_context(
+                    open_session(env_name, env, store=self.store, actor=request.requested_by,
+                                 run_id=None))
+                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                          request=request,
+                                          quarantined=await self.quarantined(env_name),
+                                          probe=self.probe)
         except RollbotError as exc:
             return session, None, exc
         return session, pre, None
