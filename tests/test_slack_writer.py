@@ -29,7 +29,7 @@ class SlowSlack:
         self.answered += 1
         return {"ok": True, "channel": channel, "ts": ts}
 
-    async def chat_postMessage(self, *, channel: str, text: str,  # noqa: N802 - Slack's name
+    async def chat_postMessage(self, *, channel: str, text: str,
                                **_: Any) -> dict[str, Any]:
         await asyncio.sleep(self.delay_s)
         ts = f"{len(self.shown) + 1}.000"
