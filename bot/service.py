@@ -103,7 +103,7 @@ class Rollbot:
         except PreflightTimeout as exc:
             # The card (or `plan`) shows the stalled check as a refusal, with no button.
             pre = Preflight(checks=(Check("Pre-flight finished", False, str(exc)),),
-                            current="?", target="", backup=None)
+                            current="?", target=str(request.target or ""), backup=None)
             return Plan(request=request, preflight=pre, title="(pre-flight did not finish)",
                         steps=())
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
