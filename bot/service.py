@@ -104,6 +104,8 @@ class Rollbot:
             # The card (or `plan`) shows the stalled check as a refusal, with no button.
             pre = Preflight(checks=(Check("Pre-flight finished", False, str(exc)),),
                             current="?", target=str(request.target or ""), backup=None)
+            await self.store.audit(environment=env_name, actor=request.requested_by,
+                                   kind="plan", detail=f"{request.procedure}: {exc}")
             return Plan(request=request, preflight=pre, title="(pre-flight did not finish)",
                         steps=())
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
