@@ -4,6 +4,9 @@ The intermittent "stalled pre-flight" of the approvals tests was this: a run ref
 pre-flight set the card's last state, ``drain`` saw nothing dirty while that update was still in
 flight and returned, and ``close`` then cancelled the request. The card kept saying
 "(pre-flight)" forever. A Slack (or a machine) that answers slowly made it likely.
+
+The Slack emulator answers in a few milliseconds, too fast to hit that window every time, so these
+tests use a Web API fake that answers late on purpose.
 """
 
 from __future__ import annotations
