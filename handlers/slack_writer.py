@@ -91,6 +91,9 @@ class SlackWriter:
         return delivered
 
     async def close(self) -> None:
+        if self.pending:  # after a drain that timed out: the log must say what Slack missed
+            log.warning("Slack: closing with %d message(s) not up to date (last state lost)",
+                        sum(m.dirty or m.sending for m in self._messages))
         if self._task is not None:
             self._task.cancel()
             try:

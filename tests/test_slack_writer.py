@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from handlers.slack_writer import SlackWriter
 
 
@@ -84,7 +86,9 @@ async def test_a_change_made_while_an_update_is_in_flight_is_delivered_too() -> 
     assert slack.answered == 2
 
 
-async def test_drain_says_so_when_slack_is_slower_than_its_deadline() -> None:
+async def test_drain_says_so_when_slack_is_slower_than_its_deadline(
+    caplog: pytest.LogCaptureFixture
+) -> None:
     slack = SlowSlack(delay_s=2.0)
     writer = SlackWriter(slack, min_interval_s=0.0)  # type: ignore[arg-type]
     writer.start()
@@ -94,3 +98,5 @@ async def test_drain_says_so_when_slack_is_slower_than_its_deadline() -> None:
         assert not await writer.drain(timeout_s=0.5)
     finally:
         await writer.close()
+    # what Slack never got is in the log, not silently dropped
+    assert "closing with 1 message(s) not up to date" in caplog.text
