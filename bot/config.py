@@ -114,6 +114,8 @@ class TimeoutsConfig(_Frozen):
     health_s: float = Field(default=120.0, gt=0)
     emergency_health_s: float = Field(default=30.0, gt=0)
     health_interval_s: float = Field(default=0.2, gt=0)
+    # The whole pre-flight (card and run), every host and check; a stalled read is named.
+    preflight_s: float = Field(default=120.0, gt=0)
 
 
 class AutoRollbackConfig(_Frozen):

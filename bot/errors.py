@@ -16,6 +16,8 @@ a person, a log or the audit log through an error:
     - ``CommandFailed``: a command exited non-zero (carries the exit status and the output tail).
     - ``CommandTimeout``: a command ran past its timeout and was killed on the host, or an SFTP
       read or write of a file did not finish in time.
+  - ``PreflightTimeout``: pre-flight did not finish within its deadline; says which check it was
+    still waiting for, on which host; nothing was changed.
   - ``ComposeEditError``: the compose file does not have the service or image line to change.
   - ``HealthCheckFailed``: the service did not become healthy, or reports the wrong version.
   - ``RunLocked``: another rollback is active in the environment (says who and since when).
@@ -68,6 +70,10 @@ class CommandFailed(HostError):
 
 class CommandTimeout(HostError):
     """A remote command (or SFTP transfer) did not finish within its timeout; it was stopped."""
+
+
+class PreflightTimeout(RollbotError):
+    """Pre-flight ran past its deadline (``[timeouts] preflight_s``); nothing was changed."""
 
 
 class ComposeEditError(RollbotError):

@@ -26,6 +26,7 @@ from bot.errors import CommandFailed, HostError, RollbotError
 from bot.model import Backup, Check, ContainerState, ProcedureName, RollbackRequest
 from bot.pinning import pin_checks
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
+from bot.preflight_deadline import checking
 from bot.prerequisites import (
     compose_resolves_check,
     database_checks,
@@ -74,6 +75,7 @@ async def run_preflight(
     now = now or datetime.now(UTC)
     checks = [Check("Host reachable", True, f"SSH to {host.name} connected, host key verified; "
                                              f"Docker facts via {docker.via}")]
+    checking("Current version", host.name)
     tags, containers = await docker_summary(docker, env)
     release = await read_release(host, env)
     in_file = release.tag
@@ -96,12 +98,15 @@ async def run_preflight(
                             f"{release.describe()}"))
     else:
         checks.append(Check("Current version", True, running_text(containers, env)))
+    checking("Image tag variable", host.name)
     variables = await tag_variables_check(host, release)
     if variables is not None:
         checks.append(variables)
+    checking("Compose project", host.name)
     checks.append(await compose_resolves_check(host=host, env=env,
                                                api_sees_service=running is not None))
     if probe is not None:
+        checking("Version endpoint", host.name)
         checks.append(await version_endpoint_check(probe=probe, env=env, host_name=host.name,
                                                    service_runs=running is not None,
                                                    procedure=request.procedure))
@@ -215,6 +220,7 @@ async def _check_database(*, host: RemoteHost, env: EnvironmentConfig, request: 
     if request.procedure is ProcedureName.MIGRATIONS and not db.migrate_down:
         checks.append(Check("Migration command", False,
                             "the runbook has no database.migrate_down command"))
+    checking("Backup exists", host.name)
     backups = await list_backups(host, db)
     try:
         backup = choose_backup(backups, db, request.backup)
@@ -256,6 +262,7 @@ def _within_retention(backup: Backup, db: DatabaseConfig, now: datetime,
 
 async def _integrity_problem(host: RemoteHost, db: DatabaseConfig, backup: Backup) -> str | None:
     """None when the backup decompresses intact and ends with pg_dump's trailer; else why not."""
+    checking("Backup integrity", host.name)
     try:
         await host.run(cmd.verify_backup_integrity(backup.path), timeout=db.restore_timeout_s)
     except CommandFailed as exc:
@@ -308,6 +315,7 @@ async def _newest_sound_backup(*, host: RemoteHost, db: DatabaseConfig, backups:
 async def _check_migrations(*, host: RemoteHost, env: EnvironmentConfig, db: DatabaseConfig,
                             checks: list[Check]) -> tuple[str, ...]:
     """Name the migration(s) migrate_down will undo: a data change the card must warn about."""
+    checking("Migrations to undo", host.name)
     count = db.migrations_to_undo
     found: tuple[str, ...] | None = None
     source = ""

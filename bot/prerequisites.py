@@ -8,6 +8,7 @@ from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.errors import CommandFailed, HostError
 from bot.model import Check, ProcedureName
 from bot.ports import HttpProbe, RemoteHost
+from bot.preflight_deadline import checking
 from bot.procedures import commands as cmd
 from bot.versions import reported_version
 
@@ -60,6 +61,7 @@ async def database_checks(*, host: RemoteHost, env: EnvironmentConfig, db: Datab
     timeout = env.timeouts.command_s
     # The restore pipes the backup into psql: prove that pipe reaches it, not only psql -c.
     piped = procedure is ProcedureName.RESTORE
+    checking("Database reachable", host.name)
     try:
         answer = (await host.run(cmd.database_ping(db, through_stdin=piped),
                                  timeout=timeout)).output
@@ -87,6 +89,7 @@ async def database_checks(*, host: RemoteHost, env: EnvironmentConfig, db: Datab
 
 async def _migrate_status_check(*, host: RemoteHost, env: EnvironmentConfig, status: str,
                                 checks: list[Check]) -> None:
+    checking("Migrate status", host.name)
     try:
         await host.run(cmd.in_compose_dir(env, status),
                        timeout=env.timeouts.command_s)
@@ -108,6 +111,7 @@ def migrate_status_check(host_name: str, problem: str | None) -> Check:
 async def _backups_dir_checks(*, host: RemoteHost, db: DatabaseConfig, timeout: float,
                               checks: list[Check]) -> None:
     where = f"{db.backups_dir} on {host.name}"
+    checking("Backups dir writable", host.name)
     try:
         await host.run(cmd.probe_writable(db.backups_dir), timeout=timeout)
     except HostError as exc:
@@ -117,6 +121,7 @@ async def _backups_dir_checks(*, host: RemoteHost, db: DatabaseConfig, timeout: 
         return
     checks.append(Check("Backups dir writable", True,
                         f"the SSH user created and removed a temp file in {where}"))
+    checking("Backups dir space", host.name)
     try:
         size = database_size_bytes((await host.run(cmd.database_size(db), timeout=timeout))
                                    .output)

@@ -16,7 +16,7 @@ from bot.config import EnvironmentConfig, Runbook
 from bot.edges.host_facts import compose_tag, docker_summary, list_backups, running_tag
 from bot.edges.session import HostSession, open_session
 from bot.engine import Run, step_infos
-from bot.errors import RollbotError
+from bot.errors import PreflightTimeout, RollbotError
 from bot.events import Observer, StepInfo
 from bot.fleet.prepare import (
     FleetReady,
@@ -38,6 +38,7 @@ from bot.model import (
 )
 from bot.ports import HttpProbe
 from bot.preflight import Preflight, changed_since_preflight, run_preflight
+from bot.preflight_deadline import preflight_deadline
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery.offers import offer_recorder
@@ -88,17 +89,28 @@ class Rollbot:
         env_name, env = self.environment(request.environment)
         quarantined = await self.quarantined(env_name)
         fleet: FleetReady | None = None
-        if env.hosts:
-            async with contextlib.AsyncExitStack() as stack:
-                fleet = await read_fleet(stack, env_name, env, request, store=self.store,
-                                         probe=self.probe, quarantined=quarantined)
-            pre = fleet.pre.whole
-        else:
-            async with open_session(env_name, env, store=self.store,
-                                    actor=request.requested_by, run_id=None) as session:
-                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                          request=request, quarantined=quarantined,
-                                          probe=self.probe)
+        try:
+            async with preflight_deadline(env.timeouts.preflight_s):
+                if env.hosts:
+                    async with contextlib.AsyncExitStack() as stack:
+                        fleet = await read_fleet(stack, env_name, env, request,
+                                                 store=self.store, probe=self.probe,
+                                                 quarantined=quarantined)
+                    pre = fleet.pre.whole
+                else:
+                    async with open_session(env_name, env, store=self.store,
+                                            actor=request.requested_by, run_id=None) as session:
+                        pre = await run_preflight(host=session.host, docker=session.docker,
+                                                  env=env, request=request,
+                                                  quarantined=quarantined, probe=self.probe)
+        except PreflightTimeout as exc:
+            # The card (or `plan`) shows the stalled check as a refusal, with no button.
+            pre = Preflight(checks=(Check("Pre-flight finished", False, str(exc)),),
+                            current="?", target=str(request.target or ""), backup=None)
+            await self.store.audit(environment=env_name, actor=request.requested_by,
+                                   kind="plan", detail=f"{request.procedure}: {exc}")
+            return Plan(request=request, preflight=pre, title="(pre-flight did not finish)",
+                        steps=())
         await self.store.audit(environment=env_name, actor=request.requested_by, kind="plan",
                                detail=f"{request.procedure} to {pre.target or '?'}")
         holder = await self.store.active_run(env_name)
@@ -164,19 +176,25 @@ class Rollbot:
     ) -> tuple[HostSession | FleetReady | None, Preflight | None, RollbotError | None]:
         """Connect (kept open in ``stack`` for the run) and run pre-flight's read-only checks."""
         if env.hosts:
-            fleet = await read_fleet(stack, env_name, env, request, store=self.store,
-                                     probe=self.probe,
-                                     quarantined=await self.quarantined(env_name))
+            try:
+                async with preflight_deadline(env.timeouts.preflight_s):
+                    fleet = await read_fleet(stack, env_name, env, request, store=self.store,
+                                             probe=self.probe,
+                                             quarantined=await self.quarantined(env_name))
+            except RollbotError as exc:
+                return None, None, exc
             return fleet, fleet.pre.whole, None
         session: HostSession | None = None
         try:
-            session = await stack.enter_async_context(
-                open_session(env_name, env, store=self.store, actor=request.requested_by,
-                             run_id=None))
-            pre = await run_preflight(host=session.host, docker=session.docker, env=env,
-                                      request=request,
-                                      quarantined=await self.quarantined(env_name),
-                                      probe=self.probe)
+            # Past the deadline: refused (PreflightTimeout), naming the check still waiting.
+            async with preflight_deadline(env.timeouts.preflight_s):
+                session = await stack.enter_async_context(
+                    open_session(env_name, env, store=self.store, actor=request.requested_by,
+                                 run_id=None))
+                pre = await run_preflight(host=session.host, docker=session.docker, env=env,
+                                          request=request,
+                                          quarantined=await self.quarantined(env_name),
+                                          probe=self.probe)
         except RollbotError as exc:
             return session, None, exc
         return session, pre, None

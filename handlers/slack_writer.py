@@ -2,8 +2,10 @@
 
 Each message is updated at most once a second (later changes coalesce into one update), a 429
 waits its ``Retry-After``, other failures back off and retry, and ``drain`` keeps trying until the
-last state is delivered or its deadline passes. Nothing here raises into the caller: a Slack outage
-never stops or fails a rollback.
+last state is delivered or its deadline passes. An update on its way to Slack is not delivered
+yet: ``drain`` waits for its answer too, so closing the writer after it never cancels the last
+update mid-request. Nothing here raises into the caller: a Slack outage never stops or fails a
+rollback.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class SlackMessage:
     text: str = ""
     blocks: list[dict[str, Any]] | None = None
     dirty: bool = False
+    sending: bool = False  # an update is on its way to Slack, not answered yet
     last_sent: float = -1e9
     text_only: bool = False
     sent_count: int = field(default=0)
@@ -72,7 +75,8 @@ class SlackWriter:
 
     @property
     def pending(self) -> bool:
-        return any(m.dirty for m in self._messages)
+        """Whether a message does not show its last state yet (changed, or its update in flight)."""
+        return any(m.dirty or m.sending for m in self._messages)
 
     async def drain(self, *, timeout_s: float) -> bool:
         """Wait until every message shows its last state; False if the deadline passed first."""
@@ -83,10 +87,13 @@ class SlackWriter:
         delivered = not self.pending
         if not delivered:
             log.error("Slack: %d message(s) could not be brought up to date within %.0f s",
-                      sum(m.dirty for m in self._messages), timeout_s)
+                      sum(m.dirty or m.sending for m in self._messages), timeout_s)
         return delivered
 
     async def close(self) -> None:
+        if self.pending:  # after a drain that timed out: the log must say what Slack missed
+            log.warning("Slack: closing with %d message(s) not up to date (last state lost)",
+                        sum(m.dirty or m.sending for m in self._messages))
         if self._task is not None:
             self._task.cancel()
             try:
@@ -123,6 +130,7 @@ class SlackWriter:
         text, blocks = msg.text, msg.blocks
         msg.dirty = False
         msg.last_sent = self._clock()
+        msg.sending = True
         try:
             await self._call(msg, text, None if msg.text_only else blocks)
         except SlackApiError as exc:
@@ -132,6 +140,10 @@ class SlackWriter:
             msg.dirty = True
             self._back_off(f"network: {exc or type(exc).__name__}")
             return
+        finally:
+            # Set only after the answer (or the failure, which made it dirty again if it is to
+            # be retried): until then ``drain`` must not report the message delivered.
+            msg.sending = False
         msg.sent_count += 1
         self._backoff = 0.0
 

@@ -108,11 +108,6 @@ async def test_a_restore_restores_the_backup_on_the_card_though_a_newer_one_land
     assert not any(NIGHTLY in c for c in sent)
 
 
-# KNOWN INTERMITTENT HANG, not understood yet: in about 2 of 8 full runs the run's pre-flight in
-# this test did not finish within 180 s (the live message stayed at "(pre-flight)"), every time
-# in this test and never in isolation. One rerun keeps CI meaningful while it is investigated;
-# the session note says so.
-@pytest.mark.flaky(reruns=1, only_rerun=["AssertionError"])
 @pytest.mark.parametrize(("change", "says"), [
     ("touched", f"backup {GOOD_BACKUP} changed since the card was approved (modified "),
     ("removed", f"backup {GOOD_BACKUP} is gone since the card was approved"),

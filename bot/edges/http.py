@@ -19,10 +19,14 @@ class HttpxProbe:
 
     async def fetch(self, url: str, *, timeout_s: float | None = None) -> tuple[int | None, str]:
         """GET ``url``: (status, body text) or (None, the reason it could not be fetched)."""
+        limit = timeout_s or self._request_timeout_s
         try:
-            response = await self._client.get(
-                url, timeout=timeout_s or self._request_timeout_s, follow_redirects=False
-            )
+            # httpx's timeout bounds each phase (connect, each read); a server that trickles
+            # bytes could outlast it, so the whole request has the same bound too.
+            async with asyncio.timeout(limit + 1):
+                response = await self._client.get(url, timeout=limit, follow_redirects=False)
+        except TimeoutError:
+            return None, f"no complete answer within {limit:g} s"
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return response.status_code, response.text[:2000]

@@ -15,6 +15,7 @@ from bot.edges.ssh import SshHost
 from bot.errors import HostError
 from bot.model import CommandResult
 from bot.ports import DockerFacts, LineSink
+from bot.preflight_deadline import checking
 from bot.redaction import redact
 from bot.store.runs import Store
 
@@ -112,7 +113,9 @@ async def open_session(env_name: str, env: EnvironmentConfig, *, store: Store, a
                        run_id: int | None) -> AsyncIterator[HostSession]:
     """Connect once (host key verified), set up Docker facts; everything closed on exit."""
     async with AsyncExitStack() as stack:
-        ssh = await stack.enter_async_context(SshHost(env.ssh))
+        ssh = SshHost(env.ssh)
+        checking("Host reachable", ssh.name)  # connecting, and the Docker socket behind it
+        await stack.enter_async_context(ssh)
         host = AuditedHost(ssh, store=store, environment=env_name, actor=actor, run_id=run_id)
         docker = await open_docker_facts(ssh, commands=host, stack=stack)
         # Every look at the containers also remembers what runs (the deploy hook's reference).

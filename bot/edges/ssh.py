@@ -41,6 +41,7 @@ OUTPUT_CAP_BYTES = 64 * 1024
 _TAIL_LINES_IN_ERROR = 12
 KILL_GRACE_S = 5.0       # SIGTERM first; SIGKILL for what is still there this much later
 SFTP_TIMEOUT_S = 30.0    # one compose-file read or write; they are a few kB
+CHANNEL_OPEN_TIMEOUT_S = 30.0  # the server's answer to "open a session and run this"
 _KILL_TIMEOUT_S = KILL_GRACE_S + 10.0
 _TIMEOUT_STATUS = 124    # coreutils timeout's exit status when the command timed out
 _PGID_MARKER = "\x1erollbot-pgid "
@@ -165,10 +166,18 @@ class SshHost:
                 on_line(line)
 
         try:
-            process = await conn.create_process(
-                remote_command(command, timeout=timeout), stderr=asyncssh.STDOUT,
-                encoding="utf-8", errors="replace",
-            )
+            # Opening the session channel waits for the server; a server that never answers
+            # must not hold a pre-flight or a step forever (keepalives only catch a dead link).
+            async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
+                process = await conn.create_process(
+                    remote_command(command, timeout=timeout), stderr=asyncssh.STDOUT,
+                    encoding="utf-8", errors="replace",
+                )
+        except TimeoutError:
+            raise ConnectionLost(
+                f"{self.name} did not open a session for `{_short(command)}` within "
+                f"{CHANNEL_OPEN_TIMEOUT_S:g} s; the command did not start"
+            ) from None
         except (OSError, asyncssh.Error) as exc:
             raise ConnectionLost(
                 f"lost the SSH connection to {self.name} before the command started: "

@@ -14,6 +14,7 @@ from bot.engine import Run
 from bot.errors import RollbotError
 from bot.events import Observer
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
+from bot.preflight_deadline import preflight_deadline
 from bot.procedures.base import StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.procedures.put_back import put_back_procedure
@@ -105,8 +106,9 @@ class Recoveries:
         try:
             async with open_session(env_name, env, store=self._rb.store, actor=request.requested_by,
                                     run_id=run_id) as session:
-                pre = await recovery_preflight(host=session.host, docker=session.docker,
-                                               env=env, offer=offer, choice=choice)
+                async with preflight_deadline(env.timeouts.preflight_s):
+                    pre = await recovery_preflight(host=session.host, docker=session.docker,
+                                                   env=env, offer=offer, choice=choice)
                 if not pre.ok:
                     await self._rb.recoveries.release(offer.run_id)
                     return await self._rb.refuse(run_id, env_name, request, pre.checks,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackApiError
@@ -96,6 +97,18 @@ class RunFront:
                 what = "🚫" if isinstance(exc, RunLocked) else "⚠️ rollbot could not start:"
                 writer.set(message, text=str(exc), blocks=[
                     *pending.front_ref.get("body", []), ui.section(f"{what} {ui.esc(str(exc))}")])
+                await writer.drain(timeout_s=60)
+                return
+            except Exception:
+                # Never leave the card saying "(pre-flight)" or "running" when nothing will move
+                # it again: say the run stopped, and where to look.
+                code = secrets.token_hex(3)
+                log.exception("the run of card %s stopped with an error (ref %s)", pending.id,
+                              code)
+                said = (f"⚠️ rollbot stopped this rollback with an internal error (ref {code}). "
+                        "Check `/rollback status` and the host before trying again.")
+                writer.set(message, text=said, blocks=[
+                    *pending.front_ref.get("body", []), ui.section(said)])
                 await writer.drain(timeout_s=60)
                 return
             if outcome.status is RunStatus.REFUSED:
