@@ -57,3 +57,25 @@ async def test_audit_entries_keep_commands_and_results(store: Store) -> None:
     await store.audit_result(entry, exit_status=0, duration_s=0.4)
     [a] = await store.audit_entries(run_id=run)
     assert (a.command, a.exit_status, a.actor) == ("docker-compose down", 0, "alice")
+
+
+async def test_a_step_keeps_its_own_start_even_when_recorded_late(store: Store) -> None:
+    """The "started" record comes from an observer, after the step began: the step's own
+    times win, so no duration is negative (a fast step used to show "-0.0 s")."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.model import StepResult, StepStatus
+
+    run = await store.begin_run(req("alice"), owner="h")
+    began = datetime.now(UTC) - timedelta(seconds=2)
+    ended = began + timedelta(milliseconds=30)
+    await store.step_started(run, position=0, key="wait_healthy", title="Wait for health",
+                             destructive=False, started_at=datetime.now(UTC))  # late
+    await store.step_finished(run, position=0, destructive=False, host_state="healthy",
+                              result=StepResult(key="wait_healthy", title="Wait for health",
+                                                status=StepStatus.SUCCEEDED, started_at=began,
+                                                finished_at=ended))
+    record = await store.get_run(run)
+    assert record is not None
+    [step] = record.steps
+    assert step.started_at == began and step.duration_s == pytest.approx(0.03)

@@ -173,6 +173,8 @@ class Store:
             " finished_at, summary, output_tail, error, host_state, host)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             " ON CONFLICT (run_id, position) DO UPDATE SET state = EXCLUDED.state,"
+            # The step's own start: the "started" record is written by an observer, later.
+            " started_at = COALESCE(EXCLUDED.started_at, run_steps.started_at),"
             " finished_at = EXCLUDED.finished_at, summary = EXCLUDED.summary,"
             " output_tail = EXCLUDED.output_tail, error = EXCLUDED.error,"
             " host_state = EXCLUDED.host_state",
