@@ -97,6 +97,7 @@ class ContainerState:
     image: str
     state: str    # running, exited, restarting…
     status: str   # human text, e.g. "Up 3 minutes"
+    project: str = ""  # its com.docker.compose.project label; "" when not known
 
     @property
     def up(self) -> bool:

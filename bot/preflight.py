@@ -28,13 +28,15 @@ from bot.pinning import pin_checks
 from bot.ports import DockerFacts, HttpProbe, RemoteHost
 from bot.preflight_deadline import checking
 from bot.prerequisites import (
+    compose_naming,
     compose_resolves_check,
     database_checks,
     migrate_status_check,
     version_endpoint_check,
 )
 from bot.procedures import commands as cmd
-from bot.procedures.release_files import read_release, tag_variables_check
+from bot.procedures.project_name import SHELL_VARIABLES, naming_from_command
+from bot.procedures.release_files import read_release, shell_variables, tag_variables_verdict
 from bot.versions import try_parse_version
 
 # "Newest backup" tests at most this many candidates (each test reads the whole file).
@@ -99,11 +101,17 @@ async def run_preflight(
     else:
         checks.append(Check("Current version", True, running_text(containers, env)))
     checking("Image tag variable", host.name)
-    variables = await tag_variables_check(host, release)
+    # One command asks the shell about the tag variables and what names the compose project.
+    asked = release.variables + (SHELL_VARIABLES if naming_from_command(env.compose) is None
+                                 else ())
+    in_shell = await shell_variables(host, asked)
+    variables = tag_variables_verdict(host.name, release, in_shell)
     if variables is not None:
         checks.append(variables)
     checking("Compose project", host.name)
-    checks.append(await compose_resolves_check(host=host, env=env,
+    naming = await compose_naming(host=host, env=env, release=release, in_shell=in_shell)
+    checks.append(await compose_resolves_check(host=host, env=env, naming=naming,
+                                               containers=containers,
                                                api_sees_service=running is not None))
     if probe is not None:
         checking("Version endpoint", host.name)

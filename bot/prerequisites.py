@@ -6,10 +6,12 @@ import re
 
 from bot.config import DatabaseConfig, EnvironmentConfig
 from bot.errors import CommandFailed, HostError
-from bot.model import Check, ProcedureName
+from bot.model import Check, ContainerState, ProcedureName
 from bot.ports import HttpProbe, RemoteHost
 from bot.preflight_deadline import checking
 from bot.procedures import commands as cmd
+from bot.procedures.project_name import ProjectNaming, naming_from_command, predict_project_name
+from bot.procedures.release_files import ReleaseFiles, read_env_text
 from bot.versions import reported_version
 
 # The version check compares release numbers; a leading "v" and any suffix are a format question.
@@ -177,13 +179,54 @@ async def version_endpoint_check(*, probe: HttpProbe, env: EnvironmentConfig, ho
     return Check("Version endpoint", True, f"{url} on {host_name} reports {seen}")
 
 
+async def compose_naming(*, host: RemoteHost, env: EnvironmentConfig, release: ReleaseFiles,
+                         in_shell: frozenset[str]) -> ProjectNaming:
+    """How compose names the project, from what pre-flight read (.env only if not read yet)."""
+    decided = naming_from_command(env.compose)
+    if decided is not None:
+        return decided
+    try:
+        env_text = (release.env_text if release.variables
+                    else await read_env_text(host, release.env_file))
+    except HostError as exc:
+        return ProjectNaming(None, f"{release.env_file} could not be read ({_why(exc)})")
+    return predict_project_name(env.compose, compose_text=release.compose_text,
+                                env_text=env_text, env_file=release.env_file, in_shell=in_shell)
+
+
 async def compose_resolves_check(*, host: RemoteHost, env: EnvironmentConfig,
+                                 naming: ProjectNaming, containers: list[ContainerState],
                                  api_sees_service: bool) -> Check:
     """docker-compose (what the stop/start steps run) and Docker (what the checks read) agree.
 
     A disagreement means the project name rollbot looks for is not the one compose uses: the
-    later steps would then check containers the earlier ones did not touch.
+    later steps would then check containers the earlier ones did not touch. When compose's name
+    is certain (``naming``) and the service runs, the running containers' project label is
+    compared with it; otherwise compose is asked (a few tenths of a second of CPU per host).
     """
+    project, where = env.compose.described, f"{env.compose.directory} on {host.name}"
+    running = {c.project for c in containers if c.service == env.service and c.up}
+    if naming.name is not None and api_sees_service and "" not in running:
+        shown = " and ".join(f"'{p}'" for p in sorted(running))
+        if running == {naming.name}:
+            return Check("Compose project", True,
+                         f"{env.service} runs in {project} in {where}: "
+                         f"{env.compose.command} names it '{naming.name}' ({naming.source}), "
+                         "the project Docker shows it running in")
+        if naming.name not in running:
+            return Check("Compose project", False,
+                         f"{env.compose.command} in {where} would act on project "
+                         f"'{naming.name}' ({naming.source}), but the running {env.service} "
+                         f"containers belong to project {shown} (Docker's labels): the stop and "
+                         "start steps would miss them. Make the two agree (-p in "
+                         "compose.command, COMPOSE_PROJECT_NAME in .env, or the app restarted "
+                         "under the new name) before rolling back")
+    return await _compose_answers_check(host=host, env=env, api_sees_service=api_sees_service)
+
+
+async def _compose_answers_check(*, host: RemoteHost, env: EnvironmentConfig,
+                                 api_sees_service: bool) -> Check:
+    """The same proof asked of compose: does `ps` list the service running, as Docker does?"""
     project, where = env.compose.described, f"{env.compose.directory} on {host.name}"
     try:
         out = await host.run(cmd.compose(env, "ps", "--services", "--filter", "status=running"),

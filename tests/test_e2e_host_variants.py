@@ -212,3 +212,41 @@ async def test_a_project_named_by_env_or_p_is_rolled_back_and_step_7_sees_it(
     assert (await http.get(f"{base}/version")).text.strip() == "v1.2.2"
     assert images_of_project("azora") == original_before      # the original is untouched
     assert "image: azora-api:v1.2.3" in production.compose_file.read_text()
+
+
+async def test_a_project_renamed_in_env_after_its_containers_started_is_refused_naming_both(
+        production: Sandbox, runbook: Runbook, store: Store, http: httpx.AsyncClient) -> None:
+    # Someone edits .env on the host; the containers still run under the old name, and compose
+    # would now stop and start a project with nothing in it.
+    shop = ShopCopy(production, ".env")
+    env_file = shop.dir / ".env"
+    try:
+        shop.up()
+        running_before = images_of_project("shop")
+        assert any("shop_api_1 azora-api:v1.2.3" in ln for ln in running_before)
+        env_file.write_text("COMPOSE_PROJECT_NAME=shopnext\n")
+        compose_before = shop.file.read_text()
+        base = f"http://127.0.0.1:{shop.port}"
+        bot = Rollbot(runbook=with_env(runbook, health_url=f"{base}/health",
+                                       version_url=f"{base}/version", smoke_urls=(),
+                                       database=None, compose={"file": str(shop.file)}),
+                      store=store, probe=HttpxProbe(http))
+        outcome = await bot.rollback(simple_rollback())
+
+        assert outcome.status is RunStatus.REFUSED, outcome.message
+        assert "nothing was changed" in outcome.message and outcome.steps == ()
+        assert "Compose project" in outcome.message
+        assert f"would act on project 'shopnext' (from COMPOSE_PROJECT_NAME in {env_file})" \
+            in outcome.message, outcome.message
+        assert "belong to project 'shop'" in outcome.message
+        audit = await store.audit_entries(run_id=outcome.run_id)
+        assert any(a.kind == "refusal" for a in audit)
+        commands = [a.command for a in audit if a.kind == "command"]
+        assert not [c for c in commands if " ps " in c or " stop" in c or " down" in c], commands
+        assert images_of_project("shop") == running_before    # still running, still v1.2.3
+        assert images_of_project("shopnext") == []
+        assert shop.file.read_text() == compose_before
+        assert env_file.read_text() == "COMPOSE_PROJECT_NAME=shopnext\n"
+    finally:
+        env_file.write_text("COMPOSE_PROJECT_NAME=shop\n")   # so that down() finds them
+        shop.down()

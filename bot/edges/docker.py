@@ -126,6 +126,7 @@ class ApiDockerFacts:
                     image=str(raw.get("Image", "")),
                     state=str(raw.get("State", "")),
                     status=str(raw.get("Status", "")),
+                    project=str(labels.get(COMPOSE_PROJECT_LABEL, "")),
                 )
             ))
         return _of_project(found, compose)
@@ -165,6 +166,7 @@ class CliDockerFacts:
                     image=str(row.get("Image", "")),
                     state=str(row.get("State", "")),
                     status=str(row.get("Status", "")),
+                    project=labels.get(COMPOSE_PROJECT_LABEL, ""),
                 )
             ))
         return _of_project(found, compose)

@@ -178,20 +178,35 @@ def shell_variables_command(names: tuple[str, ...]) -> str:
     return join("sh", "-c", inner, "sh", *names)
 
 
+async def shell_variables(host: RemoteHost, names: tuple[str, ...]) -> frozenset[str]:
+    """Which of ``names`` the SSH session's environment sets, in one command (none: no command)."""
+    if not names:
+        return frozenset()
+    out = await host.run(shell_variables_command(names), timeout=_SHELL_TIMEOUT_S)
+    return frozenset(ln.split(" ", 1)[1] for ln in out.output.splitlines()
+                     if ln.startswith("set "))
+
+
 async def tag_variables_check(host: RemoteHost, release: ReleaseFiles) -> Check | None:
     """Pre-flight: each ${VAR} tag is set in .env, and not by the shell (which compose prefers).
 
     None when no listed service takes its tag from a variable.
     """
+    in_shell = await shell_variables(host, release.variables)
+    return tag_variables_verdict(host.name, release, in_shell)
+
+
+def tag_variables_verdict(host_name: str, release: ReleaseFiles, in_shell: frozenset[str]
+                          ) -> Check | None:
+    """The tag-variable check from what was read; ``in_shell``: the names the shell sets."""
     names = release.variables
     if not names:
         return None
-    where = f"on {host.name}"
-    out = await host.run(shell_variables_command(names), timeout=_SHELL_TIMEOUT_S)
-    in_shell = [ln.split(" ", 1)[1] for ln in out.output.splitlines() if ln.startswith("set ")]
-    if in_shell:
+    where = f"on {host_name}"
+    shell_set = [n for n in names if n in in_shell]
+    if shell_set:
         return Check("Image tag variable", False,
-                     f"{where}, {', '.join(in_shell)} is set in the SSH session's environment, "
+                     f"{where}, {', '.join(shell_set)} is set in the SSH session's environment, "
                      f"which compose reads before {release.env_file}, so changing .env would "
                      "change nothing; remove it from the user's shell profile on the host")
     values = env_values(release.env_text) if release.env_text is not None else {}
