@@ -48,6 +48,11 @@ class SshConfig(_Frozen):
     connect_timeout_s: float = Field(default=10.0, gt=0)
 
 
+def _compose_name(name: str) -> str:
+    """A project name as compose normalises it (lowercase; only ``[-_a-z0-9]`` kept)."""
+    return re.sub(r"[^-_a-z0-9]", "", name.lower())
+
+
 class ComposeConfig(_Frozen):
     file: str = Field(min_length=2, pattern=r"^/")
     command: RunbookCommand = "docker-compose"
@@ -65,9 +70,9 @@ class ComposeConfig(_Frozen):
         words = self.command.split()
         for i, word in enumerate(words):
             if word in ("-p", "--project-name") and i + 1 < len(words):
-                return words[i + 1].strip("'\"")
+                return _compose_name(words[i + 1].strip("'\""))
             if word.startswith("--project-name="):
-                return word.split("=", 1)[1].strip("'\"")
+                return _compose_name(word.split("=", 1)[1].strip("'\""))
         return None
 
     @property

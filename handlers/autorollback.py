@@ -122,7 +122,8 @@ class SlackAutoRollback:
             run_id=0, environment=request.environment, procedure=request.procedure,
             from_version="(pre-flight)", to_version=str(request.target or "previous"),
             requested_by=request.requested_by, confirmed_by=request.approved_by,
-            reason=request.reason, started_at=datetime.now(UTC)))
+            reason=request.reason, started_at=datetime.now(UTC),
+            board=self._front.kit.board(request.environment)))
         live.render()
         self._runs[deploy.id] = _ShownRun(writer=writer, message=message, live=live)
 

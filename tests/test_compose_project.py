@@ -96,3 +96,10 @@ def test_messages_name_the_project_by_name_when_told_else_by_its_compose_file() 
     assert ComposeConfig(file=FILE, command="docker-compose -p shop").described == \
         "compose project 'shop'"
     assert ComposeConfig(file=FILE).described == f"the compose project of {FILE}"
+
+
+def test_a_p_name_is_matched_as_compose_normalises_it() -> None:
+    """compose 1.29 lowercases `-p Shop` and drops what is not [-_a-z0-9]: Docker's label says
+    "shop", so rollbot must look for "shop" too."""
+    assert ComposeConfig(file=FILE, command="docker-compose -p Shop").named_project == "shop"
+    assert ComposeConfig(file=FILE, command="docker-compose -p my.app").project_name == "myapp"

@@ -410,3 +410,6 @@ def test_the_slack_front_reads_the_fleet_from_the_runbook() -> None:
     shape = kit.fleet("production", ProcedureName.SIMPLE)
     assert shape is not None and shape.hosts[0] == "web-1" and shape.canary == 1
     assert kit.fleet("staging", ProcedureName.SIMPLE) is None
+    # Every live message (a person's run, a resumed one, an automatic one) marks the canaries.
+    assert kit.board("production").canary == 1
+    assert kit.board("staging").canary == 0 and kit.board("nowhere").canary == 0

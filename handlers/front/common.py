@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import SlackConfig
 from bot.errors import RollbotError
-from bot.fleet_view import FleetShape, fleet_shape
+from bot.fleet_view import FleetShape, HostBoard, fleet_shape
 from bot.model import ProcedureName
 from bot.service import Rollbot
 from handlers import blocks as ui
@@ -74,6 +74,11 @@ class FrontKit:
             await self.rollbot.audit(environment=env, actor=user, kind="refusal", detail=detail)
         except Exception as exc:
             log.error("AUDIT WRITE FAILED (refusal by %s: %s): %s", user, detail, exc)
+
+    def board(self, environment: str) -> HostBoard:
+        """Where a live message keeps each fleet host; the canaries come from the runbook."""
+        env = self.rollbot.runbook.environments.get(environment)
+        return HostBoard(canary=env.fleet.canary if env is not None and env.hosts else 0)
 
     def fleet(self, environment: str, procedure: ProcedureName) -> FleetShape | None:
         """The environment's fleet as the card and plan show it; None for one host."""

@@ -11,7 +11,6 @@ from slack_sdk.errors import SlackApiError
 from bot.approvals import ApprovalService, Pending
 from bot.engine import Run
 from bot.errors import RollbotError, RunLocked
-from bot.fleet_view import HostBoard
 from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
 from bot.post_rollback.follow_up import FollowUp
 from bot.recovery.offers import RecoveryChoice, RecoveryOffer
@@ -80,7 +79,7 @@ class RunFront:
                     request.target or "previous"),
                 requested_by=request.requested_by, confirmed_by=confirmed_by,
                 reason=request.reason, started_at=_now(),
-                board=self._board(request.environment)))
+                board=self._kit.board(request.environment)))
             live.render()
 
             def on_run(run: Run) -> None:
@@ -194,7 +193,7 @@ class RunFront:
                    "down", started_at=_now(), started_down=True,
             earlier_done=offer.done_steps, continues=offer.run_id,
             recovery_versions=(offer.from_version, offer.to_version),
-            board=self._board(offer.environment)))
+            board=self._kit.board(offer.environment)))
         live.render()
 
         def on_run(run: Run) -> None:
@@ -236,11 +235,6 @@ class RunFront:
             live.close()
             self._live.pop(live.state.run_id, None)
             await writer.close()
-
-    def _board(self, environment: str) -> HostBoard:
-        """Where the live message keeps each fleet host; the canaries come from the runbook."""
-        env = self._rollbot.runbook.environments.get(environment)
-        return HostBoard(canary=env.fleet.canary if env is not None and env.hosts else 0)
 
     async def _update(self, channel: str, ts: str, blocks: ui.Blocks) -> None:
         try:
