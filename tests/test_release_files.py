@@ -168,7 +168,7 @@ def test_a_tag_mixing_text_and_variables_is_refused_clearly() -> None:
     ("docker-compose --env-file prod.env", "/srv/azora/prod.env"),
     ("docker-compose --env-file=/etc/azora/env", "/etc/azora/env"),
     ("docker-compose --project-directory /srv/app", "/srv/app/.env"),
-    ("docker compose --project-directory=../shared", "/srv/shared/.env"),
+    ("docker compose --project-directory=../common", "/srv/common/.env"),
 ])
 def test_the_env_file_is_where_compose_reads_it(command: str, path: str) -> None:
     env = environment(compose={"file": "/srv/azora/docker-compose.yml", "command": command})
