@@ -7,7 +7,6 @@ the test: a small local version endpoint, and a copy of the compose app named by
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from bot.model import ProcedureName, RollbackRequest, RunStatus, StepStatus
 from bot.service import Rollbot
 from bot.store.runs import Store
 from bot.versions import parse_version
+from tests.fleet import as_prod_user, free_port
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -128,17 +128,6 @@ async def test_an_endpoint_reporting_another_release_fails_the_run_naming_both(
 
 
 # --- a compose app whose project is named by COMPOSE_PROJECT_NAME in its .env ---------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def as_prod_user(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", "prod-user", "--", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180)
-
 
 def images_of_project(project: str) -> list[str]:
     out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project={project}",
