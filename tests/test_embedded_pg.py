@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
-import socket
+import stat
 import subprocess
 import tempfile
 import textwrap
@@ -19,7 +20,7 @@ import asyncpg
 import pytest
 
 from bot.errors import ConfigError, StoreError
-from bot.store import pg_binaries
+from bot.store import pg_access, pg_binaries
 from bot.store.embedded_pg import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,25 @@ def _wait_until_stopped(pg: EmbeddedPostgres, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def _server_uid() -> int:
+    """The uid the server runs as: 'postgres' when the tests run as root."""
+    return pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+
+
+def _tcp_listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on, from its sockets and /proc/net/tcp{,6}."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    inodes = {os.readlink(fd)[8:-1] for fd in fd_dir.iterdir()
+              if os.readlink(fd).startswith("socket:[")}
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 async def _select_1(dsn: str) -> int:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
@@ -84,32 +104,87 @@ def pg(base_dir: Path) -> Iterator[EmbeddedPostgres]:
 
 async def test_start_gives_a_dsn_that_asyncpg_can_use(pg: EmbeddedPostgres) -> None:
     dsn = pg.start()
-    port = (pg.root / "port").read_text().strip()
-    assert dsn == f"postgresql://rollbot@127.0.0.1:{port}/rollbot"
+    assert dsn == pg_access.dsn(pg.sock_dir)
+    assert dsn.startswith("postgresql://rollbot@%2F") and dsn.endswith(":5432/rollbot")
     assert pg.dsn == dsn
     assert pg.is_running()
     assert await _select_1(dsn) == 1
-    for name in ("pgdata", "pgsock"):
-        assert (pg.root / name).is_dir()
+    assert (pg.root / "pgdata").is_dir()
     assert (pg.root / "postgres.log").is_file()
 
 
-async def test_the_cluster_is_reachable_only_on_loopback(pg: EmbeddedPostgres) -> None:
+async def test_the_cluster_listens_on_a_short_private_socket_only(pg: EmbeddedPostgres) -> None:
     dsn = pg.start()
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        assert await conn.fetchval("SHOW listen_addresses") == "127.0.0.1"
-        assert await conn.fetchval("SHOW unix_socket_directories") == str(pg.sock_dir)
+        assert await conn.fetchval("SHOW listen_addresses") == ""
         assert await conn.fetchval("SHOW fsync") == "on"
         assert await conn.fetchval("SELECT current_user") == "rollbot"
     finally:
         await conn.close()
+    # postmaster.pid: line 5 the socket directory, line 6 the TCP address (none).
+    assert (pg.data_dir / "postmaster.pid").read_text().splitlines()[4:6] == [
+        str(pg.sock_dir), ""]
+    # Nothing of the server's listens on TCP, on any address or port.
+    assert _tcp_listening_ports(_postmaster_pid(pg)) == set()
+    # The socket directory is short, private and the server owner's, outside the data directory.
+    st = os.lstat(pg.sock_dir)
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == _server_uid()
+    assert len(os.fsencode(pg.sock_dir / ".s.PGSQL.5432")) <= 107
+    assert pg.root not in pg.sock_dir.parents
     hba = (pg.data_dir / "pg_hba.conf").read_text()
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
-    assert rules == [
-        ["local", "all", "all", "trust"],
-        ["host", "all", "all", "127.0.0.1/32", "trust"],
-    ]
+    assert rules == [["local", "all", "all", "peer", "map=rollbot"]]
+
+
+async def test_rollbots_role_is_no_superuser_and_cannot_run_programs(
+    pg: EmbeddedPostgres,
+) -> None:
+    dsn = pg.start()
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        assert await conn.fetchval(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+        assert await conn.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'rollbot'"
+        ) == "rollbot"
+        # What a superuser could do to read the SSH key or run commands as the server:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("COPY (SELECT 1) TO PROGRAM 'id'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT pg_read_file('/etc/passwd')")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("ALTER ROLE rollbot SUPERUSER")
+        # What it needs: its own tables (and, for the tests' per-test databases, CREATEDB).
+        await conn.execute("DROP TABLE IF EXISTS mine; CREATE TABLE mine (id serial, v text)")
+        await conn.execute("INSERT INTO mine (v) VALUES ('audit')")
+    finally:
+        await conn.close()
+
+
+async def test_other_roles_and_other_os_users_are_refused(pg: EmbeddedPostgres) -> None:
+    pg.start()
+    host = str(pg.sock_dir)
+    # The same OS user, asking for the superuser: peer authentication maps it to rollbot only.
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError,
+                       match="Peer authentication failed"):
+        await asyncpg.connect(host=host, port=5432, user="postgres", database="postgres",
+                              timeout=10)
+    # A role that does not exist, a password offered instead: still refused.
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(host=host, port=5432, user="intruder", password="x",
+                              database="rollbot", timeout=10)
+    if os.geteuid() == 0:
+        # Another local account cannot even reach the socket.
+        psql = pg.bin_dir / "psql"
+        done = subprocess.run(
+            ["runuser", "-u", "nobody", "--", str(psql), "-X", "-h", host, "-p", "5432",
+             "-U", "rollbot", "-d", "rollbot", "-c", "SELECT 1"],
+            capture_output=True, text=True, timeout=30, check=False, cwd="/",
+        )
+        assert done.returncode != 0
+        assert "Permission denied" in done.stderr
 
 
 def test_start_twice_is_idempotent_and_keeps_the_port(pg: EmbeddedPostgres) -> None:
@@ -205,32 +280,50 @@ async def test_start_when_postmaster_pid_names_an_unrelated_live_process(
     assert await _select_1(dsn) == 1
 
 
-async def test_a_taken_remembered_port_is_replaced(pg: EmbeddedPostgres) -> None:
-    old_dsn = pg.start()
-    old_port = int((pg.root / "port").read_text())
-    pg.stop()
-    with socket.socket() as squatter:
-        # Our own closed connections may still hold the port in TIME_WAIT.
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", old_port))
-        squatter.listen()
-        new_dsn = EmbeddedPostgres(pg.root).start()
-    new_port = int((pg.root / "port").read_text())
-    assert new_port != old_port
-    assert new_dsn == old_dsn.replace(f":{old_port}/", f":{new_port}/")
-    assert await _select_1(new_dsn) == 1
+@pytest.mark.parametrize("kind", ["open", "symlink", "foreign"])
+def test_a_socket_dir_that_is_not_private_is_refused(base_dir: Path, kind: str) -> None:
+    pg = EmbeddedPostgres(base_dir / f"squatted-{kind}")
+    sock_dir = pg.sock_dir  # predictable: another account could make it first
+    elsewhere = base_dir / f"elsewhere-{kind}"
+    elsewhere.mkdir(mode=0o700)
+    try:
+        if kind == "open":
+            sock_dir.mkdir()
+            sock_dir.chmod(0o755)
+            os.chown(sock_dir, _server_uid(), -1)
+            expected = "has mode 0755, not 0700"
+        elif kind == "symlink":
+            sock_dir.symlink_to(elsewhere)
+            expected = "is a symbolic link"
+        else:
+            if os.geteuid() != 0:
+                pytest.fail("needs root to make a directory of another user")
+            sock_dir.mkdir(mode=0o700)
+            os.chown(sock_dir, pwd.getpwnam("nobody").pw_uid, -1)
+            expected = "belongs to uid"
+        with pytest.raises(ConfigError, match=expected) as caught:
+            pg.start()
+        assert f"remove it (rm -r {sock_dir})" in str(caught.value)
+        assert not pg.is_running()
+    finally:
+        if sock_dir.is_symlink():
+            sock_dir.unlink()
+        else:
+            shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def test_a_taken_requested_port_is_a_store_error(pg: EmbeddedPostgres) -> None:
-    pg.start()
-    pg.stop()
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        with pytest.raises(StoreError, match=f"Port {taken} .* already in use"):
-            EmbeddedPostgres(pg.root, port=taken).start()
-    assert not pg.is_running()
+async def test_a_data_dir_200_characters_deep_works(base_dir: Path) -> None:
+    deep = base_dir / "deep"
+    while len(str(deep)) < 210:
+        deep = deep / "a-rather-long-directory-name"
+    pg = EmbeddedPostgres(deep / ".rollbot")
+    assert len(str(pg.data_dir)) > 200
+    try:
+        dsn = pg.start()
+        assert await _select_1(dsn) == 1
+        assert EmbeddedPostgres(deep / ".rollbot").start() == dsn
+    finally:
+        _force_stop(pg)
 
 
 def test_a_failed_start_quotes_the_log(pg: EmbeddedPostgres) -> None:
@@ -253,10 +346,10 @@ def test_a_failed_start_quotes_the_log(pg: EmbeddedPostgres) -> None:
     assert pg.is_running()
 
 
-def test_dsn_before_any_start_is_a_store_error(base_dir: Path) -> None:
-    with pytest.raises(StoreError, match="start it first"):
-        _ = EmbeddedPostgres(base_dir / "unstarted").dsn
-    assert EmbeddedPostgres(base_dir / "unstarted", port=54329).dsn.endswith(":54329/rollbot")
+def test_the_dsn_is_known_before_the_first_start(base_dir: Path) -> None:
+    pg = EmbeddedPostgres(base_dir / "unstarted")
+    assert pg.dsn == pg_access.dsn(pg.sock_dir)
+    assert not (base_dir / "unstarted").exists()
 
 
 # --- binaries, without a server ----------------------------------------------------------------
@@ -304,10 +397,6 @@ def test_binaries_newest_or_matching_the_cluster(
 def test_unsafe_root_paths_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot pass safely"):
         EmbeddedPostgres(tmp_path / 'a"b')
-    with pytest.raises(ConfigError, match="too deep"):
-        EmbeddedPostgres(tmp_path / ("x" * 120))
-    with pytest.raises(ConfigError, match="between 1 and 65535"):
-        EmbeddedPostgres(tmp_path / "pg", port=70000)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -375,7 +464,7 @@ def test_not_root_runs_the_binaries_directly() -> None:
         assert done.returncode == 0, done.stderr
         first, second, running = done.stdout.split()
         assert first == second
-        assert first.startswith("postgresql://rollbot@127.0.0.1:")
+        assert first.startswith("postgresql://rollbot@%2Ftmp%2Frollbot-")
         assert running == "False"
     finally:
         # Should the child have died before its stop(), kill its server, by its own PID.

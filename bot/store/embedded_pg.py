@@ -1,23 +1,26 @@
 """A PostgreSQL cluster that rollbot runs itself when no ``DATABASE_URL`` is given.
 
-Everything lives under one directory (``root``):
+Everything but the socket lives under one directory (``root``):
 
 - ``pgdata/``: the cluster, made by ``initdb`` on the first start;
-- ``pgsock/``: the Unix socket directory, private to the cluster's owner;
-- ``port``: the TCP port chosen the first time, so that later starts keep the same DSN;
 - ``postgres.log``: the server's log, whose tail is quoted in every error.
 
-The server listens on 127.0.0.1 only. PostgreSQL refuses to run as root, so when rollbot is root
-the server binaries run as the ``postgres`` system user (``bot/store/pg_binaries.py``); what the
-postmaster's files say (alive? which port?) is read in ``bot/store/pg_postmaster.py``.
+The server listens on no TCP address, only on a Unix socket in a short private directory outside
+``root`` (``bot/store/pg_socket_dir.py``), so any ``root`` depth works. Connections authenticate by
+``peer``, and rollbot's role is not a superuser (``bot/store/pg_access.py``). PostgreSQL refuses to
+run as root, so when rollbot is root the server binaries run as the ``postgres`` system user
+(``bot/store/pg_binaries.py``); what the postmaster's files say (alive? where?) is read in
+``bot/store/pg_postmaster.py``.
 
 The calls block (``start`` for up to about 30 s); async callers should use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pwd
 import re
 import shlex
 import stat
@@ -26,6 +29,8 @@ import time
 from pathlib import Path
 
 from bot.errors import ConfigError, StoreError
+from bot.store import pg_access
+from bot.store.pg_access import HBA, PORT, SUPERUSER, ClusterAccess, ident_map
 from bot.store.pg_binaries import (
     PgBinaries,
     chown_tree,
@@ -35,46 +40,27 @@ from bot.store.pg_binaries import (
     runuser_prefix,
     system_user,
 )
-from bot.store.pg_postmaster import (
-    HOST,
-    choose_port,
-    clear_stale_locks,
-    live_postmaster,
-    remember_port,
-    remembered_port,
-)
+from bot.store.pg_postmaster import clear_stale_locks, live_postmaster
+from bot.store.pg_socket_dir import check_private_dir, ensure_private_dir, socket_dir_for
 
 log = logging.getLogger(__name__)
 
-USER = "rollbot"
-DATABASE = "rollbot"
+USER = pg_access.USER
+DATABASE = pg_access.DATABASE
 
 _READY_TIMEOUT_S = 30.0
 _INITDB_TIMEOUT_S = 180.0
 _PG_CTL_TIMEOUT_S = 60.0
 _CLIENT_TIMEOUT_S = 30.0
-# sun_path is 108 bytes on Linux, including the trailing NUL.
-_MAX_SOCKET_PATH = 107
-# pg_ctl pastes -D and -l into a /bin/sh command line inside double quotes without escaping, and
-# unix_socket_directories is a comma-separated list: such characters would change their meaning.
+# pg_ctl pastes -D and -l into a /bin/sh command line inside double quotes without escaping:
+# such characters would change their meaning.
 _UNSAFE_PATH_CHARS = re.compile(r'["$`\\,\n\r\0]')
-
-# Password-less "trust" is acceptable here because the cluster listens on 127.0.0.1 only (never on
-# a network), its socket directory is private, and it is owned by the user running rollbot. The
-# limit of that: any account on this machine can reach 127.0.0.1, so use DATABASE_URL with a
-# password-protected server on a host shared with untrusted local users.
-_PG_HBA = """\
-# Written by rollbot: trust, for the loopback-only cluster it owns; nothing else is accepted.
-# TYPE  DATABASE  USER  ADDRESS       METHOD
-local   all       all                 trust
-host    all       all   127.0.0.1/32  trust
-"""
 
 
 class EmbeddedPostgres:
     """A PostgreSQL cluster owned by rollbot, in its own directory."""
 
-    def __init__(self, root: Path, *, bin_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, root: Path, *, bin_dir: Path | None = None) -> None:
         """Describe the cluster under ``root``; nothing is created or started yet."""
         self._root = Path(root).expanduser().resolve()
         if _UNSAFE_PATH_CHARS.search(str(self._root)):
@@ -82,16 +68,7 @@ class EmbeddedPostgres:
                 f"The embedded PostgreSQL directory {str(self._root)!r} contains a character "
                 '(" $ ` \\ , or a line break) that pg_ctl cannot pass safely; choose another path.'
             )
-        if port is not None and not 1 <= port <= 65535:
-            raise ConfigError(f"The embedded PostgreSQL port {port} is not between 1 and 65535.")
-        socket_path = self.sock_dir / ".s.PGSQL.65535"
-        if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
-            raise ConfigError(
-                f"The embedded PostgreSQL directory {self._root} is too deep: its socket path "
-                f"would exceed {_MAX_SOCKET_PATH} bytes. Choose a shorter data directory."
-            )
-        self._requested_port = port
-        self._port: int | None = port
+        self._sock_dir = socket_dir_for(self._root)
         self._bin = PgBinaries(find_bin_dir(bin_dir, self.data_dir), cwd=self._root,
                                log_file=self.log_file)
         # start() and stop() may be called from worker threads; one at a time per instance.
@@ -109,8 +86,11 @@ class EmbeddedPostgres:
 
     @property
     def sock_dir(self) -> Path:
-        """The Unix socket directory."""
-        return self._root / "pgsock"
+        """The private Unix socket directory (where a running server listens, if any)."""
+        live = live_postmaster(self.data_dir)
+        if live is not None and live.socket_dir is not None:
+            return live.socket_dir
+        return self._sock_dir
 
     @property
     def log_file(self) -> Path:
@@ -124,13 +104,8 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        """The DSN of the rollbot database (``postgresql://rollbot@127.0.0.1:PORT/rollbot``)."""
-        port = self._port if self._port is not None else remembered_port(self._root)
-        if port is None:
-            raise StoreError(
-                f"The embedded PostgreSQL in {self._root} has no port yet; start it first."
-            )
-        return f"postgresql://{USER}@{HOST}:{port}/{DATABASE}"
+        """The rollbot database over the socket (``postgresql://rollbot@%2Ftmp%2F…:5432/rollbot``)."""
+        return pg_access.dsn(self.sock_dir)
 
     def is_running(self) -> bool:
         """Whether this cluster's postmaster is alive (it may still be starting up)."""
@@ -139,29 +114,37 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Create the cluster if needed, start it unless running, wait until ready; return DSN."""
         with self._lock:
-            self._prepare_dirs()
+            owner = _cluster_owner()
+            self._prepare_dirs(owner)
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb()
             deadline = time.monotonic() + _READY_TIMEOUT_S
             live = live_postmaster(self.data_dir)
             if live is None:
-                clear_stale_locks(self.data_dir, self.sock_dir)
-                port = choose_port(self._requested_port, self._root)
-                self._pg_ctl_start(port, deadline)
-            elif live[1] is not None:
-                # Already running (started earlier, maybe by another rollbot process): its port
-                # wins over a requested or remembered one, since that is where it listens.
-                port = live[1]
-            else:
+                ensure_private_dir(self._sock_dir, owner)
+                clear_stale_locks(self.data_dir, self._sock_dir)
+                self._write_access_files(owner)
+                self._pg_ctl_start(deadline)
+                sock_dir = self._sock_dir
+            elif live.tcp_address or live.socket_dir is None:
                 raise StoreError(
-                    f"The embedded PostgreSQL in {self.data_dir} is running (PID {live[0]}) but "
-                    "its postmaster.pid does not tell its port; stop it and start rollbot again."
+                    f"The embedded PostgreSQL in {self.data_dir} is running (PID {live.pid}) "
+                    f"with an older rollbot's settings (listening on TCP "
+                    f"{live.tcp_address or '?'}, open to every local account). Stop it, or the "
+                    f"rollbot that started it ('pg_ctl stop -D {self.data_dir}' as "
+                    f"'{owner.pw_name}'), then start rollbot again: it upgrades the cluster."
                 )
-            self._port = port
-            remember_port(self._root, port)
-            self._wait_ready(port, deadline)
-            self._ensure_database(port)
-            return self.dsn
+            else:
+                # Already running (started earlier, maybe by another rollbot process): where it
+                # listens wins, once it is known to be private.
+                sock_dir = live.socket_dir
+                check_private_dir(sock_dir, owner)
+            self._wait_ready(sock_dir, deadline)
+            ClusterAccess(self._bin, sock_dir).ensure()
+            # Older rollbots remembered a TCP port here; nothing reads it any more.
+            with contextlib.suppress(OSError):
+                (self._root / "port").unlink()
+            return pg_access.dsn(sock_dir)
 
     def stop(self) -> None:
         """Stop this cluster (``pg_ctl stop -m fast``); does nothing when it is not running."""
@@ -185,24 +168,21 @@ class EmbeddedPostgres:
 
     # --- directories and ownership -------------------------------------------------------------
 
-    def _prepare_dirs(self) -> None:
-        """Create root, pgsock (and pgdata when root) with the owner and modes PostgreSQL needs."""
+    def _prepare_dirs(self, owner: pwd.struct_passwd) -> None:
+        """Create root (and pgdata when root) with the owner and modes PostgreSQL needs."""
         try:
             self._root.mkdir(parents=True, exist_ok=True)
-            self.sock_dir.mkdir(mode=0o700, exist_ok=True)
             if os.geteuid() != 0:
                 return
-            owner = system_user()
             runuser_prefix()  # fail on a missing runuser before changing anything
             # The server runs as 'postgres', which must be able to pass through root to reach
-            # pgdata, pgsock and the log; search (x) is enough, nothing in root becomes readable.
+            # pgdata and the log; search (x) is enough, nothing in root becomes readable.
             mode = self._root.stat().st_mode
             if not mode & stat.S_IXOTH:
                 self._root.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
             # Created here rather than by initdb, so it can be handed to 'postgres' first.
             self.data_dir.mkdir(mode=0o700, exist_ok=True)
             chown_tree(self.data_dir, owner)
-            chown_tree(self.sock_dir, owner)
             if not self.log_file.exists():
                 self.log_file.touch(mode=0o640)
             os.chown(self.log_file, owner.pw_uid, owner.pw_gid)
@@ -211,6 +191,18 @@ class EmbeddedPostgres:
                 f"Cannot prepare the embedded PostgreSQL directory {self._root}: {err}."
             ) from err
         self._bin.check_reachable(self.data_dir, owner, timeout=_CLIENT_TIMEOUT_S)
+
+    def _write_access_files(self, owner: pwd.struct_passwd) -> None:
+        """pg_hba.conf and pg_ident.conf, rewritten before every start (this upgrades old ones)."""
+        client = _os_user_name(os.geteuid())
+        try:
+            self._write_cluster_file(self.data_dir / "pg_hba.conf", HBA)
+            self._write_cluster_file(self.data_dir / "pg_ident.conf",
+                                     ident_map(owner=owner.pw_name, client=client))
+        except OSError as err:
+            raise StoreError(
+                f"Cannot write the access rules in {self.data_dir}: {err}."
+            ) from err
 
     def _write_cluster_file(self, path: Path, text: str) -> None:
         """Write a file inside pgdata, owned by the cluster's owner and private to it."""
@@ -223,7 +215,7 @@ class EmbeddedPostgres:
     # --- initdb, start, readiness --------------------------------------------------------------
 
     def _initdb(self) -> None:
-        """Create the cluster with superuser 'rollbot' and loopback-only trust authentication."""
+        """Create the cluster with bootstrap superuser 'postgres' and peer authentication."""
         log.info("Creating the embedded PostgreSQL cluster in %s", self.data_dir)
         result = self._bin.run(
             "initdb",
@@ -232,8 +224,9 @@ class EmbeddedPostgres:
                 "-D",
                 str(self.data_dir),
                 "-U",
-                USER,
-                "--auth=trust",
+                SUPERUSER,
+                "--auth-local=peer",
+                "--auth-host=reject",
                 "-E",
                 "UTF8",
                 "--no-locale",
@@ -249,23 +242,20 @@ class EmbeddedPostgres:
                     result.output,
                 )
             )
-        try:
-            # initdb's own pg_hba.conf also trusts ::1 and replication; allow only what we use.
-            self._write_cluster_file(self.data_dir / "pg_hba.conf", _PG_HBA)
-        except OSError as err:
-            raise StoreError(f"Cannot write {self.data_dir / 'pg_hba.conf'}: {err}.") from err
 
-    def _pg_ctl_start(self, port: int, deadline: float) -> None:
-        """Start the postmaster on ``port`` and wait until the deadline for pg_ctl to see it up."""
-        log.info("Starting the embedded PostgreSQL in %s on %s:%d", self.data_dir, HOST, port)
+    def _pg_ctl_start(self, deadline: float) -> None:
+        """Start the postmaster on its private socket; wait until the deadline for pg_ctl."""
+        log.info("Starting the embedded PostgreSQL in %s on %s", self.data_dir, self._sock_dir)
         options = shlex.join(
             [
                 "-p",
-                str(port),
+                str(PORT),
+                # No TCP at all: the socket directory's mode and peer authentication decide who
+                # may connect, which a loopback port cannot.
                 "-c",
-                f"listen_addresses={HOST}",
+                "listen_addresses=",
                 "-c",
-                f"unix_socket_directories={self.sock_dir}",
+                f"unix_socket_directories={self._sock_dir}",
             ]
         )
         args = ["start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-s"]
@@ -285,17 +275,18 @@ class EmbeddedPostgres:
             raise StoreError(
                 self._bin.failure(
                     f"pg_ctl could not start the embedded PostgreSQL in {self.data_dir} "
-                    f"on port {port} (exit status {result.returncode}).",
+                    f"(exit status {result.returncode}).",
                     result.output,
                 )
             )
 
-    def _wait_ready(self, port: int, deadline: float) -> None:
-        """Poll pg_isready over TCP until the server accepts connections or the deadline passes."""
+    def _wait_ready(self, sock_dir: Path, deadline: float) -> None:
+        """Poll pg_isready on the socket until the server accepts connections or time is up."""
         while True:
             result = self._bin.run(
                 "pg_isready",
-                ["-q", "-h", HOST, "-p", str(port), "-U", USER, "-d", "postgres", "-t", "3"],
+                ["-q", "-h", str(sock_dir), "-p", str(PORT), "-U", SUPERUSER, "-d", "postgres",
+                 "-t", "3"],
                 timeout=10.0,
             )
             if result.returncode == 0:
@@ -323,31 +314,21 @@ class EmbeddedPostgres:
                 )
             time.sleep(0.2)
 
-    def _ensure_database(self, port: int) -> None:
-        """Create the 'rollbot' database unless it exists (it is missing after initdb)."""
-        conn = ["-h", HOST, "-p", str(port), "-U", USER]
-        query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
-        found = self._bin.run(
-            "psql",
-            ["-X", "-q", "-A", "-t", *conn, "-d", "postgres", "-c", query],
-            timeout=_CLIENT_TIMEOUT_S,
-        )
-        if found.returncode != 0:
-            raise StoreError(
-                self._bin.failure(
-                    f"Cannot query the embedded PostgreSQL on port {port} "
-                    f"(psql exit status {found.returncode}).",
-                    found.output,
-                )
-            )
-        if found.output.strip() == "1":
-            return
-        created = self._bin.run("createdb", [*conn, DATABASE], timeout=_CLIENT_TIMEOUT_S)
-        if created.returncode != 0:
-            raise StoreError(
-                self._bin.failure(
-                    f"createdb could not create the '{DATABASE}' database in the embedded "
-                    f"PostgreSQL (exit status {created.returncode}).",
-                    created.output,
-                )
-            )
+
+def _cluster_owner() -> pwd.struct_passwd:
+    """The OS user the server runs as: 'postgres' when rollbot is root, else rollbot's own."""
+    if os.geteuid() == 0:
+        return system_user()
+    return pwd.getpwnam(_os_user_name(os.geteuid()))
+
+
+def _os_user_name(uid: int) -> str:
+    """The name peer authentication will see for ``uid``; it needs one."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise ConfigError(
+            f"rollbot runs as uid {uid}, which has no user name (no /etc/passwd entry), and the "
+            "embedded PostgreSQL authenticates local users by name; add the user, or set "
+            "DATABASE_URL."
+        ) from None

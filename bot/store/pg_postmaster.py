@@ -1,22 +1,27 @@
-"""The embedded cluster's postmaster: whether it lives and on which port, stale locks, its port."""
+"""The embedded cluster's postmaster: whether it lives, where it listens, its stale locks."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import socket
+from dataclasses import dataclass
 from pathlib import Path
-
-from bot.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
+
+@dataclass(frozen=True)
+class Postmaster:
+    """A live postmaster, as its postmaster.pid describes it."""
+
+    pid: int
+    socket_dir: Path | None  # None when it has no Unix socket (or the file does not say)
+    tcp_address: str  # '' when it listens on no TCP address, as rollbot's own servers do
 
 
-def live_postmaster(data_dir: Path) -> tuple[int, int | None] | None:
-    """The (pid, port) of this cluster's postmaster if it is alive, else None."""
+def live_postmaster(data_dir: Path) -> Postmaster | None:
+    """This cluster's postmaster if it is alive, else None."""
     try:
         lines = (data_dir / "postmaster.pid").read_text(encoding="utf-8").splitlines()
         pid = int(lines[0])
@@ -24,12 +29,10 @@ def live_postmaster(data_dir: Path) -> tuple[int, int | None] | None:
         return None
     if pid <= 0 or not _is_our_postmaster(pid, data_dir):
         return None
-    port: int | None
-    try:
-        port = int(lines[3])
-    except (ValueError, IndexError):
-        port = None
-    return pid, port
+    # Lines 5 and 6: the first socket directory and the first TCP address (empty for none).
+    fields = [*lines[4:6], "", ""]
+    socket_dir = Path(fields[0].strip()) if fields[0].strip() else None
+    return Postmaster(pid=pid, socket_dir=socket_dir, tcp_address=fields[1].strip())
 
 
 def clear_stale_locks(data_dir: Path, sock_dir: Path) -> None:
@@ -46,48 +49,6 @@ def clear_stale_locks(data_dir: Path, sock_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             log.warning("Removed stale PostgreSQL lock file %s", path)
-
-
-def choose_port(requested: int | None, root: Path) -> int:
-    """The requested port, else the remembered one if free, else a new free one."""
-    if requested is not None:
-        if not _port_is_free(requested):
-            raise StoreError(
-                f"Port {requested} on {HOST} is already in use, so the embedded "
-                "PostgreSQL cannot listen on it; choose another port."
-            )
-        return requested
-    remembered = remembered_port(root)
-    if remembered is not None:
-        if _port_is_free(remembered):
-            return remembered
-        log.warning(
-            "Port %d remembered for the embedded PostgreSQL is taken; choosing another",
-            remembered,
-        )
-    return _free_port()
-
-
-def remembered_port(root: Path) -> int | None:
-    """The port the cluster under ``root`` was given the first time, so its DSN stays."""
-    try:
-        port = int((root / "port").read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
-    return port if 1 <= port <= 65535 else None
-
-
-def remember_port(root: Path, port: int) -> None:
-    if remembered_port(root) == port:
-        return
-    path = root / "port"
-    tmp = path.with_name("port.tmp")
-    try:
-        tmp.write_text(f"{port}\n", encoding="utf-8")
-        # A rename, so a crash never leaves a half-written port behind.
-        tmp.replace(path)
-    except OSError as err:
-        raise StoreError(f"Cannot write {path}: {err}.") from err
 
 
 def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
@@ -120,22 +81,3 @@ def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
     except OSError:
         return False
     return os.path.basename(argv0) in (b"postgres", b"postmaster")
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # PostgreSQL binds with SO_REUSEADDR too, so our own old TIME_WAIT connections do not
-        # count as "in use" while a listener does.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-    return port
