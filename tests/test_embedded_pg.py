@@ -22,6 +22,8 @@ import pytest
 from bot.errors import ConfigError, StoreError
 from bot.store import pg_access, pg_binaries
 from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.pg_binaries import PgBinaries
+from tests.fleet import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -472,3 +474,81 @@ def test_not_root_runs_the_binaries_directly() -> None:
         with contextlib.suppress(OSError, ValueError, IndexError):
             os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- a cluster made by an older rollbot ----------------------------------------------------------
+
+
+def _old_layout_cluster(root: Path, *, tcp_port: int) -> PgBinaries:
+    """A running cluster as rollbot made them before: superuser 'rollbot', trust, TCP."""
+    data, sock = root / "pgdata", root / "pgsock"
+    for d in (data, sock):
+        d.mkdir(parents=True, mode=0o700)
+        if os.geteuid() == 0:
+            pg_binaries.chown_tree(d, pg_binaries.system_user())
+    log_file = root / "postgres.log"
+    log_file.touch()
+    if os.geteuid() == 0:
+        os.chown(log_file, pg_binaries.system_user().pw_uid, -1)
+    tools = PgBinaries(pg_binaries.find_bin_dir(None, data), cwd=root, log_file=log_file)
+
+    def run(tool: str, *args: str) -> None:
+        done = tools.run(tool, list(args), timeout=120)
+        assert done.returncode == 0, done.output
+
+    run("initdb", "-D", str(data), "-U", "rollbot", "--auth=trust", "--no-locale")
+    (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    options = f"-p {tcp_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock}"
+    run("pg_ctl", "start", "-D", str(data), "-l", str(log_file), "-w", "-o", options)
+    (root / "port").write_text(f"{tcp_port}\n")
+    conn = ["-h", "127.0.0.1", "-p", str(tcp_port), "-U", "rollbot"]
+    run("createdb", *conn, "rollbot")
+    run("psql", "-X", "-v", "ON_ERROR_STOP=1", *conn, "-d", "rollbot", "-c", """
+        CREATE TYPE mood AS ENUM ('calm', 'busy');
+        CREATE TABLE runs (id serial PRIMARY KEY, mood mood, reason text);
+        CREATE FUNCTION run_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM runs';
+        INSERT INTO runs (mood, reason) VALUES ('busy', 'bad deploy');
+    """)
+    return tools
+
+
+async def test_a_cluster_from_an_older_rollbot_is_upgraded_in_place(base_dir: Path) -> None:
+    root = base_dir / "old-layout"
+    tools = _old_layout_cluster(root, tcp_port=free_port())
+    pg = EmbeddedPostgres(root)
+    try:
+        # Still running as the old rollbot left it, open on TCP: refused, and left alone.
+        with pytest.raises(StoreError, match=r"older rollbot's settings .* Stop it"):
+            pg.start()
+        assert pg.is_running()
+        stopped = tools.run("pg_ctl", ["stop", "-D", str(pg.data_dir), "-m", "fast", "-w"],
+                            timeout=60)
+        assert stopped.returncode == 0, stopped.output
+
+        dsn = pg.start()
+        assert _tcp_listening_ports(_postmaster_pid(pg)) == set()
+        assert not (root / "port").exists()
+        assert "trust" not in (pg.data_dir / "pg_hba.conf").read_text()
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'rollbot'"
+                                       ) is False
+            assert await conn.fetchval("SELECT rolname FROM pg_roles WHERE oid = 10"
+                                       ) == "postgres"
+            assert await conn.fetchval(
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'rollbot_upgrading'") == 0
+            # The audit trail is still there, and rollbot still owns and writes it.
+            assert await conn.fetchval("SELECT reason FROM runs") == "bad deploy"
+            await conn.execute("INSERT INTO runs (mood, reason) VALUES ('calm', 'again')")
+            assert await conn.fetchval("SELECT run_count()") == 2
+            await conn.execute("ALTER TABLE runs ADD COLUMN note text")  # owners may
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("COPY (SELECT 1) TO PROGRAM 'id'")
+        finally:
+            await conn.close()
+        # Later starts find the new layout and change nothing.
+        pg.stop()
+        assert EmbeddedPostgres(root).start() == dsn
+        assert await _select_1(dsn) == 1
+    finally:
+        _force_stop(pg)
