@@ -435,14 +435,21 @@ def _system_python_for_postgres() -> str | None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the non-root path as 'postgres' from root")
-def test_not_root_runs_the_binaries_directly() -> None:
+@pytest.mark.parametrize("runtime_dir", [False, True], ids=["temp-dir", "xdg-runtime-dir"])
+def test_not_root_runs_the_binaries_directly(runtime_dir: bool) -> None:
     python = _system_python_for_postgres()
     if python is None or shutil.which("runuser") is None:
         pytest.fail("no Python >= 3.11 that the postgres user can run (install python3)")
     base = _make_base_dir()
     base.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "TMPDIR")}
+    if runtime_dir:
+        xdg = base / "run-user"
+        xdg.mkdir(mode=0o700)
+        os.chown(xdg, pwd.getpwnam("postgres").pw_uid, -1)
+        env["XDG_RUNTIME_DIR"] = str(xdg)
     script = textwrap.dedent(f"""
-        import sys
+        import subprocess, sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
         from bot.store.embedded_pg import EmbeddedPostgres
@@ -450,6 +457,11 @@ def test_not_root_runs_the_binaries_directly() -> None:
         try:
             print(pg.start())
             print(pg.start())
+            print(pg.sock_dir)
+            print(subprocess.run([str(pg.bin_dir / "psql"), "-X", "-A", "-t", "-d", pg.dsn,
+                                  "-c", "SELECT current_user || '/' || rolsuper FROM pg_roles"
+                                        " WHERE rolname = current_user"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
         finally:
             pg.stop()
         print(pg.is_running())
@@ -462,11 +474,17 @@ def test_not_root_runs_the_binaries_directly() -> None:
             timeout=120,
             check=False,
             cwd=base,
+            env=env,
         )
         assert done.returncode == 0, done.stderr
-        first, second, running = done.stdout.split()
-        assert first == second
-        assert first.startswith("postgresql://rollbot@%2Ftmp%2Frollbot-")
+        first, second, sock_dir, who, running = done.stdout.split()
+        assert first == second == pg_access.dsn(Path(sock_dir))
+        if runtime_dir:
+            assert Path(sock_dir).parent == base / "run-user"
+        else:
+            uid = pwd.getpwnam("postgres").pw_uid
+            assert Path(sock_dir).name.startswith(f"rollbot-{uid}-")
+        assert who == "rollbot/false"
         assert running == "False"
     finally:
         # Should the child have died before its stop(), kill its server, by its own PID.
