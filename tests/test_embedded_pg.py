@@ -361,7 +361,7 @@ def _fake_install(root: Path, versions: list[str]) -> None:
     for version in versions:
         bin_dir = root / version / "bin"
         bin_dir.mkdir(parents=True)
-        for tool in ("initdb", "pg_ctl", "pg_isready", "createdb", "psql"):
+        for tool in ("initdb", "pg_ctl", "pg_isready", "psql"):
             (bin_dir / tool).write_text("#!/bin/sh\n")
             (bin_dir / tool).chmod(0o755)
 

@@ -22,7 +22,7 @@ from bot.errors import ConfigError, StoreError
 SYSTEM_USER = "postgres"
 
 _PG_ROOT = Path("/usr/lib/postgresql")
-_TOOLS = ("initdb", "pg_ctl", "pg_isready", "createdb", "psql")
+_TOOLS = ("initdb", "pg_ctl", "pg_isready", "psql")
 _LOG_TAIL_LINES = 20
 
 
