@@ -250,6 +250,14 @@ class ReplicaWorld:
     def logs(self) -> str:
         return "\n".join(f"===== {r.name} =====\n{r.log()}" for r in self.replicas)
 
+    def sender_to(self, replica: Replica) -> SlackSender:
+        """Slack's requests sent to one replica directly, past haproxy."""
+        return SlackSender(f"{replica.url}/slack/events", SECRET, self.emu)
+
+    def by_pid(self, pid: int) -> Replica | None:
+        """The replica running as process ``pid`` now (lease holders and run owners name it)."""
+        return next((r for r in self.replicas if r.alive and r.pid == pid), None)
+
     # --- what people and CI send, through haproxy --------------------------------------------
 
     async def command(self, user: str, text: str, channel: str, **opts: Any) -> SendResult:
@@ -260,14 +268,15 @@ class ReplicaWorld:
         return await self.sender.block_action(user, message.channel, message.ts, action.value,
                                               **opts)
 
-    async def hook(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """CI's signed deploy hook (deploy/hook-client.sh), sent to haproxy."""
+    async def hook(self, path: str, body: dict[str, Any], *,
+                   to: Replica | None = None) -> httpx.Response:
+        """CI's signed deploy hook (deploy/hook-client.sh), sent to haproxy (or ``to``)."""
         assert self.webhook_secret, "start the replicas with webhook_secret="
         data = json.dumps(body).encode()
         ts = int(time.time())
         async with httpx.AsyncClient(timeout=30) as client:
             return await client.post(
-                f"{self.balancer.url}{path}", content=data,
+                f"{(to.url if to else self.balancer.url)}{path}", content=data,
                 headers={"X-Rollbot-Timestamp": str(ts),
                          "X-Rollbot-Signature": sign(self.webhook_secret, ts, data),
                          "Content-Type": "application/json"})
