@@ -82,6 +82,7 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         deploys = DeployStore(store.pool)
         auto = AutoRollback(rollbot=rollbot, deploys=deploys, sightings=Sightings(store.pool))
         stack.push_async_callback(auto.wait_idle, 3600.0)  # a countdown's rollback finishes
+        stack.push_async_callback(auto.hand_over)  # first: other replicas carry the watches on
 
         rollbot.finished_hooks.append(verifier.after_run)
         rollbot.finished_hooks.append(write_report)

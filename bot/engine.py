@@ -94,11 +94,16 @@ class Run:
         self._checks = checks
         self._bus = EventBus(observers)
         self._cancel_requested_by: str | None = None
+        self._cancel_because = ""
         self._infos = step_infos(procedure)
 
-    def cancel(self, by: str) -> None:
-        """Stop at the next safe point: before the next step starts."""
+    def cancel(self, by: str, *, because: str = "") -> None:
+        """Stop at the next safe point: before the next step starts.
+
+        ``because``: why, when no person asked (rollbot shutting down); said instead of "by".
+        """
         self._cancel_requested_by = by
+        self._cancel_because = because
 
     @property
     def cancel_requested(self) -> bool:
@@ -122,10 +127,12 @@ class Run:
         results: list[StepResult] = []
         for step, info in zip(self.procedure.steps, self._infos, strict=True):
             if self._cancel_requested_by is not None:
+                why = (f"Stopped before '{step.title}' because {self._cancel_because}"
+                       if self._cancel_because else
+                       f"Cancelled by {self._cancel_requested_by} before '{step.title}'")
                 return self._finish(
                     RunStatus.CANCELLED, state, results,
-                    f"Cancelled by {self._cancel_requested_by} before '{step.title}'. "
-                    f"Nothing more was run. The host is left: {state}.",
+                    f"{why}. Nothing more was run. The host is left: {state}.",
                 )
             result = await self._run_step(step, info, established)
             results.append(result)

@@ -48,6 +48,7 @@ from bot.store.runs import Store, step_recorder
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+SHUTDOWN_BY = "rollbot (shutting down)"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Rollbot:
         self.finished_hooks: list[Callable[[RunOutcome], Awaitable[None]]] = []
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.active: dict[int, Run] = {}
+        self.stopping = ""  # why rollbot is shutting down, once it is (no new step runs)
         self.recoveries = RecoveryStore(store.pool)
 
     def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
@@ -234,6 +236,8 @@ class Rollbot:
                 run = self._single_host_run(run_id, env_name, env, request, session, pre,
                                             observers)
             self.active[run_id] = run
+            if self.stopping:  # began while rollbot was shutting down: no step runs
+                run.cancel(SHUTDOWN_BY, because=self.stopping)
             if on_run is not None:
                 on_run(run)
             outcome = await run.execute()
@@ -303,6 +307,13 @@ class Rollbot:
             run = self.active.get(run_id)
             if by and run is not None and not run.cancel_requested:
                 run.cancel(by)
+
+    def stop_runs(self, *, because: str) -> list[int]:
+        """At shutdown: every active run stops before its next step (the cancel path)."""
+        self.stopping = because
+        for run in self.active.values():
+            run.cancel(SHUTDOWN_BY, because=because)
+        return sorted(self.active)
 
     async def cancel(self, run_id: int, *, by: str) -> bool:
         """Ask an active run to stop before its next step; False when it is not active."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.autorollback.deploys import Deploy
+from bot.autorollback.deploys import Deploy, DeployState
 from bot.autorollback.machine import AutoRollback
 from bot.autorollback.notifier import Where
 from bot.autorollback.watch import WatchResult, window_ratio
@@ -102,6 +102,13 @@ class SlackAutoRollback:
 
     async def interrupted(self, deploy: Deploy) -> None:
         await self._post(*interrupted_message(deploy))
+
+    async def taken_over(self, deploy: Deploy, *, seconds_left: float) -> Where | None:
+        text, blocks = taken_over_message(deploy, seconds_left=seconds_left)
+        if "ts" not in deploy.front_ref:  # the replica that stopped never showed it
+            return await self._post(text, blocks)
+        await self._update(deploy, text, blocks)
+        return None
 
     async def cancelled(self, deploy: Deploy, *, by: str, offered: bool) -> None:
         what = "Rollback offered for" if offered else "Automatic rollback of"
@@ -198,6 +205,19 @@ def interrupted_message(deploy: Deploy) -> tuple[str, ui.Blocks]:
         ui.button(f"Roll back to {deploy.previous_version} now", Action.AUTO_ROLL_BACK_NOW, ref,
                   style="danger"),
         ui.button("Cancel", Action.AUTO_CANCEL, ref))]
+
+
+def taken_over_message(deploy: Deploy, *, seconds_left: float) -> tuple[str, ui.Blocks]:
+    """Another replica carries on: the countdown with its time left, or the watch's."""
+    note = ui.context("⏩ Carried on by another rollbot replica: the one "
+                      f"{'counting down' if deploy.state is DeployState.COUNTDOWN else 'watching'}"
+                      " stopped.")
+    if deploy.state is DeployState.COUNTDOWN:
+        text, blocks = countdown_message(deploy, [deploy.detail], seconds=round(seconds_left))
+        return text, [*blocks, note]
+    text = (f"🚀 {deploy.environment}: {deploy.previous_version} → {deploy.version}. Watching "
+            f"for the {_duration(seconds_left)} left of the watch.")
+    return text, [ui.section(text), note]
 
 
 def countdown_message(deploy: Deploy, triggers: Sequence[str], *, seconds: float

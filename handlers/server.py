@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -37,6 +36,7 @@ from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
 from handlers.front import SlackFront
 from handlers.hooks import DeployHooks
+from handlers.shutdown import Draining, StopSignals, stop_gracefully
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,16 @@ def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuar
     return app
 
 
-async def _listen(stack: AsyncExitStack, app: web.Application, *, host: str, port: int) -> int:
+async def _listen(stack: AsyncExitStack, app: web.Application, *, host: str, port: int,
+                  drain: Draining) -> int:
     """Serve ``app`` until ``stack`` closes; the port it listens on (``port`` 0: a free one)."""
+    drain.serve(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, host, port)
     await site.start()
+    drain.closes(site)
     return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
 
@@ -157,6 +160,7 @@ class SlackService:
     bolt: AsyncApp
     port: int
     auto: AutoRollback
+    drain: Draining
 
 
 def _require(settings: Settings, runbook: Runbook) -> tuple[str, str]:
@@ -212,8 +216,10 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
                                     kind="refusal", detail=detail)
 
         guard = ReplayGuard(secret, audit=audit)
+        drain = Draining()
         port = await _listen(stack, web_app(bolt=bolt, rollbot=app.rollbot, guard=guard,
-                                            hooks=hooks), host=host, port=settings.port)
+                                            hooks=hooks), host=host, port=settings.port,
+                             drain=drain)
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -225,7 +231,8 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
             await socket_mode.connect_async()  # type: ignore[no-untyped-call]
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
         log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
-        yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto)
+        yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto,
+                           drain=drain)
 
 
 @dataclass
@@ -235,6 +242,7 @@ class HooksService:
     app: App
     port: int
     auto: AutoRollback
+    drain: Draining
 
 
 @asynccontextmanager
@@ -254,29 +262,34 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
+        drain = Draining()
         port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks), host=host,
-                             port=settings.port)
+                             port=settings.port, drain=drain)
         log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
                     "automatic rollbacks are reported in this log", port)
-        yield HooksService(app=app, port=port, auto=app.auto)
+        yield HooksService(app=app, port=port, auto=app.auto, drain=drain)
 
 
 async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
-    """Run until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with AsyncExitStack() as stack:
+    """Run until SIGTERM or SIGINT, then stop gracefully (handlers/shutdown.py)."""
+    signals = StopSignals()
+    stack = AsyncExitStack()
+    service: SlackService | HooksService
+    try:
         if runbook.slack is None:
-            hooks = await stack.enter_async_context(
+            service = await stack.enter_async_context(
                 running_without_slack(settings, runbook, host=host))
             print(f"rollbot serving the deploy hooks without Slack on http://{host}:"
-                  f"{hooks.port}/hooks/deploy (no [slack] table in {settings.rollbot_config})",
+                  f"{service.port}/hooks/deploy (no [slack] table in {settings.rollbot_config})",
                   flush=True)
         else:
-            slack = await stack.enter_async_context(running(settings, runbook, host=host))
-            print(f"rollbot serving Slack on http://{host}:{slack.port}{EVENTS_PATH}",
+            service = await stack.enter_async_context(running(settings, runbook, host=host))
+            print(f"rollbot serving Slack on http://{host}:{service.port}{EVENTS_PATH}",
                   flush=True)
-        await stop.wait()
-        print("rollbot: stopping; waiting for running rollbacks to finish", flush=True)
+    except BaseException:
+        await stack.aclose()
+        raise
+    await signals.first.wait()
+    print("rollbot: stopping; running rollbacks stop after their current step", flush=True)
+    await stop_gracefully(app=service.app, drain=service.drain, close=stack.aclose,
+                          signals=signals)

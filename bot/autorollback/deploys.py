@@ -1,7 +1,8 @@
 """Deploys announced by CI (watch and countdown state) and the quarantine of rolled-back versions.
 
-Every state change is a conditional UPDATE: the countdown's timer, a "Roll back now" click and a
-restarted process cannot start two rollbacks for one deploy.
+Every state change is a conditional UPDATE: the countdown's timer, a "Roll back now" click and
+another replica cannot start two rollbacks for one deploy. The watch and the countdown move the
+deploy only while their replica holds its lease (``leases.py``).
 """
 
 from __future__ import annotations
@@ -101,28 +102,39 @@ class DeployStore:
 
     async def move(self, deploy_id: int, frm: tuple[DeployState, ...], to: DeployState, *,
                    detail: str | None = None, by: str | None = None,
-                   countdown_s: float | None = None) -> bool:
-        """Change state only from one of ``frm``; True when this call made the change."""
+                   countdown_s: float | None = None, holder: str | None = None) -> bool:
+        """Change state only from one of ``frm`` (and, given ``holder``, only while it holds
+        the deploy's lease); True when this call made the change."""
         row = await self._pool.fetchval(
             "UPDATE deploys SET state = $3, detail = COALESCE($4, detail),"
             " decided_by = COALESCE($5, decided_by),"
             " deadline = CASE WHEN $6::float8 IS NULL THEN deadline"
             " ELSE now() + make_interval(secs => $6::float8) END"
-            " WHERE id = $1 AND state = ANY($2::text[]) RETURNING true",
-            deploy_id, [s.value for s in frm], to.value, detail, by, countdown_s)
+            " WHERE id = $1 AND state = ANY($2::text[])"
+            " AND ($7::text IS NULL OR lease_holder = $7) RETURNING true",
+            deploy_id, [s.value for s in frm], to.value, detail, by, countdown_s, holder)
         return bool(row)
+
+    async def countdown_left(self, deploy_id: int) -> float | None:
+        """Seconds until the countdown's deadline (negative: past it), by the database's clock."""
+        left = await self._pool.fetchval(
+            "SELECT EXTRACT(EPOCH FROM deadline - now()) FROM deploys WHERE id = $1", deploy_id)
+        return None if left is None else float(left)
+
+    async def watch_left(self, deploy_id: int, *, watch_s: float) -> tuple[float, bool]:
+        """Seconds left of the watch, and whether it starts now (its end was not set yet)."""
+        row = await self._pool.fetchrow(
+            "WITH old AS (SELECT watch_until FROM deploys WHERE id = $1)"
+            " UPDATE deploys SET watch_until = COALESCE(deploys.watch_until,"
+            " now() + make_interval(secs => $2::float8)) FROM old WHERE id = $1"
+            " RETURNING EXTRACT(EPOCH FROM deploys.watch_until - now()) AS left,"
+            " old.watch_until IS NULL AS fresh", deploy_id, watch_s)
+        assert row is not None, f"no deploy #{deploy_id}"
+        return float(row["left"]), bool(row["fresh"])
 
     async def attach_run(self, deploy_id: int, run_id: int) -> None:
         await self._pool.execute("UPDATE deploys SET run_id = $2 WHERE id = $1",
                                  deploy_id, run_id)
-
-    async def interrupt_countdowns(self) -> list[Deploy]:
-        """At start: countdowns of a process that died wait for a person; never resumed twice."""
-        rows = await self._pool.fetch(
-            "UPDATE deploys SET state = 'interrupted', detail = 'rollbot restarted during the"
-            " countdown; nothing was rolled back' WHERE state IN ('countdown', 'watching')"
-            " RETURNING *")
-        return [_deploy(r) for r in rows]
 
     async def first_sighting(self, signature: str) -> bool:
         """True the first time a (fresh, valid) signature is seen by any process."""

@@ -4,41 +4,33 @@ CI's deploy hook hands a deploy to ``receive``; the machine records it, watches 
 trigger fires counts down (or, for a failure only CI reports, offers the rollback to a person).
 With no click the ``simple`` procedure runs to the previous version through ``Rollbot.rollback``
 as *rollbot (automatic)*. Every decision is one conditional update of the deploy's row, so the
-countdown's timer, a click and a restarted process cannot start two rollbacks. What happens is
-told to a ``Notifier``: Slack, or the log; this module knows neither.
+countdown's timer, a click and another replica cannot start two rollbacks. The watch and the
+countdown run on the replica holding the deploy's lease (``leases.py``); when it dies another
+replica carries them on from the row: the watch for the time it has left, the countdown to its
+stored deadline. What happens is told to a ``Notifier``: Slack, or the log; this module knows
+neither.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import secrets
-import time
-from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from bot.autorollback.contract import DeployEvent
+from bot.autorollback.course import AUTOMATIC, DeployCourse, ci_failure
 from bot.autorollback.deploys import Deploy, DeployState, DeployStore, Quarantined
-from bot.autorollback.notifier import LogNotifier, Notifier, Where
+from bot.autorollback.leases import LeaseStore, LeaseTimes, holder_id
+from bot.autorollback.notifier import Notifier
 from bot.autorollback.sightings import Sightings, check_previous_version
-from bot.autorollback.watch import Observation, WatchedHost, WatchResult, watch
-from bot.edges.reach import Reached, open_sessions
-from bot.errors import RollbotError
-from bot.events import RunEvent, RunStarted
-from bot.model import ProcedureName, RollbackRequest, RunOutcome, RunStatus
-from bot.ports import DockerFacts
+from bot.model import RunOutcome, RunStatus
 from bot.service import Rollbot
-from bot.versions import parse_version
+
+__all__ = ["AUTOMATIC", "AutoRollback", "Decision", "Received", "Reception", "ci_failure"]
 
 log = logging.getLogger(__name__)
 
-AUTOMATIC = "rollbot (automatic)"
-_POLL_S = 0.2
-_T = TypeVar("_T")
 _OPEN = (DeployState.COUNTDOWN, DeployState.INTERRUPTED, DeployState.OFFERED)
 
 
@@ -67,19 +59,6 @@ class Decision:
     reason: str = ""
 
 
-def ci_failure(deploy: Deploy) -> str:
-    """What CI reported, in the words the on-call person reads."""
-    if deploy.stage == "migration_failed":
-        return "CI reports: database migrations failed during the deploy"
-    return "CI reports: the new version failed to start during the deploy"
-
-
-def _docker(reached: list[Reached]) -> DockerFacts:
-    session = reached[0].session
-    assert session is not None  # open_sessions(strict=True) raised otherwise
-    return session.docker
-
-
 def _state_words(deploy: Deploy) -> str:
     return deploy.state.value.replace("_", " ")
 
@@ -88,16 +67,20 @@ class AutoRollback:
     """Watches deploys, counts down, rolls back and quarantines; tells a notifier."""
 
     def __init__(self, *, rollbot: Rollbot, deploys: DeployStore, sightings: Sightings,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, leases: LeaseStore | None = None,
+                 lease_times: LeaseTimes | None = None) -> None:
         self._rollbot = rollbot
         self._deploys = deploys
         self._sightings = sightings
-        self._notifier: Notifier = notifier or LogNotifier()
-        self._tasks: set[asyncio.Task[None]] = set()
+        times = lease_times or LeaseTimes()
+        self._course = DeployCourse(
+            rollbot=rollbot, deploys=deploys, notifier=notifier, lease_times=times,
+            leases=leases or LeaseStore(rollbot.store.pool, holder=holder_id(),
+                                        ttl_s=times.ttl_s))
 
     def notify_with(self, notifier: Notifier) -> None:
         """Tell ``notifier`` from now on (the composition root's choice: Slack or the log)."""
-        self._notifier = notifier
+        self._course.notifier = notifier
 
     # --- what CI's hooks ask ---------------------------------------------------------------
 
@@ -135,7 +118,8 @@ class AutoRollback:
             received = Received(Reception.DISABLED, {"deploy": deploy.id,
                                                      "status": "automatic rollback disabled"})
         else:
-            self._spawn(self._handle(deploy))
+            # This replica watches it, unless another took the lease first (then that one does).
+            await self._course.work.claim(deploy.id, self._course.handle(deploy))
             if stage == "deployed":
                 status = "watching"
             elif env.auto_rollback.trust_ci_failures:
@@ -169,122 +153,6 @@ class AutoRollback:
         except Exception as exc:
             log.error("AUDIT WRITE FAILED (%s): %s", detail, exc)
 
-    # --- the state machine -----------------------------------------------------------------
-
-    async def _handle(self, deploy: Deploy) -> None:
-        if deploy.stage == "deployed":
-            triggers = await self._watch(deploy)
-            if not triggers:
-                return
-        else:
-            triggers = [ci_failure(deploy)]
-            _, env = self._rollbot.environment(deploy.environment)
-            if not env.auto_rollback.trust_ci_failures:
-                # Only CI says so: a person decides, nothing runs by itself.
-                await self._offer(deploy, triggers)
-                return
-        await self._countdown(deploy, triggers)
-
-    async def _watch(self, deploy: Deploy) -> list[str]:
-        env_name, env = self._rollbot.environment(deploy.environment)
-        cfg = env.auto_rollback
-        deploy = await self._remember(deploy, await self._tell(
-            deploy, self._notifier.watching(deploy, cfg)))
-        started = time.monotonic()
-        last_told = -math.inf   # the start itself is not an update
-
-        async def paced(result: WatchResult, *, done: bool = False) -> None:
-            # At most once per interval: a 30-minute watch is one bounded message (or log line
-            # per check). Looks come on that cadence, so waiting out a few ms of jitter drops none.
-            nonlocal last_told
-            wait = last_told + cfg.interval_seconds - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last_told = time.monotonic()
-            elapsed = last_told - started
-            if done:
-                await self._tell(deploy, self._notifier.healthy(deploy, cfg, result,
-                                                                elapsed_s=elapsed))
-            else:
-                await self._tell(deploy, self._notifier.observed(deploy, cfg, result,
-                                                                 elapsed_s=elapsed))
-
-        async def shown(_obs: Observation, result: WatchResult) -> None:
-            await paced(result)
-
-        # Every host of a fleet, each over its own connection; one host as before.
-        async with open_sessions(env_name, env, store=self._rollbot.store, actor=AUTOMATIC,
-                                 run_id=None, strict=True) as reached:
-            fleet = [WatchedHost(r.name, r.env, r.session.docker)
-                     for r in reached if r.session is not None] if env.hosts else []
-            result = await watch(env=env, probe=self._rollbot.probe, deployed=deploy.version,
-                                 docker=None if fleet else _docker(reached), fleet=fleet,
-                                 on_observation=shown)
-        if not result.failed:
-            await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.HEALTHY,
-                                     detail=f"{len(result.observations)} checks green")
-            await paced(result, done=True)
-        return result.triggers
-
-    async def _offer(self, deploy: Deploy, triggers: list[str]) -> None:
-        """CI's own failure report without trust: offered to a person, no countdown."""
-        if not await self._deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.OFFERED,
-                                        detail="; ".join(triggers)):
-            return
-        deploy = await self._deploys.get(deploy.id)
-        await self._remember(deploy, await self._tell(deploy,
-                                                      self._notifier.offered(deploy, triggers)))
-
-    async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
-        _, env = self._rollbot.environment(deploy.environment)
-        seconds = env.auto_rollback.countdown_seconds
-        if not await self._deploys.move(deploy.id, (DeployState.WATCHING,),
-                                        DeployState.COUNTDOWN, detail="; ".join(triggers),
-                                        countdown_s=seconds):
-            return
-        deploy = await self._deploys.get(deploy.id)
-        await self._remember(deploy, await self._tell(deploy, self._notifier.counting_down(
-            deploy, triggers, seconds=seconds)))
-        deadline = datetime.now(UTC) + timedelta(seconds=seconds)
-        while datetime.now(UTC) < deadline:
-            await asyncio.sleep(_POLL_S)
-            if (await self._deploys.get(deploy.id)).state is not DeployState.COUNTDOWN:
-                return  # cancelled, or someone chose "Roll back now"
-        if await self._deploys.move(deploy.id, (DeployState.COUNTDOWN,),
-                                    DeployState.ROLLING_BACK, by=AUTOMATIC):
-            await self._roll_back(await self._deploys.get(deploy.id), by=AUTOMATIC)
-
-    async def _roll_back(self, deploy: Deploy, *, by: str) -> None:
-        """The ``simple`` procedure to the previous version, like any rollback (then quarantine)."""
-        request = RollbackRequest(
-            environment=deploy.environment, procedure=ProcedureName.SIMPLE,
-            target=parse_version(deploy.previous_version), requested_by=AUTOMATIC,
-            reason=f"automatic rollback of {deploy.version}: {deploy.detail}", approved_by=(by,))
-
-        async def attach(event: RunEvent) -> None:
-            # As soon as the run exists: its thread and history link are found through the deploy.
-            if isinstance(event, RunStarted):
-                await self._deploys.attach_run(deploy.id, event.run_id)
-
-        observers = await self._tell(deploy, self._notifier.rolling_back(deploy, request)) or ()
-        try:
-            outcome: RunOutcome | None = await self._rollbot.rollback(
-                request, observers=[attach, *observers])
-            problem = ""
-        except RollbotError as exc:
-            outcome, problem = None, str(exc)
-        except Exception:
-            ref = secrets.token_hex(3)
-            log.exception("automatic rollback of deploy #%s failed (ref %s)", deploy.id, ref)
-            outcome, problem = None, f"something went wrong inside rollbot (ref {ref})"
-        ok = outcome is not None and outcome.status is RunStatus.SUCCEEDED
-        await self._deploys.move(deploy.id, (DeployState.ROLLING_BACK,),
-                                 DeployState.ROLLED_BACK if ok else DeployState.FAILED)
-        if outcome is None:
-            await self._tell(deploy, self._notifier.not_rolled_back(deploy, problem))
-        else:
-            await self._tell(deploy, self._notifier.rolled_back(deploy, outcome))
-
     # --- what people decide ----------------------------------------------------------------
 
     async def roll_back_now(self, deploy_id: int, *, by: str) -> Decision:
@@ -292,7 +160,7 @@ class AutoRollback:
         if not await self._deploys.move(deploy_id, _OPEN, DeployState.ROLLING_BACK, by=by):
             deploy = await self._deploys.get(deploy_id)
             return Decision(False, f"Nothing to do: this deploy is {_state_words(deploy)}.")
-        self._spawn(self._roll_back(await self._deploys.get(deploy_id), by=by))
+        self._course.spawn(self._course.roll_back(await self._deploys.get(deploy_id), by=by))
         return Decision(True)
 
     async def cancel(self, deploy_id: int, *, by: str) -> Decision:
@@ -307,13 +175,23 @@ class AutoRollback:
         await self._rollbot.store.audit(environment=deploy.environment, actor=by,
                                         kind="auto_cancel",
                                         detail=f"{did} {deploy.version}: {deploy.detail}")
-        await self._tell(deploy, self._notifier.cancelled(deploy, by=by, offered=offered))
+        await self._course.tell(deploy, self._course.notifier.cancelled(deploy, by=by,
+                                                                        offered=offered))
         return Decision(True)
 
     async def resume_after_restart(self) -> None:
-        """Countdowns and watches a stopped rollbot left: reported; they wait for a person."""
-        for deploy in await self._deploys.interrupt_countdowns():
-            await self._tell(deploy, self._notifier.interrupted(deploy))
+        """From now on, renew this replica's leases and carry on the watches and countdowns
+        of replicas that stopped (this one's previous life too); others' live work is theirs."""
+        self._course.work.start()
+
+    async def hand_over(self) -> list[int]:
+        """At shutdown: stop watching and counting down here and release those leases at
+        once, for another replica to carry on; the deploys handed over."""
+        handed = await self._course.work.hand_over()
+        if handed:
+            log.warning("handed over the watch or countdown of deploys %s to the other rollbot "
+                        "replicas", ", ".join(f"#{d}" for d in handed))
+        return handed
 
     async def quarantine_rolled_back(self, outcome: RunOutcome) -> None:
         """A ``Rollbot.finished_hooks`` entry: a version rolled back (by anyone) is quarantined.
@@ -329,35 +207,6 @@ class AutoRollback:
                                            by=run.requested_by, run_id=run.id,
                                            reason=run.reason or "rolled back")
 
-    # --- tasks -----------------------------------------------------------------------------
-
-    async def _tell(self, deploy: Deploy, told: Awaitable[_T]) -> _T | None:
-        """Tell the notifier; a failure to show something never stops the machine."""
-        try:
-            return await told
-        except Exception:
-            log.exception("the notifier failed to show deploy #%s (%s %s)", deploy.id,
-                          deploy.environment, deploy.version)
-            return None
-
-    async def _remember(self, deploy: Deploy, where: Where | None) -> Deploy:
-        """Keep where the notifier showed the deploy, for its later updates and the run."""
-        if where is None:
-            return deploy
-        await self._deploys.set_front_ref(deploy.id, where)
-        return replace(deploy, front_ref=where)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        async def wrapped() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("automatic rollback task failed")
-        task = asyncio.create_task(wrapped())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def wait_idle(self, timeout_s: float) -> None:
         """Let watches, countdowns and rollbacks finish (at shutdown, and in tests)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        await self._course.wait_idle(timeout_s)

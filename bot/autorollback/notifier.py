@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from bot.autorollback.deploys import Deploy
+from bot.autorollback.deploys import Deploy, DeployState
 from bot.autorollback.watch import WatchResult, window_ratio
 from bot.config import AutoRollbackConfig
 from bot.events import Observer
@@ -51,6 +51,12 @@ class Notifier(Protocol):
 
     async def interrupted(self, deploy: Deploy) -> None:
         """rollbot restarted while watching or counting down: nothing runs by itself."""
+        ...
+
+    async def taken_over(self, deploy: Deploy, *, seconds_left: float) -> Where | None:
+        """The replica watching or counting down stopped; this one carries on: the watch for
+        ``seconds_left``, or the countdown, which ends in ``seconds_left``. Returns where it is
+        shown when it had to be shown anew (else the deploy's message is edited)."""
         ...
 
     async def cancelled(self, deploy: Deploy, *, by: str, offered: bool) -> None:
@@ -122,6 +128,17 @@ class LogNotifier:
         log.warning("deploy #%s: rollbot restarted while watching or counting down for %s in %s "
                     "(%s). Nothing was rolled back; %s", deploy.id, deploy.version,
                     deploy.environment, deploy.detail or "no trigger yet", _by_hand(deploy))
+
+    async def taken_over(self, deploy: Deploy, *, seconds_left: float) -> Where | None:
+        if deploy.state is DeployState.COUNTDOWN:
+            log.warning("deploy #%s: carried on after the rollbot replica counting down stopped: "
+                        "rolling back %s to %s in %.0f s (the countdown's own deadline)",
+                        deploy.id, deploy.environment, deploy.previous_version, seconds_left)
+        else:
+            log.warning("deploy #%s: carried on after the rollbot replica watching stopped: "
+                        "watching %s in %s for the %.0f s left", deploy.id, deploy.version,
+                        deploy.environment, seconds_left)
+        return None
 
     async def cancelled(self, deploy: Deploy, *, by: str, offered: bool) -> None:
         what = "rollback offered for" if offered else "automatic rollback of"

@@ -167,15 +167,16 @@ async def watch(*, env: EnvironmentConfig, probe: HttpProbe, docker: DockerFacts
                 deployed: str,
                 on_observation: Callable[[Observation, WatchResult], Awaitable[None]],
                 fleet: Sequence[WatchedHost] = (),
-                cancelled: Callable[[], bool] = lambda: False,
+                cancelled: Callable[[], bool] = lambda: False, checks: int | None = None,
                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                 clock: Callable[[], float] = time.monotonic) -> WatchResult:
     """Look every ``interval_seconds`` for ``watch_minutes``; stop early when a trigger fires.
 
-    One host: ``docker``. A fleet: ``fleet``, every host looked at in each look.
+    One host: ``docker``. A fleet: ``fleet``, every host looked at in each look. ``checks``:
+    the looks left of a watch another replica began (default: the whole watch).
     """
     config = env.auto_rollback
-    result = WatchResult(planned=config.planned_checks)
+    result = WatchResult(planned=checks or config.planned_checks)
     started = clock()
     for i in range(result.planned):
         if i:
