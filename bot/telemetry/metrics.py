@@ -19,8 +19,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# The classic text format (0.0.4): every Prometheus and agent parses it; our names need no
+# escaping, so the newer 1.0.0 label would add nothing but doubt for Prometheus 2.x scrapers.
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 
 from bot.autorollback.deploys import DeployState
 from bot.events import RunEvent, RunFinished, RunStarted, StepFinished
