@@ -10,6 +10,11 @@ verification check.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.model import RunStatus
 from bot.store.runs import Store
+from tests.fleet import free_port
 from tests.sandbox import Sandbox
 from tests.slack_world import ALICE, SlackWorld, slack_world
 from tests.test_e2e_autorollback import HOOK_SECRET, deploy, fast, signed_post
@@ -118,3 +124,39 @@ async def test_metrics_follow_an_automatic_rollback(production: Sandbox, store: 
             s, "rollbot_verification_checks_total", tier="immediate", outcome="passed") == 1)
         await world.service.auto.wait_idle(60)
         assert world.problems() == []
+
+
+async def test_rollbot_serve_without_slack_serves_metrics_and_logs_json(
+        production: Sandbox, store: Store, tmp_path: Path) -> None:
+    """A team without the Slack app runs ``rollbot serve`` for CI's hooks, and scrapes it."""
+    port = free_port()
+    env = {**os.environ, "ROLLBOT_CONFIG": str(production.runbook), "DATABASE_URL": store.dsn,
+           "PORT": str(port), "ROLLBOT_LOG_FORMAT": "json", "ROLLBOT_LOG_LEVEL": "INFO",
+           "ROLLBOT_WEBHOOK_SECRET": HOOK_SECRET}
+    for key in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        env.pop(key, None)
+    stderr = tmp_path / "serve.log"
+    with stderr.open("w") as err:
+        serve = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1"],
+                                 env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(300):
+                try:
+                    r = await client.get("/metrics", timeout=5)
+                    break
+                except httpx.TransportError:
+                    assert serve.poll() is None, stderr.read_text()
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"rollbot serve never answered: {stderr.read_text()}")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    assert r.status_code == 200
+    assert 'rollbot_lock_held{environment="production"} 0.0' in r.text
+    assert 'rollbot_deploy_watches{state="watching"} 0.0' in r.text
+    assert "# TYPE rollbot_slack_api_calls_total counter" in r.text  # declared, never called
+    lines = [json.loads(line) for line in stderr.read_text().splitlines()]
+    assert any("without Slack" in x["message"] and x["level"] == "WARNING" for x in lines)
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
