@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CONTENT_TYPE", "Metrics", "SharedState", "shared_state_reader"]
 
 SHARED_STATE_TTL_S = 1.0
+_RUNS_REMEMBERED = 256  # far more runs than one process ever has going at once
 SHARED_STATE_TIMEOUT_S = 2.0  # a scrape never waits longer on the database than this
 # Steps run from under a second (a version check) to half an hour (a large restore).
 _STEP_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -99,6 +100,8 @@ class Metrics:
     async def observe_run(self, event: RunEvent) -> None:
         """A ``Rollbot.run_observers`` entry: the duration of each step that ran."""
         if isinstance(event, RunStarted):
+            if len(self._procedures) >= _RUNS_REMEMBERED:  # runs whose end was never told
+                self._procedures.pop(next(iter(self._procedures)))
             self._procedures[event.run_id] = event.request.procedure.value
         elif isinstance(event, StepFinished):
             seconds = event.result.duration_s
