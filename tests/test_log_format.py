@@ -117,3 +117,20 @@ def test_the_cli_logs_json_lines(tmp_path: Path) -> None:
     logged = [json.loads(line) for line in done.stderr.splitlines()]
     assert {"level": "DEBUG", "logger": "asyncio"}.items() <= logged[0].items()
     assert all({"time", "level", "logger", "message"} <= set(x) for x in logged)
+
+
+def test_warnings_and_a_crash_are_json_lines_too(tmp_path: Path) -> None:
+    script = (
+        "import warnings\n"
+        "from bot.telemetry.logs import configure_logging\n"
+        "configure_logging(level='INFO', log_format='json')\n"
+        "warnings.warn('old option')\n"
+        "raise RuntimeError('boom with TOKEN=abc123')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1
+    warned, crashed = (json.loads(line) for line in done.stderr.splitlines())
+    assert warned["logger"] == "py.warnings" and "old option" in warned["message"]
+    assert crashed["level"] == "CRITICAL"
+    assert "RuntimeError: boom with TOKEN=***" in crashed["exception"]
+    assert "abc123" not in done.stderr

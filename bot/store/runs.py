@@ -159,9 +159,10 @@ class Store:
             outcome.run_id, outcome.status.value, outcome.host_state, outcome.message,
             outcome.from_version or None, outcome.to_version or None,
             _checks_json(outcome.checks))
-        await self._tell_ended(outcome.run_id)
+        await self.tell_ended(outcome.run_id)
 
-    async def _tell_ended(self, run_id: int) -> None:
+    async def tell_ended(self, run_id: int) -> None:
+        """Tell ``ended_hooks`` of a run just recorded ended (any path that ends a run calls it)."""
         if not self.ended_hooks:
             return
         row = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from bot.errors import ConfigError
@@ -91,4 +92,18 @@ def configure_logging(*, level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    if fmt == "json":
+        # What Python itself would print to stderr (warnings, an unhandled exception) goes
+        # through logging too, so a log pipeline never meets a line that is not JSON.
+        logging.captureWarnings(True)
+        sys.excepthook = _log_unhandled
     install_log_redaction()  # asyncssh logs every command at INFO, passwords included
+
+
+def _log_unhandled(kind: type[BaseException], error: BaseException,
+                   traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    logging.getLogger("rollbot").critical("rollbot stopped on an unhandled error",
+                                          exc_info=(kind, error, traceback))
