@@ -158,9 +158,8 @@ class Metrics:
             self.lock_held.labels(environment=environment).set(
                 1 if environment in state.locked else 0)
         self.deploy_watches.clear()
-        for deploy_state in DeployState:
-            self.deploy_watches.labels(state=deploy_state.value).set(
-                state.deploys.get(deploy_state.value, 0))
+        for name in sorted({*(s.value for s in DeployState), *state.deploys}):
+            self.deploy_watches.labels(state=name).set(state.deploys.get(name, 0))
 
 
 def shared_state_reader(pool: asyncpg.Pool) -> ReadShared:
