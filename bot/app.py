@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from bot.approvals import ApprovalService, TwoPersonRule
 from bot.autorollback.deploys import DeployStore
@@ -23,6 +24,7 @@ from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
 from bot.store.runs import Store
+from bot.telemetry.metrics import Metrics, shared_state_reader
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class App:
     approvals: ApprovalService  # what the fronts ask of cards waiting for confirmation
     follow_up: FollowUp         # and of a run once it ended
     recoveries: Recoveries      # and after a cancel that left production down
+    metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
 
 
 def load(settings: Settings) -> Runbook:
@@ -88,6 +91,11 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         rollbot.finished_hooks.append(write_report)
         rollbot.finished_hooks.append(auto.quarantine_rolled_back)
         verifier.checked_hooks.append(rewrite_report)
+        metrics = Metrics(CollectorRegistry(), environments=runbook.environments,
+                          read_shared=shared_state_reader(store.pool))
+        store.ended_hooks.append(metrics.run_ended)
+        rollbot.run_observers.append(metrics.observe_run)
+        verifier.checked_hooks.append(metrics.verification_checked)
         slack = runbook.slack
         rule = TwoPersonRule(restore=slack.restore_requires_second_approver,
                              migrations=slack.migrations_requires_second_approver
@@ -98,4 +106,5 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
                              default_environment=runbook.default_environment)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
-                  approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot))
+                  approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
+                  metrics=metrics)

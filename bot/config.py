@@ -368,6 +368,7 @@ class Settings(BaseSettings):
     rollbot_config: Path = Path("rollbot.toml")
     rollbot_data_dir: Path = Path(".rollbot")
     rollbot_log_level: str = "WARNING"
+    rollbot_log_format: str = "text"  # or "json": one object per line (bot/telemetry/logs.py)
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None

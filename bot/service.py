@@ -44,6 +44,7 @@ from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery.offers import offer_recorder
 from bot.recovery.store import RecoveryStore
 from bot.store.runs import Store, step_recorder
+from bot.telemetry.logs import run_logged
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Rollbot:
         self.store = store
         self.probe = probe
         self.finished_hooks: list[Callable[[RunOutcome], Awaitable[None]]] = []
+        self.run_observers: list[Observer] = []  # given every run's events (e.g. the metrics)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.active: dict[int, Run] = {}
         self.stopping = ""  # why rollbot is shutting down, once it is (no new step runs)
@@ -137,6 +139,7 @@ class Rollbot:
         """Pre-flight (reads only), then take the lock, then run. Refusals change nothing."""
         env_name, env = self.environment(request.environment)
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(run_logged(environment=env_name))  # every line of the run
             # Connect and read before taking the lock: a slow pre-flight (a large backup's
             # integrity check) or a failing one never holds the environment's lock.
             session, pre, failure = await self._read_preflight(stack, env_name, env, request)
@@ -146,6 +149,7 @@ class Rollbot:
                 await self.store.audit(environment=env_name, actor=request.requested_by,
                                        kind="refusal", detail=str(exc))
                 raise
+            stack.enter_context(run_logged(environment=env_name, run_id=run_id))
             if isinstance(session, FleetReady):
                 await session.connected.adopt(run_id)
             elif session is not None:
@@ -231,7 +235,8 @@ class Rollbot:
                 # (the outcome names them); a fresh card finishes the rollback.
                 run: Run = fleet_run(run_id=run_id, request=request, env=env, pre=session.pre,
                                      hosts=session.connected, probe=self.probe,
-                                     observers=[step_recorder(self.store), *observers])
+                                     observers=[step_recorder(self.store), *self.run_observers,
+                                                *observers])
             else:
                 run = self._single_host_run(run_id, env_name, env, request, session, pre,
                                             observers)
@@ -260,7 +265,9 @@ class Rollbot:
         offers = offer_recorder(self.recoveries, environment=env_name,
                                 procedure=request.procedure, ctx=ctx, backup=pre.backup)
         return Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
-                   checks=pre.checks, observers=[step_recorder(self.store), offers, *observers])
+                   checks=pre.checks,
+                   observers=[step_recorder(self.store), offers, *self.run_observers,
+                              *observers])
 
     async def _finished(self, env_name: str, request: RollbackRequest,
                         outcome: RunOutcome) -> RunOutcome:

@@ -3,8 +3,8 @@
 ``POST /slack/events`` takes slash commands, interactivity and events (Bolt verifies Slack's
 signature); before Bolt, a guard refuses replays of a request already seen and puts forged or
 stale requests in the audit log. ``GET /healthz`` answers 200 while the database is reachable.
-Without a ``[slack]`` table, ``rollbot serve`` serves only ``/healthz`` and CI's deploy hooks, and
-the automatic rollback reports to the log.
+Without a ``[slack]`` table, ``rollbot serve`` serves only ``/healthz``, ``/metrics`` and CI's
+deploy hooks, and the automatic rollback reports to the log.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App, open_app
 from bot.autorollback.machine import AutoRollback
@@ -31,11 +31,13 @@ from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
 from bot.service import Rollbot
+from bot.telemetry.metrics import Metrics
 from handlers.access import Access
 from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
 from handlers.front import SlackFront
 from handlers.hooks import DeployHooks
+from handlers.metering import MeteredWebClient, ack_timer, metrics_route
 from handlers.shutdown import Draining, StopSignals, stop_gracefully
 
 log = logging.getLogger(__name__)
@@ -117,15 +119,22 @@ class ReplayGuard:
 
 
 def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
-            hooks: DeployHooks | None = None) -> web.Application:
-    """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``)."""
+            hooks: DeployHooks | None = None, metrics: Metrics | None = None
+            ) -> web.Application:
+    """The routes: Slack's (when ``bolt``), ``/healthz``, CI's hooks (when ``hooks``) and
+    ``/metrics`` (when ``metrics``)."""
     async def healthz(_request: web.Request) -> web.Response:
         if await rollbot.ping():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
-    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
+    middlewares: list[Middleware] = [guard.middleware] if guard is not None else []
+    if metrics is not None:  # first: the ack time includes the other middlewares
+        middlewares.insert(0, ack_timer(metrics, path=EVENTS_PATH))
+    app = web.Application(middlewares=middlewares)
     app.add_routes([web.get("/healthz", healthz)])
+    if metrics is not None:
+        app.add_routes([metrics_route(metrics)])
     if bolt is not None:
         slack = bolt
 
@@ -181,7 +190,8 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
     install_log_redaction()  # also when embedded without `rollbot serve` (the demo, tests)
     async with AsyncExitStack() as stack:
         app = await stack.enter_async_context(open_app(settings, runbook))
-        client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+        client = MeteredWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
+                                  on_call=app.metrics.slack_call)
 
         async def members_of(group: str) -> list[str]:
             response = await client.usergroups_users_list(usergroup=group)
@@ -218,8 +228,8 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         guard = ReplayGuard(secret, audit=audit)
         drain = Draining()
         port = await _listen(stack, web_app(bolt=bolt, rollbot=app.rollbot, guard=guard,
-                                            hooks=hooks), host=host, port=settings.port,
-                             drain=drain)
+                                            hooks=hooks, metrics=app.metrics),
+                             host=host, port=settings.port, drain=drain)
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -263,8 +273,9 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
         drain = Draining()
-        port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks), host=host,
-                             port=settings.port, drain=drain)
+        port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks,
+                                            metrics=app.metrics), host=host, port=settings.port,
+                             drain=drain)
         log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
                     "automatic rollbacks are reported in this log", port)
         yield HooksService(app=app, port=port, auto=app.auto, drain=drain)

@@ -28,6 +28,7 @@ from bot.recovery.offers import (
 )
 from bot.service import Rollbot
 from bot.store.runs import step_recorder
+from bot.telemetry.logs import run_logged
 from bot.versions import parse_version
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ class Recoveries:
                                detail=f"{choice.label} for cancelled run #{offer.run_id}")
         heart = asyncio.create_task(self._rb.heartbeat(run_id))
         try:
-            return await self._locked_recovery(run_id, env_name, env, request, offer, choice,
-                                               list(observers), on_run)
+            with run_logged(environment=env_name, run_id=run_id):
+                return await self._locked_recovery(run_id, env_name, env, request, offer,
+                                                   choice, list(observers), on_run)
         except BaseException as exc:
             outcome = RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
                                  host_state="unknown: rollbot stopped during the run",
@@ -136,7 +138,8 @@ class Recoveries:
                                         base=offer)
                 run = Run(run_id=run_id, request=request, procedure=procedure, context=ctx,
                           checks=pre.checks,
-                          observers=[step_recorder(self._rb.store), offers, *observers])
+                          observers=[step_recorder(self._rb.store), offers,
+                                     *self._rb.run_observers, *observers])
                 self._rb.active[run_id] = run
                 if on_run is not None:
                     on_run(run)

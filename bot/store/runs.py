@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import resources
@@ -54,6 +55,8 @@ class Store:
         self.pool = pool  # shared with the approvals and verification tables
         self.dsn = dsn
         self.approvals = Approvals(pool)
+        # Told of every run as it is recorded ended, whichever path ended it (the metrics).
+        self.ended_hooks: list[Callable[[RunRecord], None]] = []
 
     @classmethod
     async def open(cls, dsn: str) -> Store:
@@ -156,6 +159,18 @@ class Store:
             outcome.run_id, outcome.status.value, outcome.host_state, outcome.message,
             outcome.from_version or None, outcome.to_version or None,
             _checks_json(outcome.checks))
+        await self.tell_ended(outcome.run_id)
+
+    async def tell_ended(self, run_id: int) -> None:
+        """Tell ``ended_hooks`` of a run just recorded ended (any path that ends a run calls it)."""
+        if not self.ended_hooks:
+            return
+        row = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
+        for hook in self.ended_hooks if row is not None else []:
+            try:
+                hook(_record(row, []))
+            except Exception:
+                log.exception("run-ended hook failed for run #%s", run_id)
 
     async def step_started(self, run_id: int, *, position: int, key: str, title: str,
                            destructive: bool, started_at: datetime, host: str = "") -> None:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import logging
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ from bot.fleet_view import fleet_shape
 from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
 from bot.recovery.offers import RecoveryChoice, down_sentence
-from bot.redaction import install_log_redaction
+from bot.telemetry.logs import configure_logging
 from bot.terminal.render import (
     TerminalProgress,
     render_backups,
@@ -261,12 +260,14 @@ def _first_interrupt_cancels(console: Console, *, by: str) -> Iterator[Callable[
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.rollbot_log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()  # asyncssh logs every command at INFO, passwords included
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)  # logs and pipes: don't squeeze tables
+    try:
+        configure_logging(level=settings.rollbot_log_level, log_format=settings.rollbot_log_format)
+    except ConfigError as exc:
+        console.print(f"[bold red]rollbot:[/] {exc}")
+        return EXIT_USAGE
     try:
         return asyncio.run(_main(args, settings, console))
     except (ConfigError, InvalidInput) as exc:

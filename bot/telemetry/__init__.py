@@ -1,0 +1,1 @@
+"""What rollbot tells its operators about itself: structured logs and Prometheus metrics."""
