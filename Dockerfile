@@ -10,21 +10,6 @@
 # there), whose python is /usr/bin/python3 rather than /usr/local/bin: a venv works with both.
 ARG BASE=python:3.11-slim
 
-FROM ${BASE} AS build
-# Every dependency wheel comes hash-checked from the lock; rollbot itself is built without
-# resolving anything (setuptools and wheel are in the lock too), so nothing unpinned gets in.
-RUN python3 -m venv /opt/rollbot
-COPY requirements.lock /src/requirements.lock
-RUN /opt/rollbot/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --require-hashes -r /src/requirements.lock
-COPY pyproject.toml README.md /src/
-COPY bot /src/bot
-COPY handlers /src/handlers
-COPY slack_emulator /src/slack_emulator
-RUN /opt/rollbot/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --no-deps --no-build-isolation /src \
-    && /opt/rollbot/bin/pip uninstall -y -q setuptools wheel
-
 FROM ${BASE}
 # A fixed uid, so that files mounted into the container (the SSH key) can be given to it.
 RUN groupadd --system --gid 10001 rollbot \
@@ -32,7 +17,23 @@ RUN groupadd --system --gid 10001 rollbot \
         --shell /usr/sbin/nologin rollbot \
     && install -d -o rollbot -g rollbot -m 0750 /var/lib/rollbot \
     && install -d -m 0755 /etc/rollbot
-COPY --from=build /opt/rollbot /opt/rollbot
+# Every dependency comes hash-checked from the lock, in a layer of its own that a change to
+# rollbot's code does not rebuild. All of them are wheels: no compiler in the image, and one
+# stage is enough.
+COPY requirements.lock /src/requirements.lock
+RUN python3 -m venv /opt/rollbot \
+    && /opt/rollbot/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes -r /src/requirements.lock
+# rollbot itself, built without resolving anything (setuptools and wheel come from the lock,
+# and leave with the sources), so nothing unpinned gets in.
+COPY pyproject.toml README.md /src/
+COPY bot /src/bot
+COPY handlers /src/handlers
+COPY slack_emulator /src/slack_emulator
+RUN /opt/rollbot/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-deps --no-build-isolation /src \
+    && /opt/rollbot/bin/pip uninstall --yes --quiet setuptools wheel \
+    && rm -rf /src
 ENV PATH=/opt/rollbot/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
