@@ -1,4 +1,4 @@
-"""rollbot's image as the tests build it: the Dockerfile FROM a Debian base made here with debootstrap.
+"""rollbot's image as the tests build it: the Dockerfile FROM a Debian made with debootstrap.
 
 Docker Hub is out of reach on this machine, so the official python image cannot be pulled. The
 base is Debian bookworm (minbase, python3, python3-venv) from the Debian mirror apt already uses,

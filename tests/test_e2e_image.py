@@ -1,4 +1,4 @@
-"""The container image: built from the Dockerfile, it prints usage, serves /healthz, runs as non-root."""
+"""The container image built from the Dockerfile: usage, /healthz, Docker health, non-root."""
 
 from __future__ import annotations
 
