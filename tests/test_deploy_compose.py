@@ -73,6 +73,8 @@ def test_compose_validates_and_gives_rollbot_its_postgres_secrets_and_read_only_
     assert rollbot["environment"]["ROLLBOT_WEBHOOK_SECRET"] == "change-me"
 
     # The runbook, the SSH key and known_hosts: read-only, where the example runbook expects them.
+    # .env.example's ROLLBOT_CONFIG (./rollbot.toml) is a checkout's path: compose's wins.
+    assert rollbot["environment"]["ROLLBOT_CONFIG"] == "/etc/rollbot/rollbot.toml"
     runbook = load_runbook(checkout / "deploy" / "rollbot.toml")
     ssh = runbook.environments[runbook.default_environment].ssh
     mounted = binds(rollbot)

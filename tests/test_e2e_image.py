@@ -25,8 +25,8 @@ def rollbot_image(sandbox_host: Sandbox) -> Iterator[str]:
     """The repository's Dockerfile built as a user would, FROM the local Debian base.
 
     The sandbox starts the Docker engine (and its lock keeps two checkouts from building at
-    once, on 2 cores). The first build of the base takes about 45 s here, the image about
-    two and a half minutes (2 cores); the base is kept, the image removed afterwards.
+    once). The first build of the base takes about 45 s here, the image about two and a half
+    minutes (2 cores); the base is kept, the image removed afterwards.
     """
     tag = f"rollbot-e2e:{secrets.token_hex(4)}"
     build_image(tag, base=ensure_base_image())
