@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from bot.store.pg_binaries import chown_tree, find_bin_dir, runuser_prefix, system_user
 from tests.container_image import ROOT, build_image, docker, ensure_base_image
 from tests.fleet import free_port
 from tests.sandbox import Sandbox
@@ -36,17 +39,45 @@ def rollbot_image(sandbox_host: Sandbox) -> Iterator[str]:
         docker("image", "rm", "-f", tag, check=False)
 
 
+@pytest.fixture(scope="module")
+def tcp_postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL on 127.0.0.1 with a password: what a container reaches.
+
+    rollbot's own embedded cluster (the ``pg_cluster`` fixture) takes only peer connections on a
+    private Unix socket, which the image's user cannot use; a deployment gives DATABASE_URL.
+    """
+    base = Path(tempfile.mkdtemp(prefix="rollbot-image-pg-"))
+    os.chmod(base, 0o755)
+    password = secrets.token_hex(12)
+    (base / "pw").write_text(password + "\n", encoding="utf-8")
+    bin_dir = find_bin_dir(None, base)
+    prefix = runuser_prefix() if os.geteuid() == 0 else []  # PostgreSQL refuses root
+    if prefix:
+        chown_tree(base, system_user())
+    port = free_port()
+    data = base / "data"
+
+    def tool(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120, cwd=base)
+    tool(str(bin_dir / "initdb"), "-D", str(data), "-U", "rollbot", "--auth=scram-sha-256",
+         f"--pwfile={base / 'pw'}")
+    tool(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+         f"-c listen_addresses=127.0.0.1 -p {port} -k {base}", "start")
+    try:
+        yield f"postgresql://rollbot:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
+                        "stop"], capture_output=True, timeout=60, cwd=base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
-def database(pg_cluster: str) -> str:
-    """An empty database of the tests' PostgreSQL, reached over TCP on localhost."""
-    url = urlsplit(pg_cluster)
-    assert url.hostname and url.port, (
-        f"the container reaches PostgreSQL over TCP (--network host), but {pg_cluster} names no "
-        "TCP host and port")
+def database(tcp_postgres: str) -> str:
+    """An empty database on that server, reached over TCP on localhost with a password."""
     name = f"image_{secrets.token_hex(6)}"
-    subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", pg_cluster, "-c",
+    subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", tcp_postgres, "-c",
                     f'CREATE DATABASE "{name}"'], check=True, capture_output=True, timeout=60)
-    return pg_cluster.rsplit("/", 1)[0] + "/" + name
+    return tcp_postgres.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture
