@@ -19,6 +19,7 @@ from bot.model import RunOutcome, RunStatus, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
 from bot.post_rollback.report import Reporter
 from bot.post_rollback.schedule import VerificationSchedule
+from bot.recovery.interrupted import DeadRunReaper
 from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
@@ -40,6 +41,7 @@ class App:
     approvals: ApprovalService  # what the fronts ask of cards waiting for confirmation
     follow_up: FollowUp         # and of a run once it ended
     recoveries: Recoveries      # and after a cancel that left production down
+    reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
 
 
 def load(settings: Settings) -> Runbook:
@@ -97,4 +99,5 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
                              default_environment=runbook.default_environment)
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
-                  approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot))
+                  approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
+                  reaper=DeadRunReaper(rollbot))

@@ -234,6 +234,7 @@ class Rollbot:
                 run = self._single_host_run(run_id, env_name, env, request, session, pre,
                                             observers)
             self.active[run_id] = run
+            self.guard(run)
             if on_run is not None:
                 on_run(run)
             outcome = await run.execute()
@@ -290,10 +291,19 @@ class Rollbot:
         return ProcedureInputs(env=env, current=pre.current, target=pre.target,
                                epoch=int(time.time()), backup=pre.backup)
 
+    def guard(self, run: Run) -> None:
+        """A run whose lock session is lost stops before its next step: another may take over."""
+        lock = self.store.run_lock(run.run_id)
+        if lock is not None:
+            run.gate = lock.verify
+            lock.on_lost(run.stop)
+
     async def heartbeat(self, run_id: int) -> None:
-        """Keep the lock fresh, and pick up cancellations asked of another rollbot process."""
+        """Check the lock's session, and pick up cancellations asked of another process."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            if (lock := self.store.run_lock(run_id)) is not None:
+                await lock.verify()  # a lost session stops the run (``guard``)
             try:
                 await self.store.heartbeat(run_id)
                 by = await self.store.cancel_requested_by(run_id)

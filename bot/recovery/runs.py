@@ -138,6 +138,7 @@ class Recoveries:
                           checks=pre.checks,
                           observers=[step_recorder(self._rb.store), offers, *observers])
                 self._rb.active[run_id] = run
+                self._rb.guard(run)
                 if on_run is not None:
                     on_run(run)
                 outcome = await run.execute()
