@@ -100,4 +100,5 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
                   approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
-                  reaper=DeadRunReaper(rollbot))
+                  reaper=DeadRunReaper(store=store, recoveries=rollbot.recoveries,
+                                       who=rollbot.owner))

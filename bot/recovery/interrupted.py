@@ -16,8 +16,9 @@ from typing import Protocol
 
 from bot.model import RunRecord
 from bot.recovery.offers import RecoveryOffer, interrupted_offer
-from bot.service import Rollbot
+from bot.recovery.store import RecoveryStore
 from bot.store.dead_runs import claim_untold, dead_runs, mark_interrupted
+from bot.store.runs import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ class LogInterruptions:
 class DeadRunReaper:
     """Finds dead runs (any replica), marks them interrupted and has them told, each once."""
 
-    def __init__(self, rollbot: Rollbot, *, interval_s: float = SWEEP_S) -> None:
-        self._rb = rollbot
+    def __init__(self, *, store: Store, recoveries: RecoveryStore, who: str,
+                 interval_s: float = SWEEP_S) -> None:
+        self._store = store
+        self._recoveries = recoveries
+        self._who = who  # this process (host:pid), named as the one that found the run dead
         self._interval = interval_s
         self._notifier: InterruptionNotifier = LogInterruptions()
         self._task: asyncio.Task[None] | None = None
@@ -55,18 +59,20 @@ class DeadRunReaper:
 
     async def sweep(self) -> list[int]:
         """One pass; returns the runs this process told about."""
-        store, me = self._rb.store, self._rb.owner
+        store, me = self._store, self._who
         for run_id in await dead_runs(store.pool):
-            async with store.pool.acquire() as conn:
+            # The offer is written before the marking commits, so whichever replica tells
+            # about the interruption finds the offer with it.
+            async with store.pool.acquire() as conn, conn.transaction():
                 found = await mark_interrupted(conn, run_id, found_by=me)
-            if found is not None:
-                await self._offer(run_id)
+                if found is not None:
+                    await self._offer(run_id, host_state=found.host_state)
         told = []
         for interruption in await claim_untold(store.pool, by=me):
             run = await store.get_run(interruption.run_id)
             if run is None:
                 continue
-            offer = await self._rb.recoveries.get(run.id)
+            offer = await self._recoveries.get(run.id)
             try:
                 await self._notifier.interrupted(
                     run, offer if offer is not None and offer.state == "offered" else None)
@@ -75,16 +81,17 @@ class DeadRunReaper:
             told.append(run.id)
         return told
 
-    async def _offer(self, run_id: int) -> None:
+    async def _offer(self, run_id: int, *, host_state: str) -> None:
         """Resume / Put back, when the dead run left production down."""
-        continues = await self._rb.store.pool.fetchval(
+        continues = await self._store.pool.fetchval(
             "SELECT continues_run FROM runs WHERE id = $1", run_id)
-        run = await self._rb.store.get_run(run_id)
+        run = await self._store.get_run(run_id)
         if run is None or continues is not None:
             return  # a Resume's own steps are not the whole story: a fresh rollback instead
-        offer = interrupted_offer(run, facts=await self._rb.recoveries.facts(run_id))
+        offer = interrupted_offer(run, host_state=host_state,
+                                  facts=await self._recoveries.facts(run_id))
         if offer is not None:
-            await self._rb.recoveries.offer(offer)
+            await self._recoveries.offer(offer)
 
     async def start(self) -> None:
         """Sweep now (dead runs from before this start), then every ``interval_s``."""

@@ -104,7 +104,7 @@ def put_back_refusal(done: Iterable[str], *, run_id: int, from_version: str) -> 
             f"{from_version} again would not be what ran before. Resume the rollback instead.")
 
 
-def interrupted_offer(run: RunRecord, *, facts: str) -> RecoveryOffer | None:
+def interrupted_offer(run: RunRecord, *, host_state: str, facts: str) -> RecoveryOffer | None:
     """The offer for a run whose process died with production down (one host, a rollback)."""
     if (run.procedure is ProcedureName.PUT_BACK or any(s.host for s in run.steps)
             or not run.from_version or not run.to_version or not left_down(run.steps)):
@@ -114,7 +114,7 @@ def interrupted_offer(run: RunRecord, *, facts: str) -> RecoveryOffer | None:
         run_id=run.id, environment=run.environment, procedure=run.procedure,
         from_version=run.from_version, to_version=run.to_version, backup=run.backup,
         backup_size=None, backup_modified=None, done_steps=tuple(sorted(done)),
-        host_state=run.host_state, facts=facts,
+        host_state=host_state, facts=facts,
         put_back_refusal=put_back_refusal(done, run_id=run.id, from_version=run.from_version))
 
 

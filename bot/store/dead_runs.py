@@ -97,7 +97,8 @@ async def mark_interrupted(conn: asyncpg.Connection, run_id: int, *,
     async with conn.transaction():
         run = await conn.fetchrow(
             "SELECT environment, owner, heartbeat_at FROM runs"
-            " WHERE id = $1 AND state = ANY($2::text[]) FOR UPDATE", run_id, list(ACTIVE))
+            " WHERE id = $1 AND state = ANY($2::text[]) FOR NO KEY UPDATE", run_id,
+            list(ACTIVE))
         if run is None:
             return None  # another process marked it first, or it ended
         rows = await conn.fetch(
