@@ -61,6 +61,13 @@ async def die(store: Store, run_id: int) -> None:
     lock.on_lost(lambda _why: None)
     async with store.pool.acquire() as conn:
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        # the signal is sent at once; the session ends (and frees its locks) a moment later
+        for _ in range(100):
+            if not await conn.fetchval(
+                    "SELECT true FROM pg_stat_activity WHERE pid = $1", pid):
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"session {pid} did not end")
 
 
 async def record_steps(store: Store, run_id: int, *done: tuple[str, str, str, bool],
@@ -242,3 +249,16 @@ async def test_a_run_whose_lock_session_is_lost_stops_before_its_next_step(
     assert "another rollbot process may now take the environment" in outcome.message
     await store.finish_run(outcome)  # the record is still written; nothing else is held
     assert store.run_lock(run_id) is None
+
+
+async def test_without_slack_the_log_says_a_run_was_interrupted(
+        store: Store, other: Store, caplog: pytest.LogCaptureFixture) -> None:
+    dead = await other.begin_run(req("alice"), owner="host-b:666")
+    await die(other, dead)
+    reaper = DeadRunReaper(store=store, recoveries=RecoveryStore(store.pool), who="host-a:1")
+    with caplog.at_level("WARNING", logger="bot.recovery.interrupted"):
+        assert await reaper.sweep() == [dead]
+    [line] = [r for r in caplog.records if r.name == "bot.recovery.interrupted"]
+    assert line.levelname == "WARNING"
+    assert f"run #{dead} in production" in line.getMessage()
+    assert "(host-b:666) died" in line.getMessage()

@@ -79,8 +79,7 @@ class EnvironmentLock:
                 async with self._query:
                     await asyncio.wait_for(self._conn.fetchval("SELECT 1"),
                                            timeout=VERIFY_TIMEOUT_S)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
+            except Exception as exc:  # whatever the failure, the lock is no longer proven ours
                 self._lose(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         return self.lost
 
