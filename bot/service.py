@@ -144,17 +144,17 @@ class Rollbot:
                 await self.store.audit(environment=env_name, actor=request.requested_by,
                                        kind="refusal", detail=str(exc))
                 raise
-            if isinstance(session, FleetReady):
-                await session.connected.adopt(run_id)
-            elif session is not None:
-                await session.host.adopt(run_id)
-            await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
-                                   run_id=run_id,
-                                   detail=f"requested {request.procedure} to "
-                                          f"{request.target or 'previous version'}; reason: "
-                                          f"{request.reason or '-'}")
             heart = asyncio.create_task(self.heartbeat(run_id))
-            try:
+            try:  # from here on the lock is ours: every way out below ends the run and frees it
+                if isinstance(session, FleetReady):
+                    await session.connected.adopt(run_id)
+                elif session is not None:
+                    await session.host.adopt(run_id)
+                await self.store.audit(environment=env_name, actor=request.requested_by,
+                                       kind="run", run_id=run_id,
+                                       detail=f"requested {request.procedure} to "
+                                              f"{request.target or 'previous version'}; reason: "
+                                              f"{request.reason or '-'}")
                 return await self._locked_rollback(run_id, env_name, env, request, session, pre,
                                                    failure, list(observers), on_run)
             except BaseException as exc:
@@ -234,7 +234,7 @@ class Rollbot:
                 run = self._single_host_run(run_id, env_name, env, request, session, pre,
                                             observers)
             self.active[run_id] = run
-            self.guard(run)
+            self.store.guard(run)  # a lost lock session stops it before its next step
             if on_run is not None:
                 on_run(run)
             outcome = await run.execute()
@@ -290,13 +290,6 @@ class Rollbot:
     def _inputs(self, env: EnvironmentConfig, pre: Preflight) -> ProcedureInputs:
         return ProcedureInputs(env=env, current=pre.current, target=pre.target,
                                epoch=int(time.time()), backup=pre.backup)
-
-    def guard(self, run: Run) -> None:
-        """A run whose lock session is lost stops before its next step: another may take over."""
-        lock = self.store.run_lock(run.run_id)
-        if lock is not None:
-            run.gate = lock.verify
-            lock.on_lost(run.stop)
 
     async def heartbeat(self, run_id: int) -> None:
         """Check the lock's session, and pick up cancellations asked of another process."""

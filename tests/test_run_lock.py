@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from bot.config import Runbook
 from bot.engine import Run
 from bot.errors import RunLocked
 from bot.model import (
@@ -25,12 +24,10 @@ from bot.model import (
     StepResult,
     StepStatus,
 )
-from bot.ports import HttpProbe
 from bot.procedures.base import Procedure, RunFacts, Step, StepContext
 from bot.recovery.interrupted import DeadRunReaper
 from bot.recovery.offers import RecoveryOffer
 from bot.recovery.store import RecoveryStore
-from bot.service import Rollbot
 from bot.store.dead_runs import StepTrace, dead_runs, interruption_words
 from bot.store.run_lock import EnvironmentLock
 from bot.store.runs import Store
@@ -213,9 +210,7 @@ def test_the_words_name_the_last_recorded_state_and_a_half_done_step() -> None:
 async def test_a_run_whose_lock_session_is_lost_stops_before_its_next_step(
         store: Store) -> None:
     """The database restarted under a live run: it must not go on as if it held the lock."""
-    rollbot = Rollbot(runbook=cast(Runbook, None), store=store, probe=cast(HttpProbe, None),
-                      owner="host-a:1")
-    run_id = await store.begin_run(req("alice"), owner=rollbot.owner)
+    run_id = await store.begin_run(req("alice"), owner="host-a:1")
     ran: list[str] = []
 
     async def stop_services(_ctx: StepContext) -> str:
@@ -239,7 +234,7 @@ async def test_a_run_whose_lock_session_is_lost_stops_before_its_next_step(
                                   current="v1.2.3", target="v1.2.2", facts=RunFacts(),
                                   emit=lambda _l: None),
               checks=(), observers=[])
-    rollbot.guard(run)
+    store.guard(run)
     outcome = await run.execute()
     assert ran == ["stop"]  # the next step never started
     assert outcome.status is RunStatus.CANCELLED

@@ -79,11 +79,11 @@ class Recoveries:
             await self._rb.store.audit(environment=env_name, actor=by, kind="refusal",
                                    run_id=offer.run_id, detail=f"{choice.label}: {exc}")
             raise
-        await self._rb.recoveries.attach(offer.run_id, run_id)
-        await self._rb.store.audit(environment=env_name, actor=by, kind="run", run_id=run_id,
-                               detail=f"{choice.label} for cancelled run #{offer.run_id}")
         heart = asyncio.create_task(self._rb.heartbeat(run_id))
-        try:
+        try:  # the lock is ours: every way out below ends the run and frees it
+            await self._rb.recoveries.attach(offer.run_id, run_id)
+            await self._rb.store.audit(environment=env_name, actor=by, kind="run", run_id=run_id,
+                                       detail=f"{choice.label} for cancelled run #{offer.run_id}")
             return await self._locked_recovery(run_id, env_name, env, request, offer, choice,
                                                list(observers), on_run)
         except BaseException as exc:
@@ -138,7 +138,7 @@ class Recoveries:
                           checks=pre.checks,
                           observers=[step_recorder(self._rb.store), offers, *observers])
                 self._rb.active[run_id] = run
-                self._rb.guard(run)
+                self._rb.store.guard(run)
                 if on_run is not None:
                     on_run(run)
                 outcome = await run.execute()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import asyncpg
 
@@ -36,6 +37,15 @@ DEAD_RUNS_SQL = (
 LOCK_LOST = ("rollbot lost the database session that held {environment}'s lock ({detail}), so "
              "another rollbot process may now take the environment. It stopped here rather "
              "than go on without the lock.")
+
+
+class Guarded(Protocol):
+    """A run (``bot.engine.Run``): asks its gate before each step, and can be stopped."""
+
+    run_id: int
+    gate: Callable[[], Awaitable[str | None]] | None
+
+    def stop(self, why: str) -> None: ...
 
 
 class EnvironmentLock:
@@ -71,6 +81,11 @@ class EnvironmentLock:
         self._listeners.append(callback)
         if self.lost is not None:
             callback(self.lost)
+
+    def guard(self, run: Guarded) -> None:
+        """Before each step the run checks the session; once it is lost, the run stops."""
+        run.gate = self.verify
+        self.on_lost(run.stop)
 
     async def verify(self) -> str | None:
         """None while the session (and so the lock) is alive; else why it is lost."""

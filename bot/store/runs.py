@@ -34,7 +34,7 @@ from bot.model import (
 )
 from bot.redaction import redact
 from bot.store.dead_runs import ACTIVE, mark_interrupted
-from bot.store.run_lock import EnvironmentLock
+from bot.store.run_lock import EnvironmentLock, Guarded
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,11 @@ class Store:
     def run_lock(self, run_id: int) -> EnvironmentLock | None:
         """The lock a run of this process holds, until it finishes."""
         return self._locks.get(run_id)
+
+    def guard(self, run: Guarded) -> None:
+        """``run`` stops before its next step once its lock's session is lost."""
+        if (lock := self._locks.get(run.run_id)) is not None:
+            lock.guard(run)
 
     async def start_run(self, run_id: int, *, from_version: str, to_version: str,
                         backup: str | None, checks: tuple[Check, ...]) -> None:
