@@ -103,9 +103,10 @@ async def test_two_sessions_racing_for_the_lock_one_wins_the_other_is_told_who(
 async def test_the_lock_is_freed_when_the_run_ends_and_the_next_run_takes_it(
         store: Store, other: Store) -> None:
     first = await store.begin_run(req("alice"), owner="host-a:1")
+    assert store.held_locks() == ["production"]
     await store.finish_run(RunOutcome(run_id=first, status=RunStatus.SUCCEEDED,
                                       host_state="ok", message="done"))
-    assert store.run_lock(first) is None
+    assert store.run_lock(first) is None and store.held_locks() == []
     second = await other.begin_run(req("bob"), owner="host-b:2")
     assert second > first
     assert (await other.get_run(first)).status is RunStatus.SUCCEEDED  # type: ignore[union-attr]

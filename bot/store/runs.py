@@ -162,6 +162,10 @@ class Store:
         """The lock a run of this process holds, until it finishes."""
         return self._locks.get(run_id)
 
+    def held_locks(self) -> list[str]:
+        """The environments whose lock a run of this process holds now (for the metrics)."""
+        return sorted({lock.environment for lock in self._locks.values()})
+
     def guard(self, run: Guarded) -> None:
         """``run`` stops before its next step once its lock's session is lost."""
         if (lock := self._locks.get(run.run_id)) is not None:
