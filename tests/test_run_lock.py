@@ -258,3 +258,20 @@ async def test_without_slack_the_log_says_a_run_was_interrupted(
     assert line.levelname == "WARNING"
     assert f"run #{dead} in production" in line.getMessage()
     assert "(host-b:666) died" in line.getMessage()
+
+
+async def test_a_run_of_an_older_rollbot_holding_no_lock_is_not_taken_for_dead(
+        store: Store) -> None:
+    """During a rolling upgrade an old replica's run holds no session lock: only its heartbeat
+    going quiet for 60 s counts, as before."""
+    legacy = int(await store.pool.fetchval(
+        "INSERT INTO runs (environment, procedure, state, requested_by, owner)"
+        " VALUES ('production', 'simple', 'running', 'alice', 'old:1') RETURNING id"))
+    assert await dead_runs(store.pool) == []
+    with pytest.raises(RunLocked, match=f"run #{legacy} "):
+        await store.begin_run(req("bob"), owner="host-a:1")
+    await store.pool.execute(
+        "UPDATE runs SET heartbeat_at = now() - interval '2 minutes' WHERE id = $1", legacy)
+    fresh = await store.begin_run(req("bob"), owner="host-a:1")
+    assert (await store.get_run(legacy)).status is RunStatus.INTERRUPTED  # type: ignore[union-attr]
+    assert (await store.active_run("production")).id == fresh  # type: ignore[union-attr]

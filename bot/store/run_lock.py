@@ -28,7 +28,8 @@ _KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
 
 # The active runs whose environment's lock no session holds (in this database).
 DEAD_RUNS_SQL = (
-    "SELECT r.id FROM runs r WHERE r.state = ANY($1::text[]) AND NOT EXISTS ("
+    "SELECT r.id FROM runs r WHERE r.state = ANY($1::text[]) AND r.holds_session_lock"
+    " AND NOT EXISTS ("
     " SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
     " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     f" AND l.classid = {_LOCK_SPACE}::oid AND l.objid = hashtext(r.environment)::oid"

@@ -39,6 +39,9 @@ from bot.store.run_lock import EnvironmentLock, Guarded
 log = logging.getLogger(__name__)
 
 _LOCK_SETTLE_S = 5.0  # a lock held with no run row yet: another process is about to write it
+# A run of an older rollbot (during a rolling upgrade) holds no session lock: for it alone, a
+# heartbeat quiet this long still means its process died.
+_LEGACY_QUIET_S = 60
 _MIGRATION_LOCK = 0x726F6C6C  # "roll"
 _ACTIVE = ACTIVE
 
@@ -119,15 +122,19 @@ class Store:
         lock = await self._take_lock(env)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                dead = await conn.fetchval(
-                    "SELECT id FROM runs WHERE environment = $1 AND state = ANY($2::text[])",
-                    env, list(_ACTIVE))
-                if dead is not None:  # we hold its lock, so its process is gone
-                    await mark_interrupted(conn, int(dead), found_by=owner)
+                holder = await conn.fetchrow(
+                    "SELECT id, requested_by, created_at, to_version, holds_session_lock,"
+                    " now() - heartbeat_at > make_interval(secs => $3) AS quiet FROM runs"
+                    " WHERE environment = $1 AND state = ANY($2::text[])",
+                    env, list(_ACTIVE), _LEGACY_QUIET_S)
+                if holder is not None and not (holder["holds_session_lock"] or holder["quiet"]):
+                    raise _locked(env, holder)  # an older rollbot's live run: it holds no lock
+                if holder is not None:  # we hold its lock, so its process is gone
+                    await mark_interrupted(conn, int(holder["id"]), found_by=owner)
                 run_id = int(await conn.fetchval(
                     "INSERT INTO runs (environment, procedure, state, requested_by, approved_by,"
-                    " reason, to_version, backup, owner) VALUES ($1, $2, 'preflight', $3, $4, $5,"
-                    " $6, $7, $8) RETURNING id",
+                    " reason, to_version, backup, owner, holds_session_lock) VALUES ($1, $2,"
+                    " 'preflight', $3, $4, $5, $6, $7, $8, true) RETURNING id",
                     env, request.procedure.value, request.requested_by,
                     list(request.approved_by), request.reason,
                     str(request.target) if request.target else None, request.backup, owner))

@@ -16,5 +16,9 @@ CREATE INDEX run_interruptions_untold ON run_interruptions (found_at) WHERE anno
 -- each step so a Resume or Put back can be offered even when the process that knew them died.
 ALTER TABLE runs ADD COLUMN facts jsonb;
 
--- heartbeat_at no longer decides anything (the lock does); it is kept as the run's last sign of
--- life, which the interruption message shows.
+-- Runs that hold the session lock. A run started by an older rollbot (a rolling upgrade) holds
+-- none: its free lock proves nothing, so only its heartbeat going quiet (60 s) counts for it.
+ALTER TABLE runs ADD COLUMN holds_session_lock boolean NOT NULL DEFAULT false;
+
+-- Otherwise heartbeat_at no longer decides anything (the lock does); it is kept as the run's last
+-- sign of life, which the interruption message shows.
