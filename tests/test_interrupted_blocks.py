@@ -12,6 +12,7 @@ from bot.model import ProcedureName, RunRecord, RunStatus, StepResult, StepStatu
 from bot.recovery.offers import interrupted_offer
 from handlers.blocks.run import interrupted_message
 from handlers.front.interrupted import SlackInterruptions
+from slack_emulator import block_kit_problems
 from tests.slack_world import button_labels, header, message_text
 
 STOPPED = "services STOPPED; compose file still names v1.2.3"
@@ -51,6 +52,7 @@ class Shown:
 
 def test_the_message_says_rollbot_died_names_the_state_and_the_half_done_step() -> None:
     blocks = interrupted_message(dead_run(*DOWN), down=False)
+    assert block_kit_problems(blocks, surface="message") == []
     text = "\n".join(b["text"]["text"] for b in blocks if isinstance(b.get("text"), dict))
     assert blocks[0]["text"]["text"] == "⚠️ Rollback interrupted: production v1.2.3 → v1.2.2"
     assert "✅ 2. Stop services" in text
@@ -68,6 +70,7 @@ async def test_a_dead_run_that_left_production_down_offers_resume_and_put_back()
                                approvals=cast(ApprovalService, Shown()))
     await front.interrupted(run, offer)
     [update] = slack.updates
+    assert block_kit_problems(update["blocks"], surface="message") == []  # Slack takes it
     assert update["ts"] == "1700000000.000100"
     assert update["text"] == "🔴 Rollback interrupted: production is DOWN"
 
