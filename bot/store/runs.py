@@ -119,7 +119,7 @@ class Store:
         while holding the lock belongs to a process that died: it is marked interrupted first.
         """
         env = request.environment
-        lock = await self._take_lock(env)
+        lock = await _take_lock(self._pool, self.dsn, env)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 holder = await conn.fetchrow(
@@ -138,32 +138,17 @@ class Store:
                     env, request.procedure.value, request.requested_by,
                     list(request.approved_by), request.reason,
                     str(request.target) if request.target else None, request.backup, owner))
+        except asyncpg.UniqueViolationError:
+            # An older rollbot (it takes no session lock) inserted its run in between.
+            await lock.release()
+            if (holder := await _active_holder(self._pool, env)) is None:
+                raise StoreError("could not take the environment lock; try again") from None
+            raise _locked(env, holder) from None
         except BaseException:
             await lock.release()
             raise
         self._locks[run_id] = lock
         return run_id
-
-    async def _take_lock(self, env: str) -> EnvironmentLock:
-        """The environment's lock, or ``RunLocked`` naming the run that holds it."""
-        deadline = time.monotonic() + _LOCK_SETTLE_S
-        while True:
-            try:
-                lock = await EnvironmentLock.take(self.dsn, env)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                raise StoreError(f"cannot reach the rollbot database: {exc}") from None
-            if lock is not None:
-                return lock
-            holder = await self._pool.fetchrow(
-                "SELECT id, requested_by, created_at, to_version FROM runs"
-                " WHERE environment = $1 AND state = ANY($2::text[])", env, list(_ACTIVE))
-            if holder is not None:
-                raise _locked(env, holder)
-            # Held, but no run row yet: another process is between its lock and its insert.
-            if time.monotonic() > deadline:
-                raise StoreError(f"another rollbot process holds {env}'s lock but shows no "
-                                 "run; nothing was changed. Try again in a few seconds.")
-            await asyncio.sleep(0.1)
 
     def run_lock(self, run_id: int) -> EnvironmentLock | None:
         """The lock a run of this process holds, until it finishes."""
@@ -367,6 +352,31 @@ def step_recorder(store: Store) -> Observer:
                     await store.step_finished(event.run_id, position=i, result=step,
                                               destructive=False, host_state="")
     return record
+
+
+async def _active_holder(pool: asyncpg.Pool, env: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT id, requested_by, created_at, to_version FROM runs"
+        " WHERE environment = $1 AND state = ANY($2::text[])", env, list(_ACTIVE))
+
+
+async def _take_lock(pool: asyncpg.Pool, dsn: str, env: str) -> EnvironmentLock:
+    """The environment's lock, or ``RunLocked`` naming the run that holds it."""
+    deadline = time.monotonic() + _LOCK_SETTLE_S
+    while True:
+        try:
+            lock = await EnvironmentLock.take(dsn, env)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"cannot reach the rollbot database: {exc}") from None
+        if lock is not None:
+            return lock
+        if (holder := await _active_holder(pool, env)) is not None:
+            raise _locked(env, holder)
+        # Held, but no run row yet: another process is between its lock and its insert.
+        if time.monotonic() > deadline:
+            raise StoreError(f"another rollbot process holds {env}'s lock but shows no run; "
+                             "nothing was changed. Try again in a few seconds.")
+        await asyncio.sleep(0.1)
 
 
 def _locked(environment: str, holder: asyncpg.Record) -> RunLocked:
