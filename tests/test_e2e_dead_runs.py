@@ -132,3 +132,46 @@ async def test_killing_the_replica_running_a_rollback_the_other_marks_it_and_say
         edits = [c for c in world.emu.calls_to("chat.update")
                  if "Rollback interrupted" in str(c.params.get("blocks"))]
         assert len(edits) == 1  # told once
+
+
+async def test_without_slack_serve_marks_a_killed_cli_run_logs_it_and_resume_finishes_it(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with two_replicas(production, store.dsn, tmp_path, slack=False, count=1) as world:
+        first = rollbot_cli(production, store.dsn, "rollback", "v1.2.2", "--yes", "--as",
+                            "alice", cwd=tmp_path)
+        try:
+            assert first.stdout is not None
+            for line in first.stdout:
+                if "✓ [2/7] Stop services" in line:
+                    first.kill()
+                    break
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(timeout=30)
+        [dead] = await store.history()
+
+        # nobody reran it: `rollbot serve` finds the dead run by itself and says so in its log
+        log = await world.wait_log(world["r0"], f"run #{dead.id} in production (", timeout=30)
+        said = next(line for line in log.splitlines()
+                    if "bot.recovery.interrupted" in line and f"run #{dead.id}" in line)
+        assert "WARNING" in said and "died" in said
+        assert f"`rollbot resume {dead.id}`" in said  # production was left down
+        record = await store.get_run(dead.id)
+        assert record is not None and record.status is RunStatus.INTERRUPTED
+        assert production.running_image() == ""
+
+        # the on-call takes the offer from the terminal: the rollback finishes where it stopped
+        resume = rollbot_cli(production, store.dsn, "resume", str(dead.id), "--yes", "--as",
+                             "bob", cwd=tmp_path)
+        try:
+            done, _ = resume.communicate(timeout=300)
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+                resume.wait(timeout=30)
+        assert resume.returncode == 0, done
+        assert "Stop services" not in done  # done by the dead run, not repeated
+        assert production.running_image() == "azora-api:v1.2.2"
