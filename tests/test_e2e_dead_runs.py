@@ -175,3 +175,6 @@ async def test_without_slack_serve_marks_a_killed_cli_run_logs_it_and_resume_fin
         assert resume.returncode == 0, done
         assert "Stop services" not in done  # done by the dead run, not repeated
         assert production.running_image() == "azora-api:v1.2.2"
+        resumed = (await store.history())[0]
+        assert resumed.status is RunStatus.SUCCEEDED
+        assert f"after run #{dead.id} was interrupted (its rollbot died)" in resumed.reason

@@ -67,10 +67,12 @@ class Recoveries:
         resume = choice is RecoveryChoice.RESUME
         target = offer.to_version if resume else offer.from_version
         why = cancelled.reason if cancelled and cancelled.reason else "-"
+        ended = ("was interrupted (its rollbot died)" if cancelled is not None
+                 and cancelled.status is RunStatus.INTERRUPTED else "was cancelled")
         request = RollbackRequest(
             environment=env_name, procedure=offer.procedure if resume else ProcedureName.PUT_BACK,
             target=parse_version(target), requested_by=by, backup=offer.backup,
-            reason=f"{choice.label} after run #{offer.run_id} was cancelled (its reason: {why})",
+            reason=f"{choice.label} after run #{offer.run_id} {ended} (its reason: {why})",
             approved_by=(by,))
         try:
             run_id = await self._rb.store.begin_run(request, owner=self._rb.owner)
