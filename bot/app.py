@@ -20,6 +20,7 @@ from bot.model import RunOutcome, RunStatus, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
 from bot.post_rollback.report import Reporter
 from bot.post_rollback.schedule import VerificationSchedule
+from bot.recovery.interrupted import DeadRunReaper
 from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
@@ -43,6 +44,7 @@ class App:
     follow_up: FollowUp         # and of a run once it ended
     recoveries: Recoveries      # and after a cancel that left production down
     metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
+    reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
 
 
 def load(settings: Settings) -> Runbook:
@@ -107,4 +109,6 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
                   approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
-                  metrics=metrics)
+                  metrics=metrics,
+                  reaper=DeadRunReaper(store=store, recoveries=rollbot.recoveries,
+                                       who=rollbot.owner))

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bot.errors import RollbotError
@@ -94,16 +94,20 @@ class Run:
         self._checks = checks
         self._bus = EventBus(observers)
         self._cancel_requested_by: str | None = None
-        self._cancel_because = ""
+        self._stop_why = ""  # rollbot's own reason to stop (not a person's cancel)
         self._infos = step_infos(procedure)
+        # Asked before each step; a sentence stops the run there (the lock's session is gone).
+        self.gate: Callable[[], Awaitable[str | None]] | None = None
 
-    def cancel(self, by: str, *, because: str = "") -> None:
-        """Stop at the next safe point: before the next step starts.
-
-        ``because``: why, when no person asked (rollbot shutting down); said instead of "by".
-        """
+    def cancel(self, by: str) -> None:
+        """Stop at the next safe point: before the next step starts."""
         self._cancel_requested_by = by
-        self._cancel_because = because
+
+    def stop(self, why: str) -> None:
+        """Stop before the next step like a cancel, for a reason of rollbot's own."""
+        if self._cancel_requested_by is None:
+            self._stop_why = why
+            self._cancel_requested_by = "rollbot"
 
     @property
     def cancel_requested(self) -> bool:
@@ -126,13 +130,20 @@ class Run:
         established: set[Safeguard] = set()
         results: list[StepResult] = []
         for step, info in zip(self.procedure.steps, self._infos, strict=True):
-            if self._cancel_requested_by is not None:
-                why = (f"Stopped before '{step.title}' because {self._cancel_because}"
-                       if self._cancel_because else
-                       f"Cancelled by {self._cancel_requested_by} before '{step.title}'")
+            if self._cancel_requested_by is None and self.gate is not None:
+                if why := await self.gate():
+                    self.stop(why)
+            if self._stop_why:
                 return self._finish(
                     RunStatus.CANCELLED, state, results,
-                    f"{why}. Nothing more was run. The host is left: {state}.",
+                    f"Stopped before '{step.title}': {self._stop_why} Nothing more was run. "
+                    f"The host is left: {state}.",
+                )
+            if self._cancel_requested_by is not None:
+                return self._finish(
+                    RunStatus.CANCELLED, state, results,
+                    f"Cancelled by {self._cancel_requested_by} before '{step.title}'. "
+                    f"Nothing more was run. The host is left: {state}.",
                 )
             result = await self._run_step(step, info, established)
             results.append(result)

@@ -49,7 +49,6 @@ from bot.telemetry.logs import run_logged
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
-SHUTDOWN_BY = "rollbot (shutting down)"
 
 
 @dataclass(frozen=True)
@@ -150,17 +149,17 @@ class Rollbot:
                                        kind="refusal", detail=str(exc))
                 raise
             stack.enter_context(run_logged(environment=env_name, run_id=run_id))
-            if isinstance(session, FleetReady):
-                await session.connected.adopt(run_id)
-            elif session is not None:
-                await session.host.adopt(run_id)
-            await self.store.audit(environment=env_name, actor=request.requested_by, kind="run",
-                                   run_id=run_id,
-                                   detail=f"requested {request.procedure} to "
-                                          f"{request.target or 'previous version'}; reason: "
-                                          f"{request.reason or '-'}")
             heart = asyncio.create_task(self.heartbeat(run_id))
-            try:
+            try:  # from here on the lock is ours: every way out below ends the run and frees it
+                if isinstance(session, FleetReady):
+                    await session.connected.adopt(run_id)
+                elif session is not None:
+                    await session.host.adopt(run_id)
+                await self.store.audit(environment=env_name, actor=request.requested_by,
+                                       kind="run", run_id=run_id,
+                                       detail=f"requested {request.procedure} to "
+                                              f"{request.target or 'previous version'}; reason: "
+                                              f"{request.reason or '-'}")
                 return await self._locked_rollback(run_id, env_name, env, request, session, pre,
                                                    failure, list(observers), on_run)
             except BaseException as exc:
@@ -241,8 +240,9 @@ class Rollbot:
                 run = self._single_host_run(run_id, env_name, env, request, session, pre,
                                             observers)
             self.active[run_id] = run
+            self.store.guard(run)  # a lost lock session stops it before its next step
             if self.stopping:  # began while rollbot was shutting down: no step runs
-                run.cancel(SHUTDOWN_BY, because=self.stopping)
+                run.stop(self.stopping)
             if on_run is not None:
                 on_run(run)
             outcome = await run.execute()
@@ -302,9 +302,11 @@ class Rollbot:
                                epoch=int(time.time()), backup=pre.backup)
 
     async def heartbeat(self, run_id: int) -> None:
-        """Keep the lock fresh, and pick up cancellations asked of another rollbot process."""
+        """Check the lock's session, and pick up cancellations asked of another process."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            if (lock := self.store.run_lock(run_id)) is not None:
+                await lock.verify()  # a lost session stops the run (``guard``)
             try:
                 await self.store.heartbeat(run_id)
                 by = await self.store.cancel_requested_by(run_id)
@@ -319,7 +321,7 @@ class Rollbot:
         """At shutdown: every active run stops before its next step (the cancel path)."""
         self.stopping = because
         for run in self.active.values():
-            run.cancel(SHUTDOWN_BY, because=because)
+            run.stop(because)
         return sorted(self.active)
 
     async def cancel(self, run_id: int, *, by: str) -> bool:

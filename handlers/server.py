@@ -36,6 +36,7 @@ from handlers.access import Access
 from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
 from handlers.front import SlackFront
+from handlers.front.interrupted import SlackInterruptions
 from handlers.hooks import DeployHooks
 from handlers.metering import MeteredWebClient, ack_timer, metrics_route
 from handlers.shutdown import Draining, StopSignals, stop_gracefully
@@ -216,6 +217,9 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
                                        config=runbook.slack,
                                        min_update_interval_s=min_update_interval_s)
         app.auto.notify_with(slack_auto)
+        app.reaper.notify_with(SlackInterruptions(client=client, approvals=app.approvals))
+        await app.reaper.start()
+        stack.push_async_callback(app.reaper.stop)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         await app.auto.resume_after_restart()
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
@@ -269,6 +273,8 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         stack.push_async_callback(app.verifier.stop)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         await app.auto.resume_after_restart()
+        await app.reaper.start()  # runs whose process died: marked, and told in this log
+        stack.push_async_callback(app.reaper.stop)
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")

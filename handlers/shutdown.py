@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 60.0   # the longest a graceful stop may take (a step's own timeout can be longer)
 DRAIN_S = 2.0    # 503s before the listener closes: a load balancer's health checks see them
-SHUTTING_DOWN = "rollbot was shutting down"
+SHUTTING_DOWN = "rollbot was shutting down."
 
 
 class Draining:

@@ -205,14 +205,14 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
     # the step running finished; the run stopped before the next one and says why
     [run] = await store.history()
     assert run.status is RunStatus.CANCELLED
-    assert "because rollbot was shutting down" in run.message
+    assert "rollbot was shutting down." in run.message
     done = {s.title: s.status for s in run.steps}
     assert done["Stop services"] is StepStatus.SUCCEEDED
     assert done["Switch compose file to v1.2.2"] is StepStatus.SKIPPED
     final = await world.wait_message(lambda m: m.ts == live.ts and header(m).startswith("🔴"),
                                      channel=INCIDENTS)
     text = message_text(final)
-    assert "Stopped before 'Switch compose file to v1.2.2' because rollbot was shutting down" \
+    assert "Stopped before 'Switch compose file to v1.2.2': rollbot was shutting down." \
         in text
     assert button_labels(final) == ["Resume rollback", "Put back what ran before"]
     assert "rollbot: stopping" in r0.log()

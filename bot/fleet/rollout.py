@@ -88,7 +88,10 @@ class FleetRun(Run):
         hosts = tuple(lane.outcome() for lane in lanes)
         first_failure = next((lane.failed[0].failure_status for lane in lanes
                               if lane.failed is not None), RunStatus.FAILED)
-        end = FleetEnd(cancelled_by=self._cancel_requested_by,
+        # rollbot's own reason to stop (its lock's session was lost) is named as the canceller
+        cancelled_by = (f"rollbot itself ({self._stop_why.rstrip('.')})" if self._stop_why
+                        else self._cancel_requested_by)
+        end = FleetEnd(cancelled_by=cancelled_by,
                        stopped_by=self._stopped_by,
                        failure_status=self._failure or first_failure,
                        max_failed_hosts=self._fleet.max_failed_hosts)

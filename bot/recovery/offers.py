@@ -14,8 +14,16 @@ from typing import Protocol
 from bot.config import EnvironmentConfig
 from bot.edges.host_facts import compose_tag, docker_summary, images_tags, list_backups
 from bot.errors import HostError
-from bot.events import Observer, RunEvent, RunFinished
-from bot.model import Backup, Check, ProcedureName, RunStatus, StepResult, StepStatus
+from bot.events import Observer, RunEvent, RunFinished, StepFinished
+from bot.model import (
+    Backup,
+    Check,
+    ProcedureName,
+    RunRecord,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
 from bot.ports import DockerFacts, RemoteHost
 from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.release_files import parse_release, read_env_text, read_release
@@ -94,6 +102,20 @@ def put_back_refusal(done: Iterable[str], *, run_id: int, from_version: str) -> 
         return ""
     return (f"Put back is not offered: run #{run_id} already {' and '.join(changed)}, so starting "
             f"{from_version} again would not be what ran before. Resume the rollback instead.")
+
+
+def interrupted_offer(run: RunRecord, *, host_state: str, facts: str) -> RecoveryOffer | None:
+    """The offer for a run whose process died with production down (one host, a rollback)."""
+    if (run.procedure is ProcedureName.PUT_BACK or any(s.host for s in run.steps)
+            or not run.from_version or not run.to_version or not left_down(run.steps)):
+        return None  # a fleet, a put-back, or production not left down: a fresh rollback
+    done = {s.key for s in run.steps if s.status is StepStatus.SUCCEEDED}
+    return RecoveryOffer(
+        run_id=run.id, environment=run.environment, procedure=run.procedure,
+        from_version=run.from_version, to_version=run.to_version, backup=run.backup,
+        backup_size=None, backup_modified=None, done_steps=tuple(sorted(done)),
+        host_state=host_state, facts=facts,
+        put_back_refusal=put_back_refusal(done, run_id=run.id, from_version=run.from_version))
 
 
 def down_sentence(host_state: str) -> str:
@@ -209,16 +231,25 @@ class OfferBook(Protocol):
 
     async def offer(self, o: RecoveryOffer) -> None: ...
 
+    async def keep_facts(self, run_id: int, facts: str) -> None: ...
+
 
 def offer_recorder(store: OfferBook, *, environment: str, procedure: ProcedureName,
                    ctx: StepContext, backup: Backup | None,
                    base: RecoveryOffer | None = None) -> Observer:
     """An observer that records the offer when the run ends cancelled with production down.
 
+    It also keeps the run's facts after each step (``runs.facts``), for an interrupted run.
+
     It runs before the fronts' observers, so the offer exists before any button shows it.
     ``base`` is the offer a continuation run (Resume / Put back) came from.
     """
     async def record(event: RunEvent) -> None:
+        if isinstance(event, StepFinished):
+            # Kept after each step: if this process dies, the offer made for the interrupted
+            # run still knows the compose file copy and the safety backup.
+            await store.keep_facts(event.run_id, json.dumps(asdict(ctx.facts)))
+            return
         if not isinstance(event, RunFinished):
             return
         o = event.outcome

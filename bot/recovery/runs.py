@@ -68,10 +68,12 @@ class Recoveries:
         resume = choice is RecoveryChoice.RESUME
         target = offer.to_version if resume else offer.from_version
         why = cancelled.reason if cancelled and cancelled.reason else "-"
+        ended = ("was interrupted (its rollbot died)" if cancelled is not None
+                 and cancelled.status is RunStatus.INTERRUPTED else "was cancelled")
         request = RollbackRequest(
             environment=env_name, procedure=offer.procedure if resume else ProcedureName.PUT_BACK,
             target=parse_version(target), requested_by=by, backup=offer.backup,
-            reason=f"{choice.label} after run #{offer.run_id} was cancelled (its reason: {why})",
+            reason=f"{choice.label} after run #{offer.run_id} {ended} (its reason: {why})",
             approved_by=(by,))
         try:
             run_id = await self._rb.store.begin_run(request, owner=self._rb.owner)
@@ -80,12 +82,13 @@ class Recoveries:
             await self._rb.store.audit(environment=env_name, actor=by, kind="refusal",
                                    run_id=offer.run_id, detail=f"{choice.label}: {exc}")
             raise
-        await self._rb.recoveries.attach(offer.run_id, run_id)
-        await self._rb.store.audit(environment=env_name, actor=by, kind="run", run_id=run_id,
-                               detail=f"{choice.label} for cancelled run #{offer.run_id}")
         heart = asyncio.create_task(self._rb.heartbeat(run_id))
-        try:
+        try:  # the lock is ours: every way out below ends the run and frees it
             with run_logged(environment=env_name, run_id=run_id):
+                await self._rb.recoveries.attach(offer.run_id, run_id)
+                await self._rb.store.audit(environment=env_name, actor=by, kind="run",
+                                           run_id=run_id, detail=f"{choice.label} for cancelled"
+                                                                 f" run #{offer.run_id}")
                 return await self._locked_recovery(run_id, env_name, env, request, offer,
                                                    choice, list(observers), on_run)
         except BaseException as exc:
@@ -141,6 +144,7 @@ class Recoveries:
                           observers=[step_recorder(self._rb.store), offers,
                                      *self._rb.run_observers, *observers])
                 self._rb.active[run_id] = run
+                self._rb.store.guard(run)
                 if on_run is not None:
                     on_run(run)
                 outcome = await run.execute()

@@ -29,6 +29,15 @@ class RecoveryStore:
                 o.backup, o.backup_size, o.backup_modified, list(o.done_steps), o.host_state,
                 o.facts, o.put_back_refusal)
 
+    async def keep_facts(self, run_id: int, facts: str) -> None:
+        """What the run's steps learned so far (RunFacts as JSON), kept on its row."""
+        await self._pool.execute("UPDATE runs SET facts = $2::jsonb WHERE id = $1", run_id, facts)
+
+    async def facts(self, run_id: int) -> str:
+        """The facts a run kept ('{}' when none)."""
+        raw = await self._pool.fetchval("SELECT facts FROM runs WHERE id = $1", run_id)
+        return str(raw) if raw else "{}"
+
     async def get(self, run_id: int) -> RecoveryOffer | None:
         row = await self._pool.fetchrow("SELECT * FROM run_recoveries WHERE run_id = $1", run_id)
         return _offer(row) if row is not None else None

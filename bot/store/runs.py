@@ -1,13 +1,16 @@
 """The store (asyncpg): runs, steps, and the audit log, in PostgreSQL.
 
-Migrations are versioned SQL files applied at start under an advisory lock. The one-active-run
-rule lives in a partial unique index, so two rollbot processes cannot both start a rollback.
+Migrations are versioned SQL files applied at start under an advisory lock. One run per
+environment: the run holds the environment's advisory lock on a session of its own
+(``run_lock.py``), and a partial unique index keeps a second active row out regardless.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -31,12 +34,17 @@ from bot.model import (
     StepStatus,
 )
 from bot.redaction import redact
+from bot.store.dead_runs import ACTIVE, mark_interrupted
+from bot.store.run_lock import EnvironmentLock, Guarded
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_S = 60  # an active run whose owner has not beaten for this long is taken as dead
+_LOCK_SETTLE_S = 5.0  # a lock held with no run row yet: another process is about to write it
+# A run of an older rollbot (during a rolling upgrade) holds no session lock: for it alone, a
+# heartbeat quiet this long still means its process died.
+_LEGACY_QUIET_S = 60
 _MIGRATION_LOCK = 0x726F6C6C  # "roll"
-_ACTIVE = ("preflight", "running")
+_ACTIVE = ACTIVE
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -57,6 +65,7 @@ class Store:
         self.approvals = Approvals(pool)
         # Told of every run as it is recorded ended, whichever path ended it (the metrics).
         self.ended_hooks: list[Callable[[RunRecord], None]] = []
+        self._locks: dict[int, EnvironmentLock] = {}  # the runs of this process, by id
 
     @classmethod
     async def open(cls, dsn: str) -> Store:
@@ -70,6 +79,9 @@ class Store:
         return store
 
     async def close(self) -> None:
+        for lock in list(self._locks.values()):
+            await lock.release()
+        self._locks.clear()
         await self._pool.close()
 
     async def migrate(self) -> list[str]:
@@ -104,41 +116,59 @@ class Store:
     # --- runs --------------------------------------------------------------------------------
 
     async def begin_run(self, request: RollbackRequest, *, owner: str) -> int:
-        """Create the run and take the environment's lock, or raise ``RunLocked``."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            holder = await conn.fetchrow(
-                "SELECT id, requested_by, created_at, to_version, heartbeat_at,"
-                " now() - heartbeat_at > make_interval(secs => $2) AS stale"
-                " FROM runs WHERE environment = $1 AND state = ANY($3::text[]) FOR UPDATE",
-                request.environment, STALE_AFTER_S, list(_ACTIVE))
-            if holder is not None and holder["stale"]:
-                await conn.execute(
-                    "UPDATE runs SET state = 'interrupted', finished_at = now(), message ="
-                    " 'rollbot stopped while this run was active (no heartbeat since '"
-                    " || to_char(heartbeat_at, 'HH24:MI:SS') || '); the host may be mid-procedure:"
-                    " check its state before trusting it' WHERE id = $1", holder["id"])
-                log.warning("run #%s had no heartbeat for %ss: marked interrupted",
-                            holder["id"], STALE_AFTER_S)
-            elif holder is not None:
-                raise _locked(request.environment, holder)
-            try:
-                return int(await conn.fetchval(
+        """Take the environment's lock and create the run, or raise ``RunLocked``.
+
+        The lock is held by a session of the run's own until ``finish_run``. An active run found
+        while holding the lock belongs to a process that died: it is marked interrupted first.
+        """
+        env = request.environment
+        lock = await _take_lock(self._pool, self.dsn, env)
+        dead: int | None = None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                holder = await conn.fetchrow(
+                    "SELECT id, requested_by, created_at, to_version, holds_session_lock,"
+                    " now() - heartbeat_at > make_interval(secs => $3) AS quiet FROM runs"
+                    " WHERE environment = $1 AND state = ANY($2::text[])",
+                    env, list(_ACTIVE), _LEGACY_QUIET_S)
+                if holder is not None and not (holder["holds_session_lock"] or holder["quiet"]):
+                    raise _locked(env, holder)  # an older rollbot's live run: it holds no lock
+                if holder is not None:  # we hold its lock, so its process is gone
+                    await mark_interrupted(conn, int(holder["id"]), found_by=owner)
+                    dead = int(holder["id"])
+                run_id = int(await conn.fetchval(
                     "INSERT INTO runs (environment, procedure, state, requested_by, approved_by,"
-                    " reason, to_version, backup, owner) VALUES ($1, $2, 'preflight', $3, $4, $5,"
-                    " $6, $7, $8) RETURNING id",
-                    request.environment, request.procedure.value, request.requested_by,
+                    " reason, to_version, backup, owner, holds_session_lock) VALUES ($1, $2,"
+                    " 'preflight', $3, $4, $5, $6, $7, $8, true) RETURNING id",
+                    env, request.procedure.value, request.requested_by,
                     list(request.approved_by), request.reason,
                     str(request.target) if request.target else None, request.backup, owner))
-            except asyncpg.UniqueViolationError:
-                pass
-        # Lost a race with another process between our check and our insert.
-        holder = await self._pool.fetchrow(
-            "SELECT id, requested_by, created_at, to_version FROM runs"
-            " WHERE environment = $1 AND state = ANY($2::text[])",
-            request.environment, list(_ACTIVE))
-        if holder is None:
-            raise StoreError("could not take the environment lock; try again")
-        raise _locked(request.environment, holder)
+        except asyncpg.UniqueViolationError:
+            # An older rollbot (it takes no session lock) inserted its run in between.
+            await lock.release()
+            if (holder := await _active_holder(self._pool, env)) is None:
+                raise StoreError("could not take the environment lock; try again") from None
+            raise _locked(env, holder) from None
+        except BaseException:
+            await lock.release()
+            raise
+        self._locks[run_id] = lock
+        if dead is not None:
+            await self.tell_ended(dead)
+        return run_id
+
+    def run_lock(self, run_id: int) -> EnvironmentLock | None:
+        """The lock a run of this process holds, until it finishes."""
+        return self._locks.get(run_id)
+
+    def held_locks(self) -> list[str]:
+        """The environments whose lock a run of this process holds now (for the metrics)."""
+        return sorted({lock.environment for lock in self._locks.values()})
+
+    def guard(self, run: Guarded) -> None:
+        """``run`` stops before its next step once its lock's session is lost."""
+        if (lock := self._locks.get(run.run_id)) is not None:
+            lock.guard(run)
 
     async def start_run(self, run_id: int, *, from_version: str, to_version: str,
                         backup: str | None, checks: tuple[Check, ...]) -> None:
@@ -148,9 +178,18 @@ class Store:
             run_id, from_version, to_version, backup, _checks_json(checks))
 
     async def heartbeat(self, run_id: int) -> None:
+        """The run's last sign of life (shown when it is found dead; the lock decides that)."""
         await self._pool.execute("UPDATE runs SET heartbeat_at = now() WHERE id = $1", run_id)
 
     async def finish_run(self, outcome: RunOutcome) -> None:
+        """Record how the run ended, then free the environment (end the lock's session)."""
+        try:
+            await self._record_end(outcome)
+        finally:
+            if (lock := self._locks.pop(outcome.run_id, None)) is not None:
+                await lock.release()
+
+    async def _record_end(self, outcome: RunOutcome) -> None:
         await self._pool.execute(
             "UPDATE runs SET state = $2, host_state = $3, message = $4, finished_at = now(),"
             " from_version = COALESCE($5, from_version), to_version = COALESCE($6, to_version),"
@@ -332,6 +371,31 @@ def step_recorder(store: Store) -> Observer:
                     await store.step_finished(event.run_id, position=i, result=step,
                                               destructive=False, host_state="")
     return record
+
+
+async def _active_holder(pool: asyncpg.Pool, env: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT id, requested_by, created_at, to_version FROM runs"
+        " WHERE environment = $1 AND state = ANY($2::text[])", env, list(_ACTIVE))
+
+
+async def _take_lock(pool: asyncpg.Pool, dsn: str, env: str) -> EnvironmentLock:
+    """The environment's lock, or ``RunLocked`` naming the run that holds it."""
+    deadline = time.monotonic() + _LOCK_SETTLE_S
+    while True:
+        try:
+            lock = await EnvironmentLock.take(dsn, env)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"cannot reach the rollbot database: {exc}") from None
+        if lock is not None:
+            return lock
+        if (holder := await _active_holder(pool, env)) is not None:
+            raise _locked(env, holder)
+        # Held, but no run row yet: another process is between its lock and its insert.
+        if time.monotonic() > deadline:
+            raise StoreError(f"another rollbot process holds {env}'s lock but shows no run; "
+                             "nothing was changed. Try again in a few seconds.")
+        await asyncio.sleep(0.1)
 
 
 def _locked(environment: str, holder: asyncpg.Record) -> RunLocked:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.events import StepInfo
 from bot.fleet_view import HostBoard, name_list, who_runs_what
-from bot.model import ProcedureName, RunOutcome, RunStatus, StepStatus
+from bot.model import ProcedureName, RunOutcome, RunRecord, RunStatus, StepStatus
 from bot.procedures.catalog import TITLES
 from bot.recovery.offers import left_down, put_back_refusal
 from handlers.blocks.fleet import (
@@ -171,9 +171,16 @@ def recovery_offer(s: LiveState) -> Blocks:
     assert o is not None
     old, target = _versions(s)
     done = {r.key for r in o.steps if r.status is StepStatus.SUCCEEDED} | set(s.earlier_done)
-    why_not = put_back_refusal(done, run_id=o.run_id, from_version=old)
-    ref = RecoveryRef(run=o.run_id).dump()
-    lines = [f"🔴 *Production is DOWN.* The host is left: {esc(o.host_state)}.",
+    return recovery_blocks(run_id=o.run_id, host_state=o.host_state, old=old, target=target,
+                           done=done)
+
+
+def recovery_blocks(*, run_id: int, host_state: str, old: str, target: str,
+                    done: set[str]) -> Blocks:
+    """The DOWN sentence and the Resume / Put back buttons of a run that left production down."""
+    why_not = put_back_refusal(done, run_id=run_id, from_version=old)
+    ref = RecoveryRef(run=run_id).dump()
+    lines = [f"🔴 *Production is DOWN.* The host is left: {esc(host_state)}.",
              f"• *Resume rollback*: continue to {esc(target)} from the step where it stopped "
              "(a new pre-flight first; steps already done are not repeated)."]
     buttons = [button("Resume rollback", Action.RECOVERY_RESUME, ref, style="primary",
@@ -196,6 +203,32 @@ def recovery_offer(s: LiveState) -> Blocks:
                                   "Put back", "Not now")))
     return [section("\n".join(lines)), actions(Block.RECOVERY_ACTIONS, *buttons),
             context("Allowed users only; the first click decides and is recorded.")]
+
+
+def interrupted_message(run: RunRecord, *, down: bool) -> Blocks:
+    """A run's live message once its rollbot process died: interrupted, and the state it left."""
+    versions = f"{run.from_version or '?'} → {run.to_version or '?'}"
+    head = (f"🔴 Rollback interrupted: {run.environment} is DOWN" if down else
+            f"⚠️ Rollback interrupted: {run.environment} {versions}")
+    info = [f"*Procedure:* {TITLES[run.procedure].title} ({versions})",
+            f"*Requested by:* {mention(run.requested_by)}",
+            f"*Reason:* {esc(run.reason) if run.reason else '_none given_'}"]
+    lines = []
+    for i, step in enumerate(run.steps):
+        where = f" on {esc(step.host)}" if step.host else ""
+        if step.status is StepStatus.RUNNING:
+            lines.append(f"⚠️ {i + 1}. {esc(step.title)}{where}: was running when rollbot died")
+        else:
+            lines.append(f"{STEP_ICON[step.status]} {i + 1}. {esc(step.title)}{where}")
+    blocks: Blocks = [header(head), section("\n".join(info))]
+    if lines:
+        blocks.append(section("*Steps*\n" + "\n".join(lines)))
+    blocks += [section(f"⚠️ *The rollbot process running this rollback died*, so the run was "
+                       f"interrupted. {esc(clip(run.message, 2500))}"),
+               section(f"*Host state (last recorded):* {esc(run.host_state)}")]
+    ended = f" · interrupted {run.finished_at:%H:%M:%S} UTC" if run.finished_at else ""
+    return [*blocks, context(f"Run #{run.id} · started {run.created_at:%H:%M:%S} UTC{ended} · "
+                             "check the host before trusting its state")]
 
 
 def recovery_chosen(label: str, user: str, *, now: datetime) -> dict[str, Any]:
