@@ -125,7 +125,7 @@ class Rollbot:
         pre = replace(pre, checks=(*pre.checks, lock))
         if not pre.target:
             return Plan(request=request, preflight=pre, title="(no target version)", steps=())
-        procedure = build(request.procedure, self._inputs(env, pre))
+        procedure = build(request.procedure, _inputs(env, pre))
         if fleet is not None:
             return Plan(request=request, preflight=pre,
                         title=f"{procedure.title}, {fleet_sentence(env, request)}",
@@ -258,7 +258,7 @@ class Rollbot:
     def _single_host_run(self, run_id: int, env_name: str, env: EnvironmentConfig,
                          request: RollbackRequest, session: HostSession, pre: Preflight,
                          observers: list[Observer]) -> Run:
-        procedure = build(request.procedure, self._inputs(env, pre))
+        procedure = build(request.procedure, _inputs(env, pre))
         ctx = StepContext(host=session.host, docker=session.docker, probe=self.probe,
                           env=env, current=pre.current, target=pre.target,
                           facts=RunFacts(), emit=lambda _line: None)
@@ -297,25 +297,9 @@ class Rollbot:
                                run_id=run_id, detail=message)
         return outcome
 
-    def _inputs(self, env: EnvironmentConfig, pre: Preflight) -> ProcedureInputs:
-        return ProcedureInputs(env=env, current=pre.current, target=pre.target,
-                               epoch=int(time.time()), backup=pre.backup)
-
     async def heartbeat(self, run_id: int) -> None:
         """Check the lock's session, and pick up cancellations asked of another process."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            if (lock := self.store.run_lock(run_id)) is not None:
-                await lock.verify()  # a lost session stops the run (``guard``)
-            try:
-                await self.store.heartbeat(run_id)
-                by = await self.store.cancel_requested_by(run_id)
-            except Exception as exc:
-                log.warning("heartbeat for run #%s failed: %s", run_id, exc)
-                continue
-            run = self.active.get(run_id)
-            if by and run is not None and not run.cancel_requested:
-                run.cancel(by)
+        await _beat(self.store, self.active, run_id)
 
     def stop_runs(self, *, because: str) -> list[int]:
         """At shutdown: every active run stops before its next step (the cancel path)."""
@@ -376,3 +360,24 @@ class Rollbot:
         async with open_session(env_name, env, store=self.store, actor=actor,
                                 run_id=None) as session:
             return await list_backups(session.host, env.database)
+
+
+def _inputs(env: EnvironmentConfig, pre: Preflight) -> ProcedureInputs:
+    return ProcedureInputs(env=env, current=pre.current, target=pre.target,
+                           epoch=int(time.time()), backup=pre.backup)
+
+
+async def _beat(store: Store, active: dict[int, Run], run_id: int) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        if (lock := store.run_lock(run_id)) is not None:
+            await lock.verify()  # a lost session stops the run (``guard``)
+        try:
+            await store.heartbeat(run_id)
+            by = await store.cancel_requested_by(run_id)
+        except Exception as exc:
+            log.warning("heartbeat for run #%s failed: %s", run_id, exc)
+            continue
+        run = active.get(run_id)
+        if by and run is not None and not run.cancel_requested:
+            run.cancel(by)
