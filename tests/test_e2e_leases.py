@@ -203,12 +203,13 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
     assert await r0.wait_exit(90) == 0
 
     # the step running finished; the run stopped before the next one and says why
-    [run] = await store.history()
-    assert run.status is RunStatus.CANCELLED
+    [listed] = await store.history()
+    run = await store.get_run(listed.id)
+    assert run is not None and run.status is RunStatus.CANCELLED
     assert "because rollbot was shutting down" in run.message
     done = {s.title: s.status for s in run.steps}
-    assert done["Stop services"] is StepStatus.SUCCEEDED
-    assert done["Switch compose file to v1.2.2"] is StepStatus.SKIPPED
+    assert done["Stop services"] is StepStatus.SUCCEEDED, done
+    assert done["Switch compose file to v1.2.2"] is StepStatus.SKIPPED, done
     final = await world.wait_message(lambda m: m.ts == live.ts and header(m).startswith("🔴"),
                                      channel=INCIDENTS)
     text = message_text(final)
