@@ -227,3 +227,22 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
     await world.wait_message(lambda m: header(m).startswith("✅ Rolled back production to v1.2.2"),
                              channel=INCIDENTS, timeout=180)
     assert production.running_image() == "azora-api:v1.2.2"
+
+
+async def test_without_slack_a_dead_replicas_countdown_is_carried_on_and_told_in_the_log(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with two_replicas(production, store.dsn, tmp_path, webhook_secret=HOOK_SECRET,
+                            runbook_text=auto_rollback(countdown=20), slack=False) as world:
+        answer = await world.hook("/hooks/deploy", deploy("start_failed"))
+        assert answer.status_code == 202, answer.text
+        holder = await wait_holder(store, world)
+        await world.wait_log(holder, "Countdown: rolling back to v1.2.2 in 20 s")
+        holder.kill()
+        other = world.other(holder)
+        log = await world.wait_log(other, "rolled back: production runs v1.2.2 again",
+                                   timeout=180)
+        assert "carried on after the rollbot replica counting down stopped: rolling back " \
+               "production to v1.2.2 in" in log
+        assert production.running_image() == "azora-api:v1.2.2"
+        assert len(await store.history()) == 1
