@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.model import RunStatus, StepStatus
@@ -169,6 +170,17 @@ async def test_a_replicas_restart_leaves_the_others_countdown_alone(
         assert production.running_image() == "azora-api:v1.2.3"
 
 
+async def draining(replica: Replica) -> int:
+    """What the replica's /healthz answers once it began to stop (503), polled briefly."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(40):
+            status = (await client.get(f"{replica.url}/healthz")).status_code
+            if status != 200:
+                return status
+            await asyncio.sleep(0.025)
+    return status
+
+
 @pytest.fixture
 async def slow_replicas(production: Sandbox, store: Store, tmp_path: Path
                         ) -> AsyncIterator[ReplicaWorld]:
@@ -198,8 +210,10 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
 
     r0.terminate()  # SIGTERM while "Stop services" runs
     stopped = time.monotonic()
+    assert await draining(r0) == 503  # the load balancer takes it out of rotation
     assert await wait_holder(store, world, other_than=r0) is r1
     assert time.monotonic() - stopped < 4  # handed over at once, not after the lease's 10 s
+    await world.balancer.wait_serving({"r1"})
     assert await r0.wait_exit(90) == 0
 
     # the step running finished; the run stopped before the next one and says why
