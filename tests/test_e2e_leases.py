@@ -1,5 +1,4 @@
-"""Two replicas behind haproxy share the automatic rollback: a dead replica's countdown or watch
-is carried on by the other, a restart leaves the other's work alone, and SIGTERM hands over."""
+"""Replicas share the automatic rollback: a dead one's work is carried on, SIGTERM hands over."""
 
 from __future__ import annotations
 

@@ -53,7 +53,6 @@ def _docker(reached: list[Reached]) -> DockerFacts:
     return session.docker
 
 
-
 class DeployCourse:
     """Runs deploys' watches, countdowns and rollbacks; tells the notifier what happens."""
 
@@ -65,8 +64,8 @@ class DeployCourse:
         self._tasks: set[asyncio.Task[None]] = set()
         self.work = LeasedWork(leases, times=lease_times, on_taken=self.carry_on)
 
-
     async def handle(self, deploy: Deploy) -> None:
+        """A deploy this replica holds the lease of, from where its row stands."""
         if deploy.stage == "deployed":
             triggers = await self._watch(deploy)
             if not triggers:
@@ -106,10 +105,10 @@ class DeployCourse:
             elapsed = last_told - started
             if done:
                 await self.tell(deploy, self.notifier.healthy(deploy, cfg, result,
-                                                                elapsed_s=elapsed))
+                                                              elapsed_s=elapsed))
             else:
                 await self.tell(deploy, self.notifier.observed(deploy, cfg, result,
-                                                                 elapsed_s=elapsed))
+                                                               elapsed_s=elapsed))
 
         async def shown(_obs: Observation, result: WatchResult) -> None:
             await paced(result)
@@ -135,7 +134,7 @@ class DeployCourse:
             return
         deploy = await self._deploys.get(deploy.id)
         await self._remember(deploy, await self.tell(deploy,
-                                                      self.notifier.offered(deploy, triggers)))
+                                                     self.notifier.offered(deploy, triggers)))
 
     async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
         _, env = self._rollbot.environment(deploy.environment)
@@ -157,7 +156,10 @@ class DeployCourse:
             if (await self._deploys.get(deploy.id)).state is not DeployState.COUNTDOWN:
                 return  # cancelled, or someone chose "Roll back now"
         # Shielded: a hand-over arriving now cannot split the move from the rollback's start.
-        await asyncio.shield(self._fire(deploy))
+        fire = asyncio.create_task(self._fire(deploy))
+        self._tasks.add(fire)  # referenced until done, and waited for by wait_idle
+        fire.add_done_callback(self._tasks.discard)
+        await asyncio.shield(fire)
 
     async def _fire(self, deploy: Deploy) -> None:
         if await self._deploys.move(deploy.id, (DeployState.COUNTDOWN,),
@@ -229,7 +231,6 @@ class DeployCourse:
         else:
             await self.tell(deploy, self.notifier.rolled_back(deploy, outcome))
 
-
     async def tell(self, deploy: Deploy, told: Awaitable[_T]) -> _T | None:
         """Tell the notifier; a failure to show something never stops the machine."""
         try:
@@ -247,6 +248,7 @@ class DeployCourse:
         return replace(deploy, front_ref=where)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a rollback in the background (not under a lease: it ends where it began)."""
         async def wrapped() -> None:
             try:
                 await coro
