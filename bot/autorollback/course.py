@@ -66,6 +66,28 @@ class DeployCourse:
 
     async def handle(self, deploy: Deploy) -> None:
         """A deploy this replica holds the lease of, from where its row stands."""
+        await self._or_interrupt(deploy.id, self._handle(deploy))
+
+    async def carry_on(self, deploy_id: int) -> None:
+        """A deploy taken over from a replica that stopped: its watch or countdown goes on."""
+        await self._or_interrupt(deploy_id, self._carry_on(deploy_id))
+
+    async def _or_interrupt(self, deploy_id: int, work: Awaitable[None]) -> None:
+        # A watch that fails (its host unreachable) waits for a person instead of being
+        # released and taken again by a replica every few seconds, each time told in Slack.
+        try:
+            await work
+        except RollbotError as exc:
+            log.warning("deploy #%s: the watch or countdown failed: %s", deploy_id, exc)
+            await self._interrupt(await self._deploys.get(deploy_id),
+                                  f"the watch or countdown failed: {exc}")
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("deploy #%s: the watch or countdown failed (ref %s)", deploy_id, ref)
+            await self._interrupt(await self._deploys.get(deploy_id),
+                                  f"the watch or countdown failed inside rollbot (ref {ref})")
+
+    async def _handle(self, deploy: Deploy) -> None:
         if deploy.stage == "deployed":
             triggers = await self._watch(deploy)
             if not triggers:
@@ -168,8 +190,7 @@ class DeployCourse:
             # Not leased work: the rollback goes on when this replica hands its leases over.
             self.spawn(self.roll_back(await self._deploys.get(deploy.id), by=AUTOMATIC))
 
-    async def carry_on(self, deploy_id: int) -> None:
-        """A deploy taken over from a replica that stopped: its watch or countdown goes on."""
+    async def _carry_on(self, deploy_id: int) -> None:
         deploy = await self._deploys.get(deploy_id)
         if deploy.state is DeployState.COUNTDOWN:
             left = await self._deploys.countdown_left(deploy.id)
@@ -190,12 +211,12 @@ class DeployCourse:
                 await self._interrupt(deploy, "the watch ended while no rollbot replica was "
                                               "running")
                 return
-        await self.handle(deploy)  # the watch goes on for what is left of it
+        await self._handle(deploy)  # the watch goes on for what is left of it
 
     async def _interrupt(self, deploy: Deploy, why: str) -> None:
         if await self._deploys.move(deploy.id, (DeployState.WATCHING, DeployState.COUNTDOWN),
                                     DeployState.INTERRUPTED,
-                                    detail=f"{why}; nothing was rolled back",
+                                    detail=f"{why.rstrip('. ')}; nothing was rolled back",
                                     holder=self.work.holder):
             await self.tell(deploy, self.notifier.interrupted(
                 await self._deploys.get(deploy.id)))
