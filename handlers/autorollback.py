@@ -196,7 +196,7 @@ class SlackAutoRollback:
 
 def interrupted_message(deploy: Deploy) -> tuple[str, ui.Blocks]:
     """After a restart: what was interrupted, and the two choices a person has."""
-    text = (f"⚠️ rollbot restarted while watching or counting down for {deploy.version} "
+    text = (f"⚠️ rollbot stopped watching or counting down for {deploy.version} "
             f"in {deploy.environment} ({deploy.detail or 'no trigger yet'}). Nothing "
             "was rolled back; decide now.")
     ref = DeployRef(deploy=deploy.id).dump()

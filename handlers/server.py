@@ -221,6 +221,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         await app.reaper.start()
         stack.push_async_callback(app.reaper.stop)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
+        stack.push_async_callback(app.auto.hand_over)  # first: the watches go to other replicas
         await app.auto.resume_after_restart()
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
         bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto)
@@ -272,6 +273,7 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         await app.verifier.start()  # rollbacks are still verified, and their reports rewritten
         stack.push_async_callback(app.verifier.stop)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
+        stack.push_async_callback(app.auto.hand_over)  # first: the watches go to other replicas
         await app.auto.resume_after_restart()
         await app.reaper.start()  # runs whose process died: marked, and told in this log
         stack.push_async_callback(app.reaper.stop)

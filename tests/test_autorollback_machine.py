@@ -258,3 +258,28 @@ async def test_a_countdown_found_long_past_its_deadline_waits_for_a_person(
     assert (await deploys.get(deploy.id)).state is DeployState.CANCELLED
     await auto.hand_over()
     assert await store.history() == []
+
+
+async def test_a_watch_that_cannot_reach_its_host_waits_for_a_person_and_is_not_retried(
+    rollbot: Rollbot, store: Store
+) -> None:
+    # this test's example host does not exist: the watch cannot open its SSH connection
+    told = Told()
+    a, b = replica(rollbot, told, "a"), replica(rollbot, told, "b")
+    await a.resume_after_restart()
+    await b.resume_after_restart()
+    received = await a.receive(event("deployed"))
+    deploy_id = received.answer["deploy"]
+
+    async def interrupted() -> bool:
+        return (await DeployStore(store.pool).get(deploy_id)).state is DeployState.INTERRUPTED
+    await until(interrupted)
+    await asyncio.sleep(1.5)  # many lease polls: nobody takes it again
+    assert [e[0] for e in told.events] == ["watching", "interrupted"]
+    assert told.events[1][2]["detail"] == (
+        "the watch or countdown failed: known_hosts file /secrets/known_hosts does not exist, "
+        "so the host key of prod-user@prod-host:22 cannot be verified. Nothing was sent; "
+        "nothing was rolled back")
+    await a.hand_over()
+    await b.hand_over()
+    assert await store.history() == []

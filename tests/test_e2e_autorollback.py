@@ -313,28 +313,35 @@ async def test_forged_stale_replayed_malformed_and_unknown_are_refused(
     assert len(refusals) >= 3
 
 
-async def test_a_restart_during_the_countdown_waits_for_a_person(
+async def test_a_restart_during_the_countdown_carries_it_on_to_its_own_deadline(
     production: Sandbox, store: Store, tmp_path: Path
 ) -> None:
     async with slack_world(production, store.dsn, tmp_path,
-                           runbook_text=fast(30.0, trust=True),
+                           runbook_text=fast(20.0, trust=True),
                            webhook_secret=HOOK_SECRET) as world:
         await hook(world, "/hooks/deploy", deploy(stage="start_failed"))
-        await world.wait_message(lambda m: "is failing. Rolling back" in m.text)
-        for task in list(world.service.auto._tasks):  # rollbot dies mid-countdown
-            task.cancel()
+        countdown = await world.wait_message(lambda m: "is failing. Rolling back" in m.text)
+    # rollbot stopped mid-countdown: it handed the countdown over; started again, it takes it
+    deadline = await store.pool.fetchval("SELECT deadline FROM deploys")
     (tmp_path / "again").mkdir()
     async with slack_world(production, store.dsn, tmp_path / "again",
-                           runbook_text=fast(30.0, trust=True),
+                           runbook_text=fast(20.0, trust=True),
                            webhook_secret=HOOK_SECRET) as world:
-        notice = await world.wait_message(lambda m: "rollbot restarted while" in m.text)
-        assert await store.history() == []  # nothing ran by itself
-        await world.click(BOB, notice, Action.AUTO_ROLL_BACK_NOW)
-        await world.wait_message(lambda m: "Rollback completed." in m.text, timeout=120)
-        await world.click(BOB, notice, Action.AUTO_ROLL_BACK_NOW)  # a second click: nothing
-        await world.service.front.wait_idle(60)
-        assert len(await store.history()) == 1
+        # (this Slack is a new emulator: the countdown's message is the first one's)
+        end = time.monotonic() + 120
+        while await store.pool.fetchval("SELECT state FROM deploys") != "rolled_back":
+            assert time.monotonic() < end, "the countdown was not carried on"
+            await asyncio.sleep(0.2)
+        await world.service.auto.wait_idle(60)
+        history = await store.history()
+        assert len(history) == 1  # once, by itself, at the countdown's own deadline
+        [run] = history
+        assert run.status is RunStatus.SUCCEEDED and run.requested_by == "rollbot (automatic)"
+        assert run.created_at >= deadline
         assert production.running_image() == "azora-api:v1.2.2"
+        posted = [m.text for m in world.emu.messages(INCIDENTS)]
+        assert not any("stopped watching or counting down" in text for text in posted)
+    assert countdown.ts  # shown before the restart
 
 
 @pytest.mark.parametrize("world", [(0.0, TRUSTED)], indirect=True)

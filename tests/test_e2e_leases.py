@@ -1,5 +1,4 @@
-"""Two replicas behind haproxy share the automatic rollback: a dead replica's countdown or watch
-is carried on by the other, a restart leaves the other's work alone, and SIGTERM hands over."""
+"""Replicas share the automatic rollback: a dead one's work is carried on, SIGTERM hands over."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.model import RunStatus, StepStatus
@@ -161,12 +161,24 @@ async def test_a_replicas_restart_leaves_the_others_countdown_alone(
         assert row["state"] == "countdown"
         shown = world.emu.message(INCIDENTS, countdown.ts)
         assert shown is not None and "Carried on" not in message_text(shown)
-        assert not any("restarted while" in m.text for m in world.emu.messages(INCIDENTS))
+        posted = [m.text for m in world.emu.messages(INCIDENTS)]
+        assert not any("stopped watching or counting down" in text for text in posted)
         # Bob cancels on whichever replica haproxy picks: the countdown ends, nothing ran
         await world.click(BOB, countdown, Action.AUTO_CANCEL)
         await world.wait_message(lambda m: "cancelled by <@U0BOB>" in m.text, channel=INCIDENTS)
         assert await store.history() == []
         assert production.running_image() == "azora-api:v1.2.3"
+
+
+async def draining(replica: Replica) -> int:
+    """What the replica's /healthz answers once it began to stop (503), polled briefly."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(40):
+            status = (await client.get(f"{replica.url}/healthz")).status_code
+            if status != 200:
+                return status
+            await asyncio.sleep(0.025)
+    return status
 
 
 @pytest.fixture
@@ -198,17 +210,20 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
 
     r0.terminate()  # SIGTERM while "Stop services" runs
     stopped = time.monotonic()
+    assert await draining(r0) == 503  # the load balancer takes it out of rotation
     assert await wait_holder(store, world, other_than=r0) is r1
     assert time.monotonic() - stopped < 4  # handed over at once, not after the lease's 10 s
+    await world.balancer.wait_serving({"r1"})
     assert await r0.wait_exit(90) == 0
 
     # the step running finished; the run stopped before the next one and says why
-    [run] = await store.history()
-    assert run.status is RunStatus.CANCELLED
+    [listed] = await store.history()
+    run = await store.get_run(listed.id)
+    assert run is not None and run.status is RunStatus.CANCELLED
     assert "rollbot was shutting down." in run.message
     done = {s.title: s.status for s in run.steps}
-    assert done["Stop services"] is StepStatus.SUCCEEDED
-    assert done["Switch compose file to v1.2.2"] is StepStatus.SKIPPED
+    assert done["Stop services"] is StepStatus.SUCCEEDED, done
+    assert done["Switch compose file to v1.2.2"] is StepStatus.SKIPPED, done
     final = await world.wait_message(lambda m: m.ts == live.ts and header(m).startswith("🔴"),
                                      channel=INCIDENTS)
     text = message_text(final)
@@ -226,3 +241,22 @@ async def test_sigterm_during_a_rollback_ends_the_step_stops_the_run_and_hands_l
     await world.wait_message(lambda m: header(m).startswith("✅ Rolled back production to v1.2.2"),
                              channel=INCIDENTS, timeout=180)
     assert production.running_image() == "azora-api:v1.2.2"
+
+
+async def test_without_slack_a_dead_replicas_countdown_is_carried_on_and_told_in_the_log(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with two_replicas(production, store.dsn, tmp_path, webhook_secret=HOOK_SECRET,
+                            runbook_text=auto_rollback(countdown=20), slack=False) as world:
+        answer = await world.hook("/hooks/deploy", deploy("start_failed"))
+        assert answer.status_code == 202, answer.text
+        holder = await wait_holder(store, world)
+        await world.wait_log(holder, "Countdown: rolling back to v1.2.2 in 20 s")
+        holder.kill()
+        other = world.other(holder)
+        log = await world.wait_log(other, "rolled back: production runs v1.2.2 again",
+                                   timeout=180)
+        assert "carried on after the rollbot replica counting down stopped: rolling back " \
+               "production to v1.2.2 in" in log
+        assert production.running_image() == "azora-api:v1.2.2"
+        assert len(await store.history()) == 1

@@ -53,7 +53,6 @@ def _docker(reached: list[Reached]) -> DockerFacts:
     return session.docker
 
 
-
 class DeployCourse:
     """Runs deploys' watches, countdowns and rollbacks; tells the notifier what happens."""
 
@@ -65,8 +64,30 @@ class DeployCourse:
         self._tasks: set[asyncio.Task[None]] = set()
         self.work = LeasedWork(leases, times=lease_times, on_taken=self.carry_on)
 
-
     async def handle(self, deploy: Deploy) -> None:
+        """A deploy this replica holds the lease of, from where its row stands."""
+        await self._or_interrupt(deploy.id, self._handle(deploy))
+
+    async def carry_on(self, deploy_id: int) -> None:
+        """A deploy taken over from a replica that stopped: its watch or countdown goes on."""
+        await self._or_interrupt(deploy_id, self._carry_on(deploy_id))
+
+    async def _or_interrupt(self, deploy_id: int, work: Awaitable[None]) -> None:
+        # A watch that fails (its host unreachable) waits for a person instead of being
+        # released and taken again by a replica every few seconds, each time told in Slack.
+        try:
+            await work
+        except RollbotError as exc:
+            log.warning("deploy #%s: the watch or countdown failed: %s", deploy_id, exc)
+            await self._interrupt(await self._deploys.get(deploy_id),
+                                  f"the watch or countdown failed: {exc}")
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("deploy #%s: the watch or countdown failed (ref %s)", deploy_id, ref)
+            await self._interrupt(await self._deploys.get(deploy_id),
+                                  f"the watch or countdown failed inside rollbot (ref {ref})")
+
+    async def _handle(self, deploy: Deploy) -> None:
         if deploy.stage == "deployed":
             triggers = await self._watch(deploy)
             if not triggers:
@@ -106,10 +127,10 @@ class DeployCourse:
             elapsed = last_told - started
             if done:
                 await self.tell(deploy, self.notifier.healthy(deploy, cfg, result,
-                                                                elapsed_s=elapsed))
+                                                              elapsed_s=elapsed))
             else:
                 await self.tell(deploy, self.notifier.observed(deploy, cfg, result,
-                                                                 elapsed_s=elapsed))
+                                                               elapsed_s=elapsed))
 
         async def shown(_obs: Observation, result: WatchResult) -> None:
             await paced(result)
@@ -135,7 +156,7 @@ class DeployCourse:
             return
         deploy = await self._deploys.get(deploy.id)
         await self._remember(deploy, await self.tell(deploy,
-                                                      self.notifier.offered(deploy, triggers)))
+                                                     self.notifier.offered(deploy, triggers)))
 
     async def _countdown(self, deploy: Deploy, triggers: list[str]) -> None:
         _, env = self._rollbot.environment(deploy.environment)
@@ -157,7 +178,10 @@ class DeployCourse:
             if (await self._deploys.get(deploy.id)).state is not DeployState.COUNTDOWN:
                 return  # cancelled, or someone chose "Roll back now"
         # Shielded: a hand-over arriving now cannot split the move from the rollback's start.
-        await asyncio.shield(self._fire(deploy))
+        fire = asyncio.create_task(self._fire(deploy))
+        self._tasks.add(fire)  # referenced until done, and waited for by wait_idle
+        fire.add_done_callback(self._tasks.discard)
+        await asyncio.shield(fire)
 
     async def _fire(self, deploy: Deploy) -> None:
         if await self._deploys.move(deploy.id, (DeployState.COUNTDOWN,),
@@ -166,8 +190,7 @@ class DeployCourse:
             # Not leased work: the rollback goes on when this replica hands its leases over.
             self.spawn(self.roll_back(await self._deploys.get(deploy.id), by=AUTOMATIC))
 
-    async def carry_on(self, deploy_id: int) -> None:
-        """A deploy taken over from a replica that stopped: its watch or countdown goes on."""
+    async def _carry_on(self, deploy_id: int) -> None:
         deploy = await self._deploys.get(deploy_id)
         if deploy.state is DeployState.COUNTDOWN:
             left = await self._deploys.countdown_left(deploy.id)
@@ -188,12 +211,12 @@ class DeployCourse:
                 await self._interrupt(deploy, "the watch ended while no rollbot replica was "
                                               "running")
                 return
-        await self.handle(deploy)  # the watch goes on for what is left of it
+        await self._handle(deploy)  # the watch goes on for what is left of it
 
     async def _interrupt(self, deploy: Deploy, why: str) -> None:
         if await self._deploys.move(deploy.id, (DeployState.WATCHING, DeployState.COUNTDOWN),
                                     DeployState.INTERRUPTED,
-                                    detail=f"{why}; nothing was rolled back",
+                                    detail=f"{why.rstrip('. ')}; nothing was rolled back",
                                     holder=self.work.holder):
             await self.tell(deploy, self.notifier.interrupted(
                 await self._deploys.get(deploy.id)))
@@ -229,7 +252,6 @@ class DeployCourse:
         else:
             await self.tell(deploy, self.notifier.rolled_back(deploy, outcome))
 
-
     async def tell(self, deploy: Deploy, told: Awaitable[_T]) -> _T | None:
         """Tell the notifier; a failure to show something never stops the machine."""
         try:
@@ -247,6 +269,7 @@ class DeployCourse:
         return replace(deploy, front_ref=where)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a rollback in the background (not under a lease: it ends where it began)."""
         async def wrapped() -> None:
             try:
                 await coro

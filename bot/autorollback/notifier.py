@@ -50,7 +50,8 @@ class Notifier(Protocol):
         ...
 
     async def interrupted(self, deploy: Deploy) -> None:
-        """rollbot restarted while watching or counting down: nothing runs by itself."""
+        """rollbot could not go on watching or counting down (``deploy.detail`` says why):
+        nothing runs by itself."""
         ...
 
     async def taken_over(self, deploy: Deploy, *, seconds_left: float) -> Where | None:
@@ -125,7 +126,7 @@ class LogNotifier:
         return None
 
     async def interrupted(self, deploy: Deploy) -> None:
-        log.warning("deploy #%s: rollbot restarted while watching or counting down for %s in %s "
+        log.warning("deploy #%s: rollbot stopped watching or counting down for %s in %s "
                     "(%s). Nothing was rolled back; %s", deploy.id, deploy.version,
                     deploy.environment, deploy.detail or "no trigger yet", _by_hand(deploy))
 
