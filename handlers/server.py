@@ -1,21 +1,21 @@
 """HTTP server and composition of the Slack front: `rollbot serve`.
 
 ``POST /slack/events`` takes slash commands, interactivity and events (Bolt verifies Slack's
-signature); before Bolt, a guard refuses replays of a request already seen and puts forged or
-stale requests in the audit log. ``GET /healthz`` answers 200 while the database is reachable.
-Without a ``[slack]`` table, ``rollbot serve`` serves only ``/healthz`` and CI's deploy hooks, and
-the automatic rollback reports to the log.
+signature); before Bolt, a guard refuses replays of a request already seen by any replica and puts
+forged or stale requests in the audit log (``handlers/replay_guard.py``). ``GET /healthz`` answers
+200 while the database is reachable (cached about 1 s). The HTTP server, the guard and Bolt's acks
+run on an event loop of their own (``handlers/ack_loop.py``); the work after each ack runs on the
+main loop, where the engine lives. In Socket Mode (``SLACK_APP_TOKEN``) Slack's requests come over
+the WebSocket and ``/slack/events`` is not served. Without a ``[slack]`` table, ``rollbot serve``
+serves only ``/healthz`` and CI's deploy hooks, and the automatic rollback reports to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import signal
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,6 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App, open_app
@@ -32,95 +31,35 @@ from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
 from bot.service import Rollbot
+from bot.store.replays import SeenSignatures
 from handlers.access import Access
+from handlers.ack_loop import AckLoop, WorkHandoff
 from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
 from handlers.front import SlackFront
+from handlers.health import CachedHealth
 from handlers.hooks import DeployHooks
+from handlers.refusals import RefusalAudit
+from handlers.replay_guard import EVENTS_PATH, ReplayGuard, signature_problem
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
-_MAX_AGE_S = 300  # Slack's own rule: refuse requests whose timestamp is over 5 minutes old
+__all__ = ["EVENTS_PATH", "ReplayGuard", "running", "running_without_slack", "serve",
+           "signature_problem", "web_app"]
 
 
-_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() also takes "١٢٣"
-_SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+def web_app(*, rollbot: Rollbot, main: WorkHandoff, bolt: AsyncApp | None = None,
+            guard: ReplayGuard | None = None, hooks: DeployHooks | None = None,
+            health_ttl_s: float = 1.0) -> web.Application:
+    """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``).
 
-
-def signature_problem(verifier: SignatureVerifier, *, body: bytes, timestamp: str,
-                      signature: str, now: float) -> str | None:
-    """Why a request is not signed by Slack, or None when it is; never raises.
-
-    slack_sdk's ``is_valid`` raises on a non-numeric timestamp (``int()``) and on a non-ASCII
-    signature (``hmac.compare_digest``): checked here first, so such a request is a 401.
+    Served on the ack loop: what needs the engine (the health probe, the hooks) runs on the main
+    loop through ``main``.
     """
-    missing = [name for name, value in (("X-Slack-Request-Timestamp", timestamp),
-                                        ("X-Slack-Signature", signature)) if not value]
-    if missing:
-        return f"no {' and no '.join(missing)} header (not signed by Slack)"
-    if _UNIX_SECONDS.fullmatch(timestamp) is None:
-        return f"timestamp {timestamp[:20]!a} is not a Unix time in seconds"
-    if abs(now - int(timestamp)) > _MAX_AGE_S:
-        return (f"timestamp {timestamp} is more than {_MAX_AGE_S // 60} minutes away from now "
-                "(a replay, or a wrong clock)")
-    if _SLACK_SIGNATURE.fullmatch(signature) is None:
-        return f"signature {signature[:12]!a}… is not 'v0=' and 64 hex digits"
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
-        return "signature does not match the body (another signing secret, or a changed body)"
-    return None
+    health = CachedHealth(lambda: main.call(rollbot.ping()), ttl_s=health_ttl_s)
 
-
-class ReplayGuard:
-    """Remembers the signatures of recent valid requests; the same one twice is a replay."""
-
-    def __init__(self, signing_secret: str, *,
-                 audit: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        self._verifier = SignatureVerifier(signing_secret)
-        self._seen: set[str] = set()
-        self._order: deque[tuple[float, str]] = deque()
-        self._audit = audit
-        self._background: set[asyncio.Task[None]] = set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
-        if request.path != EVENTS_PATH or request.method != "POST":
-            return await handler(request)
-        body = await request.read()
-        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
-        signature = request.headers.get("X-Slack-Signature", "")
-        problem = signature_problem(self._verifier, body=body, timestamp=stamp,
-                                    signature=signature, now=time.time())
-        if problem is not None:
-            self._record(f"refused a Slack request with a bad signature: {problem}")
-            return web.json_response({"error": "invalid request"}, status=401)
-        now = time.monotonic()
-        while self._order and now - self._order[0][0] > 2 * _MAX_AGE_S:  # O(1) per request
-            self._seen.discard(self._order.popleft()[1])
-        if signature in self._seen:
-            if request.headers.get("X-Slack-Retry-Num"):
-                # Slack re-delivering what we already took: answer so it stops, run nothing.
-                return web.Response(status=200)
-            self._record("refused a replayed Slack request (same signature as an earlier one)")
-            return web.json_response({"error": "replayed request"}, status=401)
-        self._seen.add(signature)
-        self._order.append((now, signature))
-        return await handler(request)
-
-    def _record(self, detail: str) -> None:
-        log.warning("%s", detail)
-        task = asyncio.create_task(self._audit(detail))  # after the answer, never before it
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-
-def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
-            hooks: DeployHooks | None = None) -> web.Application:
-    """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``)."""
     async def healthz(_request: web.Request) -> web.Response:
-        if await rollbot.ping():
+        if await health.healthy():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
@@ -134,18 +73,63 @@ def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuar
                 await to_bolt_request(request)))
         app.add_routes([web.post(EVENTS_PATH, events)])
     if hooks is not None:
-        app.add_routes(hooks.routes())
+        app.add_routes([web.route(r.method, r.path, _on_main(main, r.handler))
+                        for r in hooks.routes() if isinstance(r, web.RouteDef)])
     return app
 
 
-async def _listen(stack: AsyncExitStack, app: web.Application, *, host: str, port: int) -> int:
-    """Serve ``app`` until ``stack`` closes; the port it listens on (``port`` 0: a free one)."""
+def _on_main(main: WorkHandoff, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def hop(request: web.Request) -> web.StreamResponse:
+        await request.read()  # here, on the connection's loop; the handler reads the kept bytes
+        return await main.call(_awaited(handler(request)))
+    return hop
+
+
+async def _awaited(response: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+    return await response
+
+
+async def _start_ack_loop(stack: AsyncExitStack) -> tuple[AckLoop, WorkHandoff]:
+    """The ack loop and the handoff to this (main) loop; on exit, wait for handed-over work."""
+    ack = AckLoop()
+    ack.start()
+    stack.push_async_callback(ack.stop)
+    handoff = WorkHandoff(asyncio.get_running_loop())
+    stack.push_async_callback(handoff.close, 3600.0)
+    return ack, handoff
+
+
+async def _listen(stack: AsyncExitStack, ack: AckLoop, app: web.Application, *, host: str,
+                  port: int) -> int:
+    """Serve ``app`` on the ack loop until ``stack`` closes; its port (``port`` 0: a free one)."""
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await ack.run(runner.setup())
+    stack.push_async_callback(lambda: ack.run(runner.cleanup()))
+
+    async def start() -> int:
+        await web.TCPSite(runner, host, port).start()
+        return int(runner.addresses[0][1])
+    return await ack.run(start())
+
+
+async def _open_guard(stack: AsyncExitStack, ack: AckLoop, *, dsn: str, secret: str,
+                      audit: Callable[[str], Awaitable[None]]) -> ReplayGuard:
+    """The replay guard with its own small pool and its refusal audit, on the ack loop."""
+    async def open_on_ack_loop() -> ReplayGuard:
+        seen = await SeenSignatures.open(dsn)
+        refusals = RefusalAudit(audit)
+        refusals.start()
+        guard = ReplayGuard(secret, seen=seen, refusals=refusals)
+        guard.start()
+
+        async def close() -> None:
+            await guard.close()
+            await refusals.close()
+            await seen.close()
+        stack.push_async_callback(lambda: ack.run(close()))
+        return guard
+    return await ack.run(open_on_ack_loop())
 
 
 @dataclass
@@ -159,17 +143,23 @@ class SlackService:
     auto: AutoRollback
 
 
-def _require(settings: Settings, runbook: Runbook) -> tuple[str, str]:
+def _require(settings: Settings, runbook: Runbook) -> tuple[str, str | None]:
+    """The bot token, and the signing secret (None in Socket Mode, where nothing is signed)."""
     if runbook.slack is None:
         raise ConfigError(f"{settings.rollbot_config}: key 'slack' is missing (the [slack] table "
                           "with incidents_channel and allowed_users)")
+    if settings.slack_app_token:
+        if not settings.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN must be set to serve Slack")
+        return settings.slack_bot_token, None
     if not settings.slack_bot_token or not settings.slack_signing_secret:
-        raise ConfigError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set to serve Slack")
+        raise ConfigError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set to serve Slack "
+                          "over HTTP (or set SLACK_APP_TOKEN for Socket Mode)")
     return settings.slack_bot_token, settings.slack_signing_secret
 
 
 @asynccontextmanager
-async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.1",
+async def running(settings: Settings, runbook: Runbook, *, host: str | None = None,
                   min_update_interval_s: float = 1.0) -> AsyncIterator[SlackService]:
     """Start everything; on exit, let running rollbacks finish and close what was opened."""
     token, secret = _require(settings, runbook)
@@ -205,27 +195,43 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         await app.auto.resume_after_restart()
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
-        bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto)
+        ack, handoff = await _start_ack_loop(stack)
+        bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto,
+                         handoff=handoff)
 
         async def audit(detail: str) -> None:
-            await app.rollbot.audit(environment=runbook.default_environment, actor="slack",
-                                    kind="refusal", detail=detail)
+            await handoff.call(app.rollbot.audit(environment=runbook.default_environment,
+                                                 actor="slack", kind="refusal", detail=detail))
 
-        guard = ReplayGuard(secret, audit=audit)
-        port = await _listen(stack, web_app(bolt=bolt, rollbot=app.rollbot, guard=guard,
-                                            hooks=hooks), host=host, port=settings.port)
+        if secret is None:  # Socket Mode: Slack's requests come over the WebSocket only
+            routes = web_app(rollbot=app.rollbot, main=handoff, hooks=hooks)
+        else:
+            guard = await _open_guard(stack, ack, dsn=app.store.dsn, secret=secret, audit=audit)
+            routes = web_app(bolt=bolt, rollbot=app.rollbot, main=handoff, guard=guard,
+                             hooks=hooks)
+        port = await _listen(stack, ack, routes, host=host or settings.host, port=settings.port)
         if settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-            stack.push_async_callback(socket_mode.close_async)  # also when connecting fails
-            # apps.connections.open once, outside slack_sdk's connect(), which retries a refused
-            # token forever: a wrong SLACK_APP_TOKEN stops start-up with Slack's error instead.
-            socket_mode.client.wss_uri = await socket_mode.client.issue_new_wss_url()
-            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+            await _connect_socket_mode(stack, ack, bolt, settings.slack_app_token)
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
-        log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
+        else:
+            log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
         yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto)
+
+
+async def _connect_socket_mode(stack: AsyncExitStack, ack: AckLoop, bolt: AsyncApp,
+                              app_token: str) -> None:
+    """Bolt's Socket Mode client, on the ack loop like the HTTP server (its acks go there)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    async def connect() -> None:
+        socket_mode = AsyncSocketModeHandler(bolt, app_token)
+        stack.push_async_callback(  # also when connecting fails
+            lambda: ack.run(socket_mode.close_async()))  # type: ignore[no-untyped-call]
+        # apps.connections.open once, outside slack_sdk's connect(), which retries a refused
+        # token forever: a wrong SLACK_APP_TOKEN stops start-up with Slack's error instead.
+        socket_mode.client.wss_uri = await socket_mode.client.issue_new_wss_url()
+        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+    await ack.run(connect())
 
 
 @dataclass
@@ -239,7 +245,7 @@ class HooksService:
 
 @asynccontextmanager
 async def running_without_slack(settings: Settings, runbook: Runbook, *,
-                                host: str = "127.0.0.1") -> AsyncIterator[HooksService]:
+                                host: str | None = None) -> AsyncIterator[HooksService]:
     """``/healthz`` and CI's deploy hooks; the automatic rollback tells the log, not Slack."""
     install_log_redaction()
     if settings.slack_bot_token or settings.slack_signing_secret:
@@ -254,15 +260,17 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
-        port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks), host=host,
-                             port=settings.port)
+        ack, handoff = await _start_ack_loop(stack)
+        port = await _listen(stack, ack, web_app(rollbot=app.rollbot, main=handoff, hooks=hooks),
+                             host=host or settings.host, port=settings.port)
         log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
                     "automatic rollbacks are reported in this log", port)
         yield HooksService(app=app, port=port, auto=app.auto)
 
 
-async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
-    """Run until SIGTERM or SIGINT."""
+async def serve(settings: Settings, runbook: Runbook, *, host: str | None = None) -> None:
+    """Run until SIGTERM or SIGINT; listen on ``host`` (default: ``HOST``)."""
+    host = host or settings.host
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,7 +284,11 @@ async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
                   flush=True)
         else:
             slack = await stack.enter_async_context(running(settings, runbook, host=host))
-            print(f"rollbot serving Slack on http://{host}:{slack.port}{EVENTS_PATH}",
-                  flush=True)
+            if settings.slack_app_token:
+                print(f"rollbot serving Slack over Socket Mode; /healthz on http://{host}:"
+                      f"{slack.port}/healthz", flush=True)
+            else:
+                print(f"rollbot serving Slack on http://{host}:{slack.port}{EVENTS_PATH}",
+                      flush=True)
         await stop.wait()
         print("rollbot: stopping; waiting for running rollbacks to finish", flush=True)
