@@ -70,10 +70,9 @@ class AckLoop:
 class WorkHandoff:
     """Coroutines handed from the ack loop to the main loop, at most ``limit`` running at once."""
 
-    def __init__(self, main: asyncio.AbstractEventLoop, *,
-                 limit: int = MAX_WORK_IN_FLIGHT) -> None:
+    def __init__(self, main: asyncio.AbstractEventLoop, *, limit: int | None = None) -> None:
         self._main = main
-        self._limit = limit
+        self._limit = limit or MAX_WORK_IN_FLIGHT
         self._lock = threading.Lock()  # taken on the ack loop and released on the main loop
         self._running: set[concurrent.futures.Future[Any]] = set()
         self._closed = False

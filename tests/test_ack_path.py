@@ -225,3 +225,39 @@ async def test_slack_over_http_without_a_signing_secret_says_what_to_set(tmp_pat
                                           r"HTTP \(or set SLACK_APP_TOKEN for Socket Mode\)"):
         async with running(settings, load_runbook(runbook)):
             pass
+
+
+async def test_work_beyond_the_limit_is_refused_with_a_sentence(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("handlers.ack_loop.MAX_WORK_IN_FLIGHT", 3)
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "rollbot.toml").write_text(EXAMPLE.read_text())
+    unused = Sandbox(state=host, ssh_port=0, hardened_ssh_port=0, api_port=0, pg_port=0)
+    async with slack_world(unused, store.dsn, tmp_path) as world:
+        assert (await world.command(ALICE, "help")).status == 200  # Bolt warmed up
+        await world.emu.wait_for(lambda: answers(world) == 1, timeout=10)
+        # the main loop is stuck; five commands come: three are taken, two are told to retry
+        bodies = [help_command(world) for _ in range(5)]
+        results: list[tuple[int, str]] = []
+
+        def send(body: bytes) -> None:
+            r = httpx.post(f"http://127.0.0.1:{world.service.port}/slack/events", content=body,
+                           headers={**FORM, **signed_headers(SECRET, body)}, timeout=10)
+            results.append((r.status_code, r.text))
+
+        senders = [threading.Thread(target=send, args=(b,)) for b in bodies]
+        for t in senders:
+            t.start()
+        time.sleep(1.5)  # the point: the main loop blocked, as by slow work
+        for t in senders:
+            t.join(timeout=10)
+        assert [status for status, _ in results] == [200] * 5
+        busy = [text for _, text in results if "rollbot is busy" in text]
+        assert len(busy) == 2, results
+        assert "Nothing was done; try again in a minute." in busy[0]
+        # the three taken are answered once the main loop is free
+        await world.emu.wait_for(lambda: answers(world) == 4, timeout=10)
+        await asyncio.sleep(0.3)
+        assert answers(world) == 4

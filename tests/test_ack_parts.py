@@ -1,0 +1,87 @@
+"""The pieces of the ack path on their own: the health cache, the refusal counter, the handoff."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from handlers.ack_loop import AckLoop, WorkHandoff
+from handlers.health import CachedHealth
+from handlers.refusals import RefusalAudit
+
+
+async def test_healthz_asks_the_database_once_a_second_however_many_ask() -> None:
+    asked = 0
+
+    async def ping() -> bool:
+        nonlocal asked
+        asked += 1
+        await asyncio.sleep(0.05)
+        return True
+
+    health = CachedHealth(ping, ttl_s=0.5)
+    assert await asyncio.gather(*(health.healthy() for _ in range(100))) == [True] * 100
+    assert asked == 1  # one probe in flight, shared
+    assert await health.healthy() and asked == 1  # still fresh
+    await asyncio.sleep(0.6)
+    assert await health.healthy() and asked == 2
+
+
+async def test_a_probe_that_hangs_or_fails_is_unhealthy() -> None:
+    async def hangs() -> bool:
+        await asyncio.sleep(10)
+        return True
+
+    async def fails() -> bool:
+        raise OSError("connection refused")
+
+    assert not await CachedHealth(hangs, timeout_s=0.1).healthy()
+    assert not await CachedHealth(fails).healthy()
+
+
+async def test_refusals_over_the_burst_are_counted_and_written_as_one_entry() -> None:
+    written: list[str] = []
+
+    async def write(detail: str) -> None:
+        written.append(detail)
+
+    audit = RefusalAudit(write, burst=5, window_s=0.3)
+    audit.start()
+    for i in range(105):
+        audit.record(f"refused #{i}")
+    await asyncio.sleep(0.6)  # the window ends: the count is written without a new request
+    assert written[:5] == [f"refused #{i}" for i in range(5)]
+    assert len(written) == 6
+    assert written[5].startswith("100 more Slack requests refused since ")
+    assert written[5].endswith("the last: refused #104")
+    # a new window writes one by one again
+    audit.record("refused later")
+    await audit.close()
+    assert written[6:] == ["refused later"]
+
+
+async def test_the_handoff_refuses_work_beyond_its_limit_and_never_drops_it_silently() -> None:
+    main = asyncio.get_running_loop()
+    handoff = WorkHandoff(main, limit=2)
+    release = threading.Event()
+    done: list[int] = []
+
+    async def work(n: int) -> None:
+        await asyncio.to_thread(release.wait, 10)
+        done.append(n)
+
+    ack = AckLoop()
+    ack.start()
+    try:
+        async def from_ack_loop() -> list[bool]:
+            return [handoff.submit(work(n)) for n in range(3)]
+        accepted = await ack.run(from_ack_loop())
+        assert accepted == [True, True, False]  # the third is refused, and its caller told
+        assert handoff.in_flight == 2
+        release.set()
+        await handoff.close(10)
+        assert sorted(done) == [0, 1]
+        assert handoff.in_flight == 0
+        assert handoff.submit(work(9)) is False  # closed: no more work taken
+    finally:
+        await ack.stop()
