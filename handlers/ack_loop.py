@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SWITCH_INTERVAL_S = 0.0005
 MAX_WORK_IN_FLIGHT = 100  # listeners' work at once; a rollback itself runs as a spawned task
 BUSY = ("rollbot is busy: too many requests are being worked on right now. Nothing was done; "
         "try again in a minute.")
@@ -45,6 +47,10 @@ class AckLoop:
             self._loop.close()
 
     def start(self) -> None:
+        # Both loops share the GIL: a thread waiting for it gets it only when the holder has run
+        # for the switch interval (5 ms by default), so every step of an ack could wait that long
+        # behind the main loop's work. 0.5 ms keeps the ack's waits short.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._thread.start()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
