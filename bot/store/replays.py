@@ -1,11 +1,15 @@
 """Signed requests already taken, shared by every rollbot process through the database.
 
-The ack path asks ``first_sighting`` once per signed request: one indexed insert into an unlogged
-table. It runs on the ack path's own event loop, so it has a small pool of its own (asyncpg pools
-belong to the loop that made them); ``prune`` runs periodically, never on the ack path.
+The ack path asks ``first_sighting`` once per signed request: an indexed insert into an unlogged
+table. Requests that arrive together share one insert (one round trip for the batch), so 50
+concurrent senders do not queue behind one another for the pool's connections. It runs on the ack
+path's own event loop, so it has a small pool of its own (asyncpg pools belong to the loop that
+made them); ``prune`` runs periodically, never on the ack path.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 
@@ -21,6 +25,8 @@ class SeenSignatures:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._flushing: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, dsn: str, *, size: int = 2) -> SeenSignatures:
@@ -36,12 +42,33 @@ class SeenSignatures:
 
     async def first_sighting(self, signature: str) -> bool:
         """True the first time any process sees ``signature``; False for a replay."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(signature, []).append(answer)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
+        """Insert what is waiting, one batch per round trip, until nothing waits."""
         try:
-            return bool(await self._pool.fetchval(
-                "INSERT INTO slack_replays (signature) VALUES ($1) ON CONFLICT DO NOTHING"
-                " RETURNING true", signature))
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StoreError(f"cannot reach the rollbot database: {exc}") from None
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    rows = await self._pool.fetch(
+                        "INSERT INTO slack_replays (signature) SELECT unnest($1::text[])"
+                        " ON CONFLICT DO NOTHING RETURNING signature", list(batch))
+                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                    error = StoreError(f"cannot reach the rollbot database: {exc}")
+                    for w in (w for waiters in batch.values() for w in waiters if not w.done()):
+                        w.set_exception(error)
+                    continue
+                new = {r["signature"] for r in rows}
+                for signature, waiters in batch.items():
+                    for i, w in enumerate(waiters):  # the same one twice at once: one is first
+                        if not w.done():
+                            w.set_result(signature in new and i == 0)
+        finally:
+            self._flushing = None
 
     async def prune(self, *, keep_s: float = KEEP_S) -> int:
         """Forget signatures older than ``keep_s``; how many were forgotten."""
