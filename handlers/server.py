@@ -13,6 +13,7 @@ serves only ``/healthz`` and CI's deploy hooks, and the automatic rollback repor
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -215,6 +216,9 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
         else:
             log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
+        # Everything made at start-up is kept for the process's life: out of the collector's
+        # sight, full collections (which pause the ack loop too: one GIL) stay short.
+        gc.freeze()
         yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto)
 
 

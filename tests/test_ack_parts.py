@@ -1,10 +1,12 @@
-"""The pieces of the ack path on their own: the health cache, the refusal counter, the handoff."""
+"""The ack path's pieces on their own: health cache, refusal counter, handoff, seen signatures."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
+from bot.store.replays import SeenSignatures
+from bot.store.runs import Store
 from handlers.ack_loop import AckLoop, WorkHandoff
 from handlers.health import CachedHealth
 from handlers.refusals import RefusalAudit
@@ -85,3 +87,23 @@ async def test_the_handoff_refuses_work_beyond_its_limit_and_never_drops_it_sile
         assert handoff.submit(work(9)) is False  # closed: no more work taken
     finally:
         await ack.stop()
+
+
+async def test_signatures_arriving_together_share_inserts_and_one_replica_wins(
+    store: Store
+) -> None:
+    r0, r1 = await SeenSignatures.open(store.dsn), await SeenSignatures.open(store.dsn)
+    try:
+        fresh = [f"v0={i:064x}" for i in range(60)]
+        twice = "v0=" + "a" * 64
+        answers = await asyncio.gather(*(r0.first_sighting(s) for s in fresh),
+                                       *(r.first_sighting(twice) for r in (r0, r1, r0, r1)))
+        assert answers[:60] == [True] * 60
+        assert sorted(answers[60:]) == [False, False, False, True]  # one of four, either replica
+        assert not await r1.first_sighting(fresh[0])  # the other replica knows it too
+        assert await r1.prune(keep_s=3600) == 0
+        assert await r1.prune(keep_s=0) == 61
+        assert await r0.first_sighting(fresh[0])  # forgotten after the window: new again
+    finally:
+        await r0.close()
+        await r1.close()

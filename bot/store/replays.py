@@ -23,10 +23,11 @@ KEEP_S = 600
 class SeenSignatures:
     """The ``slack_replays`` table: owns its pool; whoever opens it closes it."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, parallel: int = 2) -> None:
         self._pool = pool
+        self._parallel = parallel  # batches in flight at once: one per pooled connection
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, dsn: str, *, size: int = 2) -> SeenSignatures:
@@ -35,7 +36,7 @@ class SeenSignatures:
                                              command_timeout=5)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StoreError(f"cannot reach the rollbot database: {exc}") from None
-        return cls(pool)
+        return cls(pool, parallel=size)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -44,31 +45,30 @@ class SeenSignatures:
         """True the first time any process sees ``signature``; False for a replay."""
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(signature, []).append(answer)
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
+        if len(self._flushers) < self._parallel:
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await answer
 
     async def _flush(self) -> None:
         """Insert what is waiting, one batch per round trip, until nothing waits."""
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, {}
-                try:
-                    rows = await self._pool.fetch(
-                        "INSERT INTO slack_replays (signature) SELECT unnest($1::text[])"
-                        " ON CONFLICT DO NOTHING RETURNING signature", list(batch))
-                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    error = StoreError(f"cannot reach the rollbot database: {exc}")
-                    for w in (w for waiters in batch.values() for w in waiters if not w.done()):
-                        w.set_exception(error)
-                    continue
-                new = {r["signature"] for r in rows}
-                for signature, waiters in batch.items():
-                    for i, w in enumerate(waiters):  # the same one twice at once: one is first
-                        if not w.done():
-                            w.set_result(signature in new and i == 0)
-        finally:
-            self._flushing = None
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            try:
+                rows = await self._pool.fetch(
+                    "INSERT INTO slack_replays (signature) SELECT unnest($1::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING signature", list(batch))
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                error = StoreError(f"cannot reach the rollbot database: {exc}")
+                for w in (w for waiters in batch.values() for w in waiters if not w.done()):
+                    w.set_exception(error)
+                continue
+            new = {r["signature"] for r in rows}
+            for signature, waiters in batch.items():
+                for i, w in enumerate(waiters):  # the same one twice at once: one is first
+                    if not w.done():
+                        w.set_result(signature in new and i == 0)
 
     async def prune(self, *, keep_s: float = KEEP_S) -> int:
         """Forget signatures older than ``keep_s``; how many were forgotten."""
