@@ -21,8 +21,10 @@ Write = Callable[[str], Awaitable[None]]
 class RefusalAudit:
     """Counts refusals per window; lives on one event loop (the ack path's)."""
 
-    def __init__(self, write: Write, *, burst: int = 20, window_s: float = 60.0) -> None:
+    def __init__(self, write: Write, *, burst: int = 20, window_s: float = 60.0,
+                 what: str = "Slack requests", why: str = "bad signature or replayed") -> None:
         self._write = write
+        self._what, self._why = what, why
         self._burst = burst
         self._window_s = window_s
         self._window_start = time.monotonic()
@@ -75,9 +77,9 @@ class RefusalAudit:
         if self._held == 0 or self._held_since is None:
             return
         since = self._held_since.strftime("%H:%M:%S")
-        detail = (f"{self._held} more Slack requests refused since {since} UTC (bad signature "
-                  f"or replayed; over {self._burst} in {self._window_s:.0f} s, so counted "
-                  f"instead of written one by one); the last: {self._last}")
+        detail = (f"{self._held} more {self._what} refused since {since} UTC ({self._why}; "
+                  f"over {self._burst} in {self._window_s:.0f} s, so counted instead of "
+                  f"written one by one); the last: {self._last}")
         self._held, self._held_since = 0, None
         log.warning("%s", detail)
         self._spawn(detail)

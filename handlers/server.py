@@ -91,6 +91,17 @@ async def _awaited(response: Awaitable[web.StreamResponse]) -> web.StreamRespons
     return await response
 
 
+def _hook_refusals(stack: AsyncExitStack, app: App) -> RefusalAudit:
+    """The deploy hooks' refusal audit (on the main loop, where the hooks run), rate-limited."""
+    async def write(detail: str) -> None:
+        await app.rollbot.audit(environment=app.runbook.default_environment, actor="ci",
+                                kind="refusal", detail=detail)
+    refusals = RefusalAudit(write, what="deploy hook requests")
+    refusals.start()
+    stack.push_async_callback(refusals.close)
+    return refusals
+
+
 async def _start_ack_loop(stack: AsyncExitStack) -> tuple[AckLoop, WorkHandoff]:
     """The ack loop and the handoff to this (main) loop; on exit, wait for handed-over work."""
     ack = AckLoop()
@@ -195,7 +206,8 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
         app.auto.notify_with(slack_auto)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         await app.auto.resume_after_restart()
-        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
+                            refusals=_hook_refusals(stack, app))
         ack, handoff = await _start_ack_loop(stack)
         bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto,
                          handoff=handoff)
@@ -261,7 +273,8 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         stack.push_async_callback(app.verifier.stop)
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         await app.auto.resume_after_restart()
-        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
+                            refusals=_hook_refusals(stack, app))
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
         ack, handoff = await _start_ack_loop(stack)

@@ -261,3 +261,23 @@ async def test_work_beyond_the_limit_is_refused_with_a_sentence(
         await world.emu.wait_for(lambda: answers(world) == 4, timeout=10)
         await asyncio.sleep(0.3)
         assert answers(world) == 4
+
+
+async def test_an_unsigned_flood_of_deploy_hooks_is_audited_in_bulk(store: Store,
+                                                                    tmp_path: Path) -> None:
+    runbook = tmp_path / "rollbot.toml"
+    runbook.write_text(EXAMPLE.read_text())
+    settings = Settings(_env_file=None, database_url=store.dsn,  # type: ignore[call-arg]
+                        rollbot_config=runbook, port=0, rollbot_webhook_secret="ci-secret")
+    flood = 120
+    async with running_without_slack(settings, load_runbook(runbook)) as service:
+        async with httpx.AsyncClient() as client:
+            statuses = await asyncio.gather(*(
+                client.post(f"http://127.0.0.1:{service.port}/hooks/deploy", content=b"{}",
+                            timeout=30) for _ in range(flood)))
+        assert {r.status_code for r in statuses} == {401}
+    entries = await refusals(store, at_least=1)
+    counted = [a for a in entries if "more deploy hook requests refused since" in a.detail]
+    assert len(entries) == 21 and len(counted) == 1
+    assert all(a.actor == "ci" for a in entries)
+    assert int(counted[0].detail.split(" ", 1)[0]) == flood - 20
