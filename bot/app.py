@@ -22,6 +22,7 @@ from bot.post_rollback.schedule import VerificationSchedule
 from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.replays import SeenSignatures
 from bot.store.runs import Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class App:
     approvals: ApprovalService  # what the fronts ask of cards waiting for confirmation
     follow_up: FollowUp         # and of a run once it ended
     recoveries: Recoveries      # and after a cancel that left production down
+
+    async def open_seen_signatures(self) -> SeenSignatures:
+        """Slack requests already taken (the replay guard), with a small pool of its own made
+        on the calling event loop (the ack path's); the caller closes it."""
+        return await SeenSignatures.open(self.store.dsn)
 
 
 def load(settings: Settings) -> Runbook:

@@ -2,8 +2,9 @@
 
 Forged, stale and replayed requests get 401 and an audit entry (``handlers/refusals.py`` bounds
 how many are written one by one). A replay is told by its signature, remembered in the database
-(``bot/store/replays.py``), so every rollbot process behind the load balancer refuses it. Slack's
-own retries (``X-Slack-Retry-Num``) of a request already taken are answered 200 and run nothing.
+(``SeenSignatures``, in the engine), so every rollbot process behind the load balancer refuses
+it. Slack's own retries (``X-Slack-Retry-Num``) of a request already taken are answered 200 and
+run nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def signature_problem(verifier: SignatureVerifier, *, body: bytes, timestamp: st
 
 
 class Seen(Protocol):
-    """Where signatures already taken are remembered (``bot.store.replays.SeenSignatures``)."""
+    """Where signatures already taken are remembered (the engine's ``SeenSignatures``)."""
 
     async def first_sighting(self, signature: str) -> bool: ...
 

@@ -32,7 +32,6 @@ from bot.config import Runbook, Settings
 from bot.errors import ConfigError
 from bot.redaction import install_log_redaction
 from bot.service import Rollbot
-from bot.store.replays import SeenSignatures
 from handlers.access import Access
 from handlers.ack_loop import AckLoop, WorkHandoff
 from handlers.app import build_app
@@ -125,11 +124,11 @@ async def _listen(stack: AsyncExitStack, ack: AckLoop, app: web.Application, *, 
     return await ack.run(start())
 
 
-async def _open_guard(stack: AsyncExitStack, ack: AckLoop, *, dsn: str, secret: str,
+async def _open_guard(stack: AsyncExitStack, ack: AckLoop, app: App, *, secret: str,
                       audit: Callable[[str], Awaitable[None]]) -> ReplayGuard:
     """The replay guard with its own small pool and its refusal audit, on the ack loop."""
     async def open_on_ack_loop() -> ReplayGuard:
-        seen = await SeenSignatures.open(dsn)
+        seen = await app.open_seen_signatures()
         refusals = RefusalAudit(audit)
         refusals.start()
         guard = ReplayGuard(secret, seen=seen, refusals=refusals)
@@ -219,7 +218,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
         if secret is None:  # Socket Mode: Slack's requests come over the WebSocket only
             routes = web_app(rollbot=app.rollbot, main=handoff, hooks=hooks)
         else:
-            guard = await _open_guard(stack, ack, dsn=app.store.dsn, secret=secret, audit=audit)
+            guard = await _open_guard(stack, ack, app, secret=secret, audit=audit)
             routes = web_app(bolt=bolt, rollbot=app.rollbot, main=handoff, guard=guard,
                              hooks=hooks)
         port = await _listen(stack, ack, routes, host=host or settings.host, port=settings.port)
