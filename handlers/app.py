@@ -91,16 +91,20 @@ def _listener(row: Row, front: SlackFront, handoff: WorkHandoff,
                        respond: AsyncRespond | None = None) -> None:
         request = Request(body=body, reply=_reply_for(row, body, client, respond))
         quick = row.ack_text(request) if row.ack_text is not None else None
-        work = row.handle(request)
+        failed: _CheckFailed | None = None
         if row.check is not None:
             verdict = await handoff.call(check(request))
             if isinstance(verdict, dict) and verdict:
-                _close(work)
                 await ack(response_action="errors", errors=verdict)
                 return
-            if isinstance(verdict, _CheckFailed):
-                _close(work)
-                work = verdict.reraise()
+            failed = verdict if isinstance(verdict, _CheckFailed) else None
+
+        async def handle() -> None:
+            # Called in here, so that a handler failing as it reads the request (a forged
+            # button value) fails on the main loop and is told like any error of its work.
+            await row.handle(request)
+
+        work = failed.reraise() if failed is not None else handle()
         if handoff.submit(front.kit.after_ack(work, request.reply)):
             await (ack(text=quick) if quick else ack())
             return
@@ -116,9 +120,8 @@ def _listener(row: Row, front: SlackFront, handoff: WorkHandoff,
     return listener
 
 
-def _close(work: Awaitable[None]) -> None:
-    if isinstance(work, Coroutine):
-        work.close()  # never started: no "coroutine was never awaited" warning
+def _close(work: Coroutine[Any, Any, None]) -> None:
+    work.close()  # never started: no "coroutine was never awaited" warning
 
 
 async def _tell(reply: Reply, text: str) -> None:
