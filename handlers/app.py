@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -62,11 +63,11 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str 
     return app
 
 
+@dataclass(frozen=True)
 class _CheckFailed:
     """A modal's check raised: the modal is acked, and the error told like any work's."""
 
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+    error: Exception
 
     async def reraise(self) -> None:
         raise self.error
