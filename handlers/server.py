@@ -121,7 +121,12 @@ async def _listen(stack: AsyncExitStack, ack: AckLoop, app: web.Application, *, 
     async def start() -> int:
         await web.TCPSite(runner, host, port).start()
         return int(runner.addresses[0][1])
-    return await ack.run(start())
+    try:
+        return await ack.run(start())
+    except OSError as exc:  # a mistyped HOST, or PORT taken by another process
+        raise ConfigError(f"rollbot cannot listen on {host}:{port}: {exc.strerror or exc}. Set "
+                          "HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for all) "
+                          "and PORT to a free port") from None
 
 
 async def _open_guard(stack: AsyncExitStack, ack: AckLoop, app: App, *, secret: str,

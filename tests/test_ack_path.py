@@ -281,3 +281,21 @@ async def test_an_unsigned_flood_of_deploy_hooks_is_audited_in_bulk(store: Store
     assert len(entries) == 21 and len(counted) == 1
     assert all(a.actor == "ci" for a in entries)
     assert int(counted[0].detail.split(" ", 1)[0]) == flood - 20
+
+
+async def test_a_host_or_port_rollbot_cannot_listen_on_is_said_plainly(
+    store: Store, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "rollbot.toml"
+    runbook.write_text(EXAMPLE.read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, port_ in (("no-such-host.invalid", 0), ("127.0.0.1", port)):
+            settings = Settings(_env_file=None, database_url=store.dsn,  # type: ignore[call-arg]
+                                rollbot_config=runbook, host=host, port=port_)
+            with pytest.raises(ConfigError, match=f"rollbot cannot listen on {host}:{port_}: .*"
+                                                  "Set HOST to an address of this machine"):
+                async with running_without_slack(settings, load_runbook(runbook)):
+                    pass
