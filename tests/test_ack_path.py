@@ -250,8 +250,7 @@ async def test_work_beyond_the_limit_is_refused_with_a_sentence(
         senders = [threading.Thread(target=send, args=(b,)) for b in bodies]
         for t in senders:
             t.start()
-        time.sleep(1.5)  # the point: the main loop blocked, as by slow work
-        for t in senders:
+        for t in senders:  # the point: the main loop blocked (joining), as by slow work
             t.join(timeout=10)
         assert [status for status, _ in results] == [200] * 5
         busy = [text for _, text in results if "rollbot is busy" in text]
