@@ -16,7 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -50,11 +50,13 @@ __all__ = ["EVENTS_PATH", "ReplayGuard", "running", "running_without_slack", "se
 
 def web_app(*, rollbot: Rollbot, main: WorkHandoff, bolt: AsyncApp | None = None,
             guard: ReplayGuard | None = None, hooks: DeployHooks | None = None,
+            engine_routes: Sequence[web.RouteDef] = (),
             health_ttl_s: float = 1.0) -> web.Application:
     """The routes: Slack's (when ``bolt``), ``/healthz``, and CI's hooks (when ``hooks``).
 
-    Served on the ack loop: what needs the engine (the health probe, the hooks) runs on the main
-    loop through ``main``.
+    Served on the ack loop: what needs the engine (the health probe, the hooks, and any of
+    ``engine_routes``) runs on the main loop through ``main``, because the store's pool and the
+    engine's locks belong to that loop.
     """
     health = CachedHealth(lambda: main.call(rollbot.ping()), ttl_s=health_ttl_s)
 
@@ -72,9 +74,8 @@ def web_app(*, rollbot: Rollbot, main: WorkHandoff, bolt: AsyncApp | None = None
             return await to_aiohttp_response(await slack.async_dispatch(
                 await to_bolt_request(request)))
         app.add_routes([web.post(EVENTS_PATH, events)])
-    if hooks is not None:
-        app.add_routes([web.route(r.method, r.path, _on_main(main, r.handler))
-                        for r in hooks.routes() if isinstance(r, web.RouteDef)])
+    on_main = [*(hooks.routes() if hooks is not None else []), *engine_routes]
+    app.add_routes([web.route(r.method, r.path, _on_main(main, r.handler)) for r in on_main])
     return app
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import httpx
+from aiohttp import web
+
 from bot.store.replays import SeenSignatures
 from bot.store.runs import Store
 from handlers.ack_loop import AckLoop, WorkHandoff
 from handlers.health import CachedHealth
 from handlers.refusals import RefusalAudit
+from handlers.server import web_app
 
 
 async def test_healthz_asks_the_database_once_a_second_however_many_ask() -> None:
@@ -107,3 +111,39 @@ async def test_signatures_arriving_together_share_inserts_and_one_replica_wins(
     finally:
         await r0.close()
         await r1.close()
+
+
+async def test_routes_that_need_the_engine_run_on_the_main_loop_the_rest_on_the_ack_loop(
+) -> None:
+    class Engine:  # what /healthz asks
+        async def ping(self) -> bool:
+            return threading.current_thread() is threading.main_thread()
+
+    async def where(request: web.Request) -> web.Response:
+        return web.json_response({"thread": threading.current_thread().name,
+                                  "body": (await request.read()).decode()})
+
+    ack = AckLoop()
+    ack.start()
+    handoff = WorkHandoff(asyncio.get_running_loop())
+    app = web_app(rollbot=Engine(), main=handoff,  # type: ignore[arg-type]
+                  engine_routes=[web.post("/engine", where)])
+    app.router.add_post("/ack", where)
+    runner = web.AppRunner(app)
+
+    async def start() -> int:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return int(runner.addresses[0][1])
+    try:
+        port = await ack.run(start())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            engine = (await client.post("/engine", content=b"read on the ack loop")).json()
+            plain = (await client.post("/ack", content=b"")).json()
+            health = await client.get("/healthz")
+        assert engine == {"thread": threading.main_thread().name, "body": "read on the ack loop"}
+        assert plain["thread"] == "rollbot-ack"
+        assert health.json() == {"ok": True}  # the probe ran on the main thread
+    finally:
+        await ack.run(runner.cleanup())
+        await ack.stop()
