@@ -2,8 +2,8 @@
 
 Measures, under C concurrent senders (default 50), how long Slack would wait for the HTTP 200
 that acknowledges a request: p50, p99 and max, for rollbot's Slack front and for a bare Bolt
-``AsyncApp`` that only acks, measured in the same run. Target: rollbot's p99 within 1.5x the
-bare app's, per kind of request.
+``AsyncApp`` that only acks, measured in the same run; three runs (``--runs``), and the median of
+their p50, p99 and ratio. Target: rollbot's p99 within 1.5x the bare app's, per kind of request.
 
 - The local Slack emulator runs in this process; both apps call its Web API (``auth.test``,
   and rollbot's answers through response URLs).
@@ -11,10 +11,11 @@ bare app's, per kind of request.
   serves until SIGTERM), so the senders here share no event loop with the app they measure.
 - rollbot gets a throw-away runbook (one environment whose SSH host is unreachable: the measured
   commands never need SSH) and a throw-away embedded PostgreSQL.
-- Requests: ``/rollback status`` and ``/rollback history`` alternating (rollbot acks, then reads
-  the database and answers through the response URL), and clicks on the Cancel button of a card
-  (rollbot acks, tries to cancel it in the database, finds it already cancelled and answers
-  through the response URL). ``--card unknown`` clicks a card rollbot has never seen instead.
+- Requests: ``/rollback help`` (rollbot acks, then answers through the response URL),
+  ``/rollback status`` (acks, then reads the database and answers), and clicks on the Cancel
+  button of a card (rollbot acks, tries to cancel it in the database, finds it already
+  cancelled and answers through the response URL). ``--card unknown`` clicks a card rollbot
+  has never seen instead.
 - Warm-up first, then rounds alternating the apps (bare, rollbot, then rollbot, bare...) so that
   drift of the machine hits both alike; after each phase the app is given time to finish what it
   does after its acks, so that work never overlaps the other app's measurement. This process's
@@ -39,6 +40,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +73,7 @@ from tests.slack_world import (  # noqa: E402
 )
 
 APPS = ("bare", "rollbot")
-KINDS = ("slash command", "button click")
+KINDS = ("/rollback help", "/rollback status", "button click")
 TARGET = 1.5  # rollbot p99 / bare p99
 UNKNOWN_CARD = "0123456789abcdef"  # never proposed: rollbot does not know it
 SEND_TIMEOUT_S = 10.0
@@ -284,9 +286,30 @@ def percentile(data: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def report(results: dict[tuple[str, str], Samples], args: argparse.Namespace, rounds: int,
+def _ratio(bare: Samples, rollbot: Samples) -> float | None:
+    if not bare.elapsed_s or not rollbot.elapsed_s:
+        return None
+    return percentile(rollbot.elapsed_s, 99) / percentile(bare.elapsed_s, 99)
+
+
+def _ms(samples: Samples, p: float) -> float | None:
+    return percentile(samples.elapsed_s, p) * 1000.0 if samples.elapsed_s else None
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return statistics.median(known) if known else None
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+Results = dict[tuple[str, str], Samples]
+
+
+def report(runs: list[Results], args: argparse.Namespace, rounds: int,
            load: tuple[float, float, float], partial: bool) -> str:
-    ms = 1000.0
     card = ("Cancel on a card rollbot does not know" if args.card == "unknown"
             else "Cancel on a card already cancelled")
     lines = [
@@ -295,61 +318,53 @@ def report(results: dict[tuple[str, str], Samples], args: argparse.Namespace, ro
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, slack_bolt {slack_bolt.version.__version__}; "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
-        f"{args.requests} requests per kind per app in {rounds} rounds alternating the apps, "
-        f"after a warm-up of {args.warmup}; each app in its own process, the senders and the "
-        "Slack emulator in a third; every request signed, over HTTP on 127.0.0.1; time from "
-        "send to the HTTP 200 (the ack). Slash commands: `/rollback status` and "
-        f"`/rollback history` alternating; button clicks: {card}.",
+        f"{len(runs)} runs of {args.requests} requests per kind per app, each in {rounds} "
+        f"rounds alternating the apps, after a warm-up of {args.warmup}; each app in its own "
+        "process, the senders and the Slack emulator in a third; every request signed, over "
+        "HTTP on 127.0.0.1; time from send to the HTTP 200 (the ack). Button clicks: "
+        f"{card}.",
         "",
-        "| app | request | n | not acked | p50 (ms) | p99 (ms) | max (ms) | app CPU (ms/req) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| run | request | bare p50 / p99 (ms) | rollbot p50 / p99 (ms) | ratio (p99) |"
+        " not acked |",
+        "|--:|---|--:|--:|--:|--:|",
     ]
-    for kind in KINDS:
-        for name in APPS:
-            s = results[(name, kind)]
-            n, failed = len(s.elapsed_s), sum(s.failures.values())
-            cpu = f"{s.cpu_s / max(1, n + failed) * ms:.2f}"
-            if n == 0:
-                lines.append(f"| {name} | {kind} | 0 | {failed} | - | - | - | {cpu} |")
-                continue
+    for n, results in enumerate(runs, 1):
+        for kind in KINDS:
+            bare, rb = results[("bare", kind)], results[("rollbot", kind)]
+            failed = sum(bare.failures.values()) + sum(rb.failures.values())
             lines.append(
-                f"| {name} | {kind} | {n} | {failed} | {percentile(s.elapsed_s, 50) * ms:.1f} "
-                f"| {percentile(s.elapsed_s, 99) * ms:.1f} | {max(s.elapsed_s) * ms:.1f} "
-                f"| {cpu} |")
-    lines += ["", "| request | rollbot p99 / bare p99 | target | met |", "|---|--:|--:|:-:|"]
+                f"| {n} | {kind} | {_fmt(_ms(bare, 50))} / {_fmt(_ms(bare, 99))} "
+                f"| {_fmt(_ms(rb, 50))} / {_fmt(_ms(rb, 99))} | {_fmt(_ratio(bare, rb), '.2f')}"
+                f" | {failed} |")
+    lines += ["", f"Median of the {len(runs)} runs:", "",
+              "| request | bare p50 / p99 (ms) | rollbot p50 / p99 (ms) | ratio (p99) | target "
+              "| met |", "|---|--:|--:|--:|--:|:-:|"]
     for kind in KINDS:
-        bare, rb = results[("bare", kind)], results[("rollbot", kind)]
-        if not bare.elapsed_s or not rb.elapsed_s:
-            lines.append(f"| {kind} | - | ≤ {TARGET:.1f}× | - |")
-            continue
-        ratio = percentile(rb.elapsed_s, 99) / percentile(bare.elapsed_s, 99)
-        failed = sum(rb.failures.values()) + sum(bare.failures.values())
-        met = "NO (requests not acked)" if failed else "yes" if ratio <= TARGET else "NO"
-        lines.append(f"| {kind} | {ratio:.2f}× | ≤ {TARGET:.1f}× | {met} |")
-    lines += ["", "| p99 by round (ms) | " + " | ".join(str(r + 1) for r in range(rounds)) + " |",
-              "|---|" + "--:|" * rounds]
-    for kind in KINDS:
-        for name in APPS:
-            p99s = [f"{x * ms:.1f}" for x in results[(name, kind)].round_p99_s]
-            p99s += ["-"] * (rounds - len(p99s))
-            lines.append(f"| {name}, {kind} | " + " | ".join(p99s) + " |")
+        def med(app: str, p: float, kind: str = kind) -> str:
+            return _fmt(_median([_ms(r[(app, kind)], p) for r in runs]))
+        ratio = _median([_ratio(r[("bare", kind)], r[("rollbot", kind)]) for r in runs])
+        failed = sum(sum(r[(a, kind)].failures.values()) for r in runs for a in APPS)
+        met = ("-" if ratio is None else "NO (requests not acked)" if failed
+               else "yes" if ratio <= TARGET else "NO")
+        lines.append(f"| {kind} | {med('bare', 50)} / {med('bare', 99)} | {med('rollbot', 50)}"
+                     f" / {med('rollbot', 99)} | {_fmt(ratio, '.2f')}× | ≤ {TARGET:.1f}× "
+                     f"| {met} |")
     notes = []
-    for (name, kind), s in results.items():
-        if s.failures:
-            what = ", ".join(f"{k}: {v}" for k, v in sorted(s.failures.items()))
-            notes.append(f"- {name}, {kind}: not acked with HTTP 200 ({what}); left out of "
-                         "the percentiles, and Slack would have shown those users an error.")
+    for n, results in enumerate(runs, 1):
+        for (name, kind), s in results.items():
+            if s.failures:
+                what = ", ".join(f"{k}: {v}" for k, v in sorted(s.failures.items()))
+                notes.append(f"- run {n}, {name}, {kind}: not acked with HTTP 200 ({what}); "
+                             "left out of the percentiles, and Slack would have shown those "
+                             "users an error.")
     if partial:
         notes.append(f"- Stopped at the time limit ({args.time_limit:.0f} s): partial counts.")
     notes += [
         "- not acked: answers other than HTTP 200, and requests that failed or timed out "
         f"({SEND_TIMEOUT_S:.0f} s).",
-        "- app CPU: the app process's CPU time during its phases (its acks and the work after "
-        "them), per request; PostgreSQL's is not counted.",
         f"- Only 1% of the requests ({args.requests // 100} of {args.requests}) are over a "
-        "p99, and one stall (a full garbage collection in an app, the cores oversubscribed) "
-        "hits all the requests then in flight at once: p99 moves from run to run; compare "
-        "several runs, and the rounds above.",
+        "p99, and one stall (a garbage collection in an app, the cores oversubscribed) hits "
+        "all the requests then in flight at once: p99 moves from run to run, hence the median.",
     ]
     return "\n".join([*lines, "", *notes])
 
@@ -413,9 +428,12 @@ async def drive(args: argparse.Namespace) -> None:
                 await wait_port(child)
             card_ts = await post_card(emu, await make_card(dsn, args.card))
 
-            async def slash(sender: SlackSender, i: int) -> SendResult:
-                text = "status" if i % 2 == 0 else "history"
-                return await sender.slash_command(ALICE, INCIDENTS, text,
+            async def help_(sender: SlackSender, i: int) -> SendResult:
+                return await sender.slash_command(ALICE, INCIDENTS, "help",
+                                                  timeout=SEND_TIMEOUT_S)
+
+            async def status(sender: SlackSender, i: int) -> SendResult:
+                return await sender.slash_command(ALICE, INCIDENTS, "status",
                                                   timeout=SEND_TIMEOUT_S)
 
             async def click(sender: SlackSender, i: int) -> SendResult:
@@ -423,31 +441,35 @@ async def drive(args: argparse.Namespace) -> None:
                                                  Action.CANCEL_CARD.value,
                                                  timeout=SEND_TIMEOUT_S)
 
-            sends = {"slash command": slash, "button click": click}
+            sends = {"/rollback help": help_, "/rollback status": status,
+                     "button click": click}
             deadline = started + args.time_limit
             print("warming up…", file=sys.stderr, flush=True)
             for child in children:
                 for kind in KINDS:
                     await run_phase(child, emu, sends[kind], count=args.warmup,
                                     concurrency=args.concurrency, deadline=deadline, into=None)
-            results = {(c.name, k): Samples() for c in children for k in KINDS}
+            runs: list[Results] = []
             rounds = max(1, min(args.rounds, args.requests))
-            for r in range(rounds):
-                count = args.requests // rounds + (1 if r < args.requests % rounds else 0)
-                order = children if r % 2 == 0 else children[::-1]
-                print(f"round {r + 1}/{rounds}: {count} requests per kind per app…",
-                      file=sys.stderr, flush=True)
-                for kind in KINDS:
-                    for child in order:
-                        await run_phase(child, emu, sends[kind], count=count,
-                                        concurrency=args.concurrency, deadline=deadline,
-                                        into=results[(child.name, kind)])
+            for run in range(args.runs):
+                results = {(c.name, k): Samples() for c in children for k in KINDS}
+                runs.append(results)
+                for r in range(rounds):
+                    count = args.requests // rounds + (1 if r < args.requests % rounds else 0)
+                    order = children if r % 2 == 0 else children[::-1]
+                    print(f"run {run + 1}/{args.runs}, round {r + 1}/{rounds}: {count} "
+                          "requests per kind per app…", file=sys.stderr, flush=True)
+                    for kind in KINDS:
+                        for child in order:
+                            await run_phase(child, emu, sends[kind], count=count,
+                                            concurrency=args.concurrency, deadline=deadline,
+                                            into=results[(child.name, kind)])
             partial = time.monotonic() > deadline
             for child in children:
                 if child.proc.poll() is not None:
                     raise RuntimeError(f"the {child.name} app exited during the run "
                                        f"(status {child.proc.returncode}); see {child.log}")
-        print(report(results, args, rounds, load, partial))
+        print(report(runs, args, rounds, load, partial))
         for child in children:
             errors = child.log.read_text(errors="replace").count("Traceback")
             if errors:
@@ -468,11 +490,14 @@ async def drive(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--requests", type=int, default=1000, help="per kind per app (default 1000)")
+    p.add_argument("--requests", type=int, default=1000,
+                   help="per kind per app per run (default 1000)")
     p.add_argument("--concurrency", type=int, default=50, help="concurrent senders (default 50)")
-    p.add_argument("--rounds", type=int, default=4, help="alternations of the apps (default 4)")
+    p.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="alternations of the apps per run (default 4)")
     p.add_argument("--warmup", type=int, default=100, help="per kind per app (default 100)")
-    p.add_argument("--time-limit", type=float, default=600.0,
+    p.add_argument("--time-limit", type=float, default=1200.0,
                    help="seconds; stop sending after that and report what was measured")
     p.add_argument("--card", choices=("cancelled", "unknown"), default="cancelled",
                    help="the card whose Cancel button is clicked (default: one already "
@@ -483,8 +508,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dsn", help=argparse.SUPPRESS)
     p.add_argument("--runbook", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.rounds < 1:
-        p.error("--requests, --concurrency and --rounds must be positive, --warmup >= 0")
+    if (args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.rounds < 1
+            or args.runs < 1):
+        p.error("--requests, --concurrency, --runs and --rounds must be positive, --warmup >= 0")
     return args
 
 

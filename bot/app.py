@@ -24,6 +24,7 @@ from bot.recovery.interrupted import DeadRunReaper
 from bot.recovery.runs import Recoveries
 from bot.service import Rollbot
 from bot.store.embedded_pg import EmbeddedPostgres
+from bot.store.replays import SeenSignatures
 from bot.store.runs import Store
 from bot.telemetry.metrics import Metrics, shared_state_reader
 
@@ -45,6 +46,11 @@ class App:
     recoveries: Recoveries      # and after a cancel that left production down
     metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
     reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
+
+    async def open_seen_signatures(self) -> SeenSignatures:
+        """Slack requests already taken (the replay guard), with a small pool of its own made
+        on the calling event loop (the ack path's); the caller closes it."""
+        return await SeenSignatures.open(self.store.dsn)
 
 
 def load(settings: Settings) -> Runbook:

@@ -374,6 +374,8 @@ class Settings(BaseSettings):
     slack_app_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     rollbot_webhook_secret: str | None = None
+    # Where `rollbot serve` listens: loopback unless told (the container image sets 0.0.0.0).
+    host: str = "127.0.0.1"
     port: int = 3000
 
 

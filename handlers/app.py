@@ -1,15 +1,22 @@
-"""The Bolt app: every row of the listener table registered the same way; ack first, work after."""
+"""The Bolt app: every row of the listener table registered the same way; ack first, work after.
+
+Listeners run on the ack loop (``handlers/ack_loop.py``): they ack there at once and hand the work
+to the main loop, so a slow database or SSH session never holds up the next request's ack.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks as ui
+from handlers.ack_loop import BUSY, WorkHandoff
 from handlers.autorollback import SlackAutoRollback, autorollback_rows
 from handlers.front import Reply, SlackFront
 from handlers.listeners import Kind, Request, Row, front_rows
@@ -32,14 +39,22 @@ def ephemeral_reply(client: AsyncWebClient, *, channel: str, user: str) -> Reply
     return reply
 
 
-def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
-              auto: SlackAutoRollback) -> AsyncApp:
-    app = AsyncApp(client=client, signing_secret=signing_secret,
-                   raise_error_for_unhandled_request=False)
+def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str | None,
+              auto: SlackAutoRollback, handoff: WorkHandoff) -> AsyncApp:
+    """``signing_secret`` None: Socket Mode, where nothing comes over HTTP to be verified.
+
+    ``process_before_response``: Bolt answers as soon as the listener returns, instead of polling
+    every 10 ms for the ack; a listener here only acks and hands its work over, so it returns at
+    once.
+    """
+    app = AsyncApp(client=client, signing_secret=signing_secret or "",
+                   request_verification_enabled=signing_secret is not None,
+                   process_before_response=True, raise_error_for_unhandled_request=False)
+    busy_replies: set[asyncio.Task[None]] = set()
     for row in [*front_rows(front), *autorollback_rows(auto)]:
         register = {Kind.COMMAND: app.command, Kind.EVENT: app.event, Kind.ACTION: app.action,
                     Kind.VIEW: app.view}[row.kind]
-        register(row.matcher)(_listener(row, front))
+        register(row.matcher)(_listener(row, front, handoff, busy_replies))
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
@@ -48,26 +63,73 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str,
     return app
 
 
-def _listener(row: Row, front: SlackFront) -> Listener:
-    """Acknowledge as the row says, then its work; errors become a sentence for the person.
+@dataclass(frozen=True)
+class _CheckFailed:
+    """A modal's check raised: the modal is acked, and the error told like any work's."""
 
-    (Bolt takes back an ack when the listener raises soon after it, and Slack then shows an
-    error after 3 s.) Bolt passes arguments by these parameter names.
+    error: Exception
+
+    async def reraise(self) -> None:
+        raise self.error
+
+
+def _listener(row: Row, front: SlackFront, handoff: WorkHandoff,
+              busy_replies: set[asyncio.Task[None]]) -> Listener:
+    """Acknowledge as the row says, hand the work to the main loop; errors become a sentence.
+
+    Runs on the ack loop. A row with a ``check`` (a modal) needs the engine before its ack, whose
+    errors Slack takes only there: the check runs on the main loop, and the ack waits for it.
+    Bolt passes arguments by these parameter names.
     """
+    async def check(request: Request) -> dict[str, str] | _CheckFailed | None:
+        assert row.check is not None
+        try:
+            return await row.check(request)
+        except Exception as exc:
+            return _CheckFailed(exc)
+
     async def listener(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
                        respond: AsyncRespond | None = None) -> None:
         request = Request(body=body, reply=_reply_for(row, body, client, respond))
-
-        async def work() -> None:
-            if row.check is not None and (errors := await row.check(request)):
-                await ack(response_action="errors", errors=errors)
+        quick = row.ack_text(request) if row.ack_text is not None else None
+        failed: _CheckFailed | None = None
+        if row.check is not None:
+            verdict = await handoff.call(check(request))
+            if isinstance(verdict, dict) and verdict:
+                await ack(response_action="errors", errors=verdict)
                 return
-            quick = row.ack_text(request) if row.ack_text is not None else None
-            await (ack(text=quick) if quick else ack())
+            failed = verdict if isinstance(verdict, _CheckFailed) else None
+
+        async def handle() -> None:
+            # Called in here, so that a handler failing as it reads the request (a forged
+            # button value) fails on the main loop and is told like any error of its work.
             await row.handle(request)
 
-        await front.kit.after_ack(work(), request.reply)
+        work = failed.reraise() if failed is not None else handle()
+        if handoff.submit(front.kit.after_ack(work, request.reply)):
+            await (ack(text=quick) if quick else ack())
+            return
+        _close(work)
+        log.warning("Slack request refused, too much work in flight: %s", row.matcher)
+        if row.kind is Kind.COMMAND:
+            await ack(text=BUSY)
+            return
+        await ack()
+        task = asyncio.create_task(_tell(request.reply, BUSY))  # after the ack, not before
+        busy_replies.add(task)
+        task.add_done_callback(busy_replies.discard)
     return listener
+
+
+def _close(work: Coroutine[Any, Any, None]) -> None:
+    work.close()  # never started: no "coroutine was never awaited" warning
+
+
+async def _tell(reply: Reply, text: str) -> None:
+    try:
+        await reply(ui.refusal(text), text)
+    except Exception as exc:
+        log.warning("could not answer the user: %s (%s)", text, exc)
 
 
 def _reply_for(row: Row, body: dict[str, Any], client: AsyncWebClient,

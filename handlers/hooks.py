@@ -26,6 +26,7 @@ from bot.autorollback.contract import (
 )
 from bot.autorollback.machine import AutoRollback, Reception
 from bot.errors import InvalidInput
+from handlers.refusals import RefusalAudit
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,19 @@ _STATUS = {Reception.REFUSED: 400, Reception.REPEATED: 200, Reception.DISABLED: 
 class DeployHooks:
     """The two routes; every decision is the automatic-rollback machine's."""
 
-    def __init__(self, *, secret: str | None, auto: AutoRollback) -> None:
+    def __init__(self, *, secret: str | None, auto: AutoRollback,
+                 refusals: RefusalAudit | None = None) -> None:
         self._secret = secret
         self._auto = auto
+        # Refusals are audited one by one up to a burst a minute, then counted (a flood of
+        # unsigned requests must not fill the database pool); without it, each is written.
+        self._refusals = refusals
+
+    async def _refuse(self, detail: str) -> None:
+        if self._refusals is not None:
+            self._refusals.record(detail)
+        else:
+            await self._auto.record_refusal(detail)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/hooks/deploy", self.deploy),
@@ -55,10 +66,10 @@ class DeployHooks:
             verify(self._secret, timestamp=request.headers.get(TIMESTAMP_HEADER),
                    signature=signature, body=body, now=time.time())
         except BadSignature as exc:
-            await self._auto.record_refusal(f"deploy hook refused: {exc}")
+            await self._refuse(f"deploy hook refused: {exc}")
             return web.json_response({"error": str(exc)}, status=401)
         if replay_check and signature and not await self._auto.first_sighting(signature):
-            await self._auto.record_refusal("deploy hook refused: replayed request")
+            await self._refuse("deploy hook refused: replayed request")
             return web.json_response({"error": "replayed request"}, status=401)
         return None
 

@@ -1,20 +1,22 @@
 """HTTP server and composition of the Slack front: `rollbot serve`.
 
 ``POST /slack/events`` takes slash commands, interactivity and events (Bolt verifies Slack's
-signature); before Bolt, a guard refuses replays of a request already seen and puts forged or
-stale requests in the audit log. ``GET /healthz`` answers 200 while the database is reachable.
-Without a ``[slack]`` table, ``rollbot serve`` serves only ``/healthz``, ``/metrics`` and CI's
-deploy hooks, and the automatic rollback reports to the log.
+signature); before Bolt, a guard refuses replays of a request already seen by any replica and puts
+forged or stale requests in the audit log (``handlers/replay_guard.py``). ``GET /healthz`` answers
+200 while the database is reachable (cached about 1 s). The HTTP server, the guard and Bolt's acks
+run on an event loop of their own (``handlers/ack_loop.py``); the work after each ack runs on the
+main loop, where the engine lives. In Socket Mode (``SLACK_APP_TOKEN``) Slack's requests come over
+the WebSocket and ``/slack/events`` is not served. Without a ``[slack]`` table, ``rollbot serve``
+serves only ``/healthz``, ``/metrics`` and CI's deploy hooks, and the automatic rollback reports
+to the log. SIGTERM stops it gracefully (``handlers/shutdown.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-import re
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.signature import SignatureVerifier
 
 from bot.app import App, open_app
 from bot.autorollback.machine import AutoRollback
@@ -33,109 +34,48 @@ from bot.redaction import install_log_redaction
 from bot.service import Rollbot
 from bot.telemetry.metrics import Metrics
 from handlers.access import Access
+from handlers.ack_loop import AckLoop, WorkHandoff
 from handlers.app import build_app
 from handlers.autorollback import SlackAutoRollback
 from handlers.front import SlackFront
 from handlers.front.interrupted import SlackInterruptions
+from handlers.health import CachedHealth
 from handlers.hooks import DeployHooks
 from handlers.metering import MeteredWebClient, ack_timer, metrics_route
+from handlers.refusals import RefusalAudit
+from handlers.replay_guard import EVENTS_PATH, ReplayGuard, signature_problem
 from handlers.shutdown import Draining, StopSignals, stop_gracefully
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
-_MAX_AGE_S = 300  # Slack's own rule: refuse requests whose timestamp is over 5 minutes old
+__all__ = ["EVENTS_PATH", "ReplayGuard", "running", "running_without_slack", "serve",
+           "signature_problem", "web_app"]
 
 
-_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() also takes "١٢٣"
-_SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
-
-
-def signature_problem(verifier: SignatureVerifier, *, body: bytes, timestamp: str,
-                      signature: str, now: float) -> str | None:
-    """Why a request is not signed by Slack, or None when it is; never raises.
-
-    slack_sdk's ``is_valid`` raises on a non-numeric timestamp (``int()``) and on a non-ASCII
-    signature (``hmac.compare_digest``): checked here first, so such a request is a 401.
-    """
-    missing = [name for name, value in (("X-Slack-Request-Timestamp", timestamp),
-                                        ("X-Slack-Signature", signature)) if not value]
-    if missing:
-        return f"no {' and no '.join(missing)} header (not signed by Slack)"
-    if _UNIX_SECONDS.fullmatch(timestamp) is None:
-        return f"timestamp {timestamp[:20]!a} is not a Unix time in seconds"
-    if abs(now - int(timestamp)) > _MAX_AGE_S:
-        return (f"timestamp {timestamp} is more than {_MAX_AGE_S // 60} minutes away from now "
-                "(a replay, or a wrong clock)")
-    if _SLACK_SIGNATURE.fullmatch(signature) is None:
-        return f"signature {signature[:12]!a}… is not 'v0=' and 64 hex digits"
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
-        return "signature does not match the body (another signing secret, or a changed body)"
-    return None
-
-
-class ReplayGuard:
-    """Remembers the signatures of recent valid requests; the same one twice is a replay."""
-
-    def __init__(self, signing_secret: str, *,
-                 audit: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        self._verifier = SignatureVerifier(signing_secret)
-        self._seen: set[str] = set()
-        self._order: deque[tuple[float, str]] = deque()
-        self._audit = audit
-        self._background: set[asyncio.Task[None]] = set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
-        if request.path != EVENTS_PATH or request.method != "POST":
-            return await handler(request)
-        body = await request.read()
-        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
-        signature = request.headers.get("X-Slack-Signature", "")
-        problem = signature_problem(self._verifier, body=body, timestamp=stamp,
-                                    signature=signature, now=time.time())
-        if problem is not None:
-            self._record(f"refused a Slack request with a bad signature: {problem}")
-            return web.json_response({"error": "invalid request"}, status=401)
-        now = time.monotonic()
-        while self._order and now - self._order[0][0] > 2 * _MAX_AGE_S:  # O(1) per request
-            self._seen.discard(self._order.popleft()[1])
-        if signature in self._seen:
-            if request.headers.get("X-Slack-Retry-Num"):
-                # Slack re-delivering what we already took: answer so it stops, run nothing.
-                return web.Response(status=200)
-            self._record("refused a replayed Slack request (same signature as an earlier one)")
-            return web.json_response({"error": "replayed request"}, status=401)
-        self._seen.add(signature)
-        self._order.append((now, signature))
-        return await handler(request)
-
-    def _record(self, detail: str) -> None:
-        log.warning("%s", detail)
-        task = asyncio.create_task(self._audit(detail))  # after the answer, never before it
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-
-def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuard | None = None,
-            hooks: DeployHooks | None = None, metrics: Metrics | None = None
-            ) -> web.Application:
+def web_app(*, rollbot: Rollbot, main: WorkHandoff, bolt: AsyncApp | None = None,
+            guard: ReplayGuard | None = None, hooks: DeployHooks | None = None,
+            engine_routes: Sequence[web.RouteDef] = (), metrics: Metrics | None = None,
+            health_ttl_s: float = 1.0) -> web.Application:
     """The routes: Slack's (when ``bolt``), ``/healthz``, CI's hooks (when ``hooks``) and
-    ``/metrics`` (when ``metrics``)."""
+    ``/metrics`` (when ``metrics``).
+
+    Served on the ack loop: what needs the engine (the health probe, the hooks, and any of
+    ``engine_routes``) runs on the main loop through ``main``, because the store's pool and the
+    engine's locks belong to that loop.
+    """
+    health = CachedHealth(lambda: main.call(rollbot.ping()), ttl_s=health_ttl_s)
+
     async def healthz(_request: web.Request) -> web.Response:
-        if await rollbot.ping():
+        if await health.healthy():
             return web.json_response({"ok": True})
         return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
 
     middlewares: list[Middleware] = [guard.middleware] if guard is not None else []
     if metrics is not None:  # first: the ack time includes the other middlewares
         middlewares.insert(0, ack_timer(metrics, path=EVENTS_PATH))
+        engine_routes = [*engine_routes, metrics_route(metrics)]  # it reads the database
     app = web.Application(middlewares=middlewares)
     app.add_routes([web.get("/healthz", healthz)])
-    if metrics is not None:
-        app.add_routes([metrics_route(metrics)])
     if bolt is not None:
         slack = bolt
 
@@ -143,22 +83,82 @@ def web_app(*, rollbot: Rollbot, bolt: AsyncApp | None = None, guard: ReplayGuar
             return await to_aiohttp_response(await slack.async_dispatch(
                 await to_bolt_request(request)))
         app.add_routes([web.post(EVENTS_PATH, events)])
-    if hooks is not None:
-        app.add_routes(hooks.routes())
+    on_main = [*(hooks.routes() if hooks is not None else []), *engine_routes]
+    app.add_routes([web.route(r.method, r.path, _on_main(main, r.handler)) for r in on_main])
     return app
 
 
-async def _listen(stack: AsyncExitStack, app: web.Application, *, host: str, port: int,
-                  drain: Draining) -> int:
-    """Serve ``app`` until ``stack`` closes; the port it listens on (``port`` 0: a free one)."""
+def _on_main(main: WorkHandoff, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def hop(request: web.Request) -> web.StreamResponse:
+        await request.read()  # here, on the connection's loop; the handler reads the kept bytes
+        return await main.call(_awaited(handler(request)))
+    return hop
+
+
+async def _awaited(response: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+    return await response
+
+
+def _hook_refusals(stack: AsyncExitStack, app: App) -> RefusalAudit:
+    """The deploy hooks' refusal audit (on the main loop, where the hooks run), rate-limited."""
+    async def write(detail: str) -> None:
+        await app.rollbot.audit(environment=app.runbook.default_environment, actor="ci",
+                                kind="refusal", detail=detail)
+    refusals = RefusalAudit(write, what="deploy hook requests")
+    refusals.start()
+    stack.push_async_callback(refusals.close)
+    return refusals
+
+
+async def _start_ack_loop(stack: AsyncExitStack) -> tuple[AckLoop, WorkHandoff]:
+    """The ack loop and the handoff to this (main) loop; on exit, wait for handed-over work."""
+    ack = AckLoop()
+    ack.start()
+    stack.push_async_callback(ack.stop)
+    handoff = WorkHandoff(asyncio.get_running_loop())
+    stack.push_async_callback(handoff.close, 3600.0)
+    return ack, handoff
+
+
+async def _listen(stack: AsyncExitStack, ack: AckLoop, app: web.Application, *, host: str,
+                  port: int, drain: Draining) -> int:
+    """Serve ``app`` on the ack loop until ``stack`` closes; its port (``port`` 0: a free one)."""
     drain.serve(app)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    drain.closes(site)
-    return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await ack.run(runner.setup())
+    stack.push_async_callback(lambda: ack.run(runner.cleanup()))
+
+    async def start() -> int:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        drain.closes(site, on=ack.run)  # the site belongs to the ack loop: stopped there
+        return int(runner.addresses[0][1])
+    try:
+        return await ack.run(start())
+    except OSError as exc:  # a mistyped HOST, or PORT taken by another process
+        raise ConfigError(f"rollbot cannot listen on {host}:{port}: {exc.strerror or exc}. Set "
+                          "HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for all) "
+                          "and PORT to a free port") from None
+
+
+async def _open_guard(stack: AsyncExitStack, ack: AckLoop, app: App, *, secret: str,
+                      audit: Callable[[str], Awaitable[None]]) -> ReplayGuard:
+    """The replay guard with its own small pool and its refusal audit, on the ack loop."""
+    async def open_on_ack_loop() -> ReplayGuard:
+        seen = await app.open_seen_signatures()
+        refusals = RefusalAudit(audit)
+        refusals.start()
+        guard = ReplayGuard(secret, seen=seen, refusals=refusals)
+        guard.start()
+
+        async def close() -> None:
+            await guard.close()
+            await refusals.close()
+            await seen.close()
+        stack.push_async_callback(lambda: ack.run(close()))
+        return guard
+    return await ack.run(open_on_ack_loop())
 
 
 @dataclass
@@ -173,17 +173,23 @@ class SlackService:
     drain: Draining
 
 
-def _require(settings: Settings, runbook: Runbook) -> tuple[str, str]:
+def _require(settings: Settings, runbook: Runbook) -> tuple[str, str | None]:
+    """The bot token, and the signing secret (None in Socket Mode, where nothing is signed)."""
     if runbook.slack is None:
         raise ConfigError(f"{settings.rollbot_config}: key 'slack' is missing (the [slack] table "
                           "with incidents_channel and allowed_users)")
+    if settings.slack_app_token:
+        if not settings.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN must be set to serve Slack")
+        return settings.slack_bot_token, None
     if not settings.slack_bot_token or not settings.slack_signing_secret:
-        raise ConfigError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set to serve Slack")
+        raise ConfigError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set to serve Slack "
+                          "over HTTP (or set SLACK_APP_TOKEN for Socket Mode)")
     return settings.slack_bot_token, settings.slack_signing_secret
 
 
 @asynccontextmanager
-async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.1",
+async def running(settings: Settings, runbook: Runbook, *, host: str | None = None,
                   min_update_interval_s: float = 1.0) -> AsyncIterator[SlackService]:
     """Start everything; on exit, let running rollbacks finish and close what was opened."""
     token, secret = _require(settings, runbook)
@@ -223,31 +229,52 @@ async def running(settings: Settings, runbook: Runbook, *, host: str = "127.0.0.
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         stack.push_async_callback(app.auto.hand_over)  # first: the watches go to other replicas
         await app.auto.resume_after_restart()
-        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
-        bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto)
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
+                            refusals=_hook_refusals(stack, app))
+        ack, handoff = await _start_ack_loop(stack)
+        bolt = build_app(front=front, client=client, signing_secret=secret, auto=slack_auto,
+                         handoff=handoff)
 
         async def audit(detail: str) -> None:
-            await app.rollbot.audit(environment=runbook.default_environment, actor="slack",
-                                    kind="refusal", detail=detail)
+            await handoff.call(app.rollbot.audit(environment=runbook.default_environment,
+                                                 actor="slack", kind="refusal", detail=detail))
 
-        guard = ReplayGuard(secret, audit=audit)
+        if secret is None:  # Socket Mode: Slack's requests come over the WebSocket only
+            routes = web_app(rollbot=app.rollbot, main=handoff, hooks=hooks,
+                             metrics=app.metrics)
+        else:
+            guard = await _open_guard(stack, ack, app, secret=secret, audit=audit)
+            routes = web_app(bolt=bolt, rollbot=app.rollbot, main=handoff, guard=guard,
+                             hooks=hooks, metrics=app.metrics)
         drain = Draining()
-        port = await _listen(stack, web_app(bolt=bolt, rollbot=app.rollbot, guard=guard,
-                                            hooks=hooks, metrics=app.metrics),
-                             host=host, port=settings.port, drain=drain)
+        port = await _listen(stack, ack, routes, host=host or settings.host, port=settings.port,
+                             drain=drain)
         if settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-            stack.push_async_callback(socket_mode.close_async)  # also when connecting fails
-            # apps.connections.open once, outside slack_sdk's connect(), which retries a refused
-            # token forever: a wrong SLACK_APP_TOKEN stops start-up with Slack's error instead.
-            socket_mode.client.wss_uri = await socket_mode.client.issue_new_wss_url()
-            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+            await _connect_socket_mode(stack, ack, bolt, settings.slack_app_token)
             log.info("Socket Mode connected; HTTP serves /healthz on port %s", port)
-        log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
+        else:
+            log.info("rollbot serves Slack on port %s (%s)", port, EVENTS_PATH)
+        # Everything made at start-up is kept for the process's life: out of the collector's
+        # sight, full collections (which pause the ack loop too: one GIL) stay short.
+        gc.freeze()
         yield SlackService(app=app, front=front, bolt=bolt, port=port, auto=app.auto,
                            drain=drain)
+
+
+async def _connect_socket_mode(stack: AsyncExitStack, ack: AckLoop, bolt: AsyncApp,
+                              app_token: str) -> None:
+    """Bolt's Socket Mode client, on the ack loop like the HTTP server (its acks go there)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    async def connect() -> None:
+        socket_mode = AsyncSocketModeHandler(bolt, app_token)
+        stack.push_async_callback(  # also when connecting fails
+            lambda: ack.run(socket_mode.close_async()))  # type: ignore[no-untyped-call]
+        # apps.connections.open once, outside slack_sdk's connect(), which retries a refused
+        # token forever: a wrong SLACK_APP_TOKEN stops start-up with Slack's error instead.
+        socket_mode.client.wss_uri = await socket_mode.client.issue_new_wss_url()
+        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+    await ack.run(connect())
 
 
 @dataclass
@@ -262,7 +289,7 @@ class HooksService:
 
 @asynccontextmanager
 async def running_without_slack(settings: Settings, runbook: Runbook, *,
-                                host: str = "127.0.0.1") -> AsyncIterator[HooksService]:
+                                host: str | None = None) -> AsyncIterator[HooksService]:
     """``/healthz`` and CI's deploy hooks; the automatic rollback tells the log, not Slack."""
     install_log_redaction()
     if settings.slack_bot_token or settings.slack_signing_secret:
@@ -277,20 +304,24 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         await app.auto.resume_after_restart()
         await app.reaper.start()  # runs whose process died: marked, and told in this log
         stack.push_async_callback(app.reaper.stop)
-        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto)
+        hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
+                            refusals=_hook_refusals(stack, app))
         if not settings.rollbot_webhook_secret:
             log.warning("ROLLBOT_WEBHOOK_SECRET is not set: the deploy hooks answer 503")
+        ack, handoff = await _start_ack_loop(stack)
         drain = Draining()
-        port = await _listen(stack, web_app(rollbot=app.rollbot, hooks=hooks,
-                                            metrics=app.metrics), host=host, port=settings.port,
-                             drain=drain)
+        port = await _listen(stack, ack, web_app(rollbot=app.rollbot, main=handoff, hooks=hooks,
+                                                 metrics=app.metrics),
+                             host=host or settings.host, port=settings.port, drain=drain)
         log.warning("rollbot serves /healthz and the deploy hooks on port %s without Slack; "
                     "automatic rollbacks are reported in this log", port)
         yield HooksService(app=app, port=port, auto=app.auto, drain=drain)
 
 
-async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully (handlers/shutdown.py)."""
+async def serve(settings: Settings, runbook: Runbook, *, host: str | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully (handlers/shutdown.py); listen on
+    ``host`` (default: ``HOST``)."""
+    host = host or settings.host
     signals = StopSignals()
     stack = AsyncExitStack()
     service: SlackService | HooksService
@@ -303,8 +334,12 @@ async def serve(settings: Settings, runbook: Runbook, *, host: str) -> None:
                   flush=True)
         else:
             service = await stack.enter_async_context(running(settings, runbook, host=host))
-            print(f"rollbot serving Slack on http://{host}:{service.port}{EVENTS_PATH}",
-                  flush=True)
+            if settings.slack_app_token:
+                print(f"rollbot serving Slack over Socket Mode; /healthz on http://{host}:"
+                      f"{service.port}/healthz", flush=True)
+            else:
+                print(f"rollbot serving Slack on http://{host}:{service.port}{EVENTS_PATH}",
+                      flush=True)
     except BaseException:
         await stack.aclose()
         raise

@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -28,12 +29,15 @@ DRAIN_S = 2.0    # 503s before the listener closes: a load balancer's health che
 SHUTTING_DOWN = "rollbot was shutting down."
 
 
+_OnLoop = Callable[[Coroutine[Any, Any, None]], Awaitable[None]]
+
+
 class Draining:
     """While rollbot stops: 503 for every request, then the listening sockets close."""
 
     def __init__(self) -> None:
         self.active = False
-        self._sites: list[web.BaseSite] = []
+        self._sites: list[tuple[web.BaseSite, _OnLoop]] = []
 
     @web.middleware
     async def middleware(self, request: web.Request,
@@ -48,12 +52,13 @@ class Draining:
         """Put the 503 in front of everything ``app`` serves (before it starts)."""
         app.middlewares.insert(0, self.middleware)
 
-    def closes(self, site: web.BaseSite) -> None:
-        self._sites.append(site)
+    def closes(self, site: web.BaseSite, *, on: _OnLoop) -> None:
+        """Close ``site`` when draining ends; ``on`` runs a coroutine on the site's own loop."""
+        self._sites.append((site, on))
 
     async def stop_listening(self) -> None:
-        for site in self._sites:
-            await site.stop()
+        for site, on in self._sites:
+            await on(site.stop())
         self._sites.clear()
 
 

@@ -422,6 +422,11 @@ async def test_a_click_for_an_unknown_card_is_answered_not_dropped(world: SlackW
     click = await world.click(ALICE, card, Action.CANCEL_CARD, value='{"card":"0123456789abcdef"}')
     forged = await world.click(ALICE, card, Action.CANCEL_CARD, value='{"card":"../etc"}')
     assert click.status == 200 and click.elapsed < 2.5 and forged.status == 200
-    said = await world.emu.wait_for(lambda: [m.text for m in world.emu.ephemerals(INCIDENTS,
-                                                                                 ALICE)])
-    assert any("unknown to rollbot" in t for t in said)
+
+    def both_answered() -> list[str] | None:  # in either order: each click's work runs alone
+        texts = [m.text for m in world.emu.ephemerals(INCIDENTS, ALICE)]
+        wanted = ("unknown to rollbot", "did not write")
+        return texts if all(any(w in t for t in texts) for w in wanted) else None
+
+    said = await world.emu.wait_for(both_answered)
+    assert [sum(w in t for t in said) for w in ("unknown to rollbot", "did not write")] == [1, 1]

@@ -24,6 +24,7 @@ from bot.store.runs import Store
 from handlers.ids import Action
 from handlers.server import SlackService, running
 from slack_emulator import Emulator, SocketModeSender
+from slack_emulator.signing import signed_headers
 from slack_emulator.state import Message
 from tests.sandbox import Sandbox
 from tests.slack_world import ALICE, INCIDENTS, SECRET, SLACK_TABLE, TOKEN, header, populate
@@ -51,8 +52,9 @@ def write_runbook(sandbox: Sandbox, tmp: Path) -> Path:
 
 
 def settings(emu: Emulator, dsn: str, runbook: Path, app_token: str) -> Settings:
+    """Socket Mode needs no signing secret: nothing Slack sends comes over HTTP."""
     return Settings(database_url=dsn, rollbot_config=runbook, slack_bot_token=TOKEN,
-                    slack_signing_secret=SECRET, slack_app_token=app_token,
+                    slack_signing_secret=None, slack_app_token=app_token,
                     slack_api_url=emu.api_url, port=0)
 
 
@@ -135,10 +137,16 @@ async def test_rollback_over_socket_mode(world: SocketWorld, production: Sandbox
     assert [(e.type, e.status) for e in emu.socket_envelopes()] == [
         ("slash_commands", "acked"), ("interactive", "acked")]
 
-    # the HTTP side still serves the health check in Socket Mode
+    # the HTTP side still serves the health check in Socket Mode, and not Slack's events: a
+    # request there, even one signed with the app's secret, is not taken
+    body = b"command=%2Frollback&text=help&user_id=" + ALICE.encode()
     async with httpx.AsyncClient() as client:
         health = await client.get(f"http://127.0.0.1:{world.service.port}/healthz", timeout=10)
+        events = await client.post(f"http://127.0.0.1:{world.service.port}/slack/events",
+                                   content=body, headers=signed_headers(SECRET, body),
+                                   timeout=10)
     assert health.status_code == 200 and health.json() == {"ok": True}
+    assert events.status_code == 404
 
 
 async def test_a_bot_token_as_app_token_stops_startup(production: Sandbox, store: Store,

@@ -85,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="the last runs")
     hist.add_argument("-n", type=int, default=10)
     serve = sub.add_parser("serve", help="serve Slack: POST /slack/events, GET /healthz")
-    serve.add_argument("--host", default="0.0.0.0",  # noqa: S104 - Slack must reach it
-                       help="address to listen on (port: PORT; put TLS in front)")
+    serve.add_argument("--host", default=None,
+                       help="address to listen on (default: HOST, else 127.0.0.1; port: PORT; "
+                            "put TLS in front)")
     return p
 
 
