@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.autorollback.deploys import DeployState, DeployStore
 from bot.engine import Run
 from bot.errors import RunLocked
 from bot.model import (
@@ -133,6 +134,20 @@ async def test_a_dead_holder_frees_the_lock_at_once_and_its_run_is_interrupted(
     assert (await store.active_run("production")).id == fresh  # type: ignore[union-attr]
     audit = await store.audit_entries(run_id=dead)
     assert any(a.kind == "run" and a.detail.startswith("interrupted:") for a in audit)
+
+
+async def test_an_automatic_rollback_whose_run_died_is_failed_not_rolling_back_forever(
+        store: Store, other: Store) -> None:
+    deploys = DeployStore(store.pool)
+    deploy, _ = await deploys.record(environment="production", version="v1.2.3",
+                                     previous_version="v1.2.2", stage="deployed", commit="abc",
+                                     actor="ci", run_url="")
+    assert await deploys.move(deploy.id, (DeployState.WATCHING,), DeployState.ROLLING_BACK)
+    dead = await other.begin_run(req("rollbot (automatic)"), owner="host-b:666")
+    await deploys.attach_run(deploy.id, dead)
+    await die(other, dead)
+    await store.begin_run(req("bob"), owner="host-a:1")  # finds the dead run and marks it
+    assert (await deploys.get(deploy.id)).state is DeployState.FAILED
 
 
 class Told:

@@ -121,6 +121,10 @@ async def mark_interrupted(conn: asyncpg.Connection, run_id: int, *,
             "INSERT INTO audit_log (run_id, environment, actor, kind, detail)"
             " VALUES ($1, $2, $3, 'run', $4)",
             run_id, run["environment"], f"rollbot:{found_by}", f"interrupted: {message}")
+        # An automatic rollback's deploy waits for this run to end: it ended, not rolled back
+        # (else it would read "rolling back" forever, and be gauged so).
+        await conn.execute("UPDATE deploys SET state = 'failed' WHERE run_id = $1"
+                           " AND state = 'rolling_back'", run_id)
     log.warning("run #%s in %s: %s", run_id, run["environment"], message)
     return Interruption(run_id=run_id, environment=run["environment"], host_state=host_state,
                         message=message, found_by=found_by)
