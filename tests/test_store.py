@@ -78,3 +78,27 @@ async def test_a_step_keeps_its_own_start_even_when_recorded_late(store: Store) 
     assert record is not None
     [step] = record.steps
     assert step.started_at == began and step.duration_s == pytest.approx(0.03)
+
+
+async def test_an_error_after_the_end_was_recorded_does_not_rewrite_it(store: Store) -> None:
+    """The catch-all after an error (``unless_ended``) keeps an end already recorded."""
+    ended: list[RunStatus] = []
+    store.ended_hooks.append(lambda record: ended.append(record.status))
+    run_id = await store.begin_run(req("alice"), owner="test")
+    await store.finish_run(RunOutcome(run_id=run_id, status=RunStatus.SUCCEEDED,
+                                      host_state="api runs v1.2.2", message="done"))
+    # e.g. the audit insert after the end failed: the run is ended as interrupted "unless ended"
+    await store.finish_run(RunOutcome(run_id=run_id, status=RunStatus.INTERRUPTED,
+                                      host_state="unknown", message="rollbot stopped"),
+                           unless_ended=True)
+    record = await store.get_run(run_id)
+    assert record is not None and record.status is RunStatus.SUCCEEDED
+    assert record.message == "done"
+    assert ended == [RunStatus.SUCCEEDED]  # counted once
+    # a run that nothing ended yet is ended by the catch-all
+    other = await store.begin_run(req("bob"), owner="test")
+    await store.finish_run(RunOutcome(run_id=other, status=RunStatus.INTERRUPTED,
+                                      host_state="unknown", message="rollbot stopped"),
+                           unless_ended=True)
+    assert (await store.get_run(other)).status is RunStatus.INTERRUPTED  # type: ignore[union-attr]
+    assert ended == [RunStatus.SUCCEEDED, RunStatus.INTERRUPTED]

@@ -97,7 +97,8 @@ class Recoveries:
                                  message=f"rollbot stopped during the run: "
                                          f"{exc or type(exc).__name__}")
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._rb.store.finish_run(outcome))
+                await asyncio.shield(self._rb.store.finish_run(outcome,
+                                                               unless_ended=True))
             raise
         finally:
             heart.cancel()

@@ -181,24 +181,29 @@ class Store:
         """The run's last sign of life (shown when it is found dead; the lock decides that)."""
         await self._pool.execute("UPDATE runs SET heartbeat_at = now() WHERE id = $1", run_id)
 
-    async def finish_run(self, outcome: RunOutcome) -> None:
-        """Record how the run ended, then free the environment (end the lock's session)."""
+    async def finish_run(self, outcome: RunOutcome, *, unless_ended: bool = False) -> None:
+        """Record how the run ended, then free the environment (end the lock's session).
+
+        ``unless_ended``: only if nothing recorded its end yet (the catch-all after an error,
+        which must not turn a run recorded as succeeded into an interrupted one).
+        """
         try:
-            await self._record_end(outcome)
+            await self._record_end(outcome, unless_ended=unless_ended)
         finally:
             if (lock := self._locks.pop(outcome.run_id, None)) is not None:
                 await lock.release()
 
-    async def _record_end(self, outcome: RunOutcome) -> None:
-        await self._pool.execute(
+    async def _record_end(self, outcome: RunOutcome, *, unless_ended: bool) -> None:
+        recorded = await self._pool.fetchval(
             "UPDATE runs SET state = $2, host_state = $3, message = $4, finished_at = now(),"
             " from_version = COALESCE($5, from_version), to_version = COALESCE($6, to_version),"
             " checks = CASE WHEN $7::jsonb = '[]'::jsonb THEN checks ELSE $7::jsonb END"
-            " WHERE id = $1",
+            " WHERE id = $1 AND (NOT $8 OR finished_at IS NULL) RETURNING true",
             outcome.run_id, outcome.status.value, outcome.host_state, outcome.message,
             outcome.from_version or None, outcome.to_version or None,
-            _checks_json(outcome.checks))
-        await self.tell_ended(outcome.run_id)
+            _checks_json(outcome.checks), unless_ended)
+        if recorded:
+            await self.tell_ended(outcome.run_id)
 
     async def tell_ended(self, run_id: int) -> None:
         """Tell ``ended_hooks`` of a run just recorded ended (any path that ends a run calls it)."""
