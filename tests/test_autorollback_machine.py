@@ -247,8 +247,9 @@ async def test_a_countdown_found_long_past_its_deadline_waits_for_a_person(
     await auto.resume_after_restart()
     deploys = DeployStore(store.pool)
 
-    async def interrupted() -> bool:
-        return (await deploys.get(deploy.id)).state is DeployState.INTERRUPTED
+    async def interrupted() -> bool:  # recorded, then told (the telling comes a moment later)
+        return (await deploys.get(deploy.id)).state is DeployState.INTERRUPTED and bool(
+            told.events)
     await until(interrupted)
     assert told.events == [("interrupted", deploy.id, {
         "detail": "the countdown ended while no rollbot replica was running; nothing was "
