@@ -131,3 +131,18 @@ async def slack_world(sandbox: Sandbox, dsn: str, tmp: Path, *,
                 world.emu.clear_faults()  # let rollbot deliver what it still holds
                 await service.front.wait_idle(120)
                 await asyncio.sleep(0)
+
+
+EXAMPLE_RUNBOOK = Path(__file__).parent / "data" / "rollbot.example.toml"
+
+
+@asynccontextmanager
+async def slack_world_without_host(dsn: str, tmp: Path) -> AsyncIterator[SlackWorld]:
+    """The Slack world on the example runbook, with no production host behind it: for what
+    Slack sees before any SSH (acks, signatures, replies)."""
+    host = tmp / "host"
+    host.mkdir()
+    (host / "rollbot.toml").write_text(EXAMPLE_RUNBOOK.read_text())
+    unused = Sandbox(state=host, ssh_port=0, hardened_ssh_port=0, api_port=0, pg_port=0)
+    async with slack_world(unused, dsn, tmp) as world:
+        yield world

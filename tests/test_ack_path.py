@@ -24,27 +24,21 @@ from bot.model import AuditEntry
 from bot.store.runs import Store
 from handlers.server import running, running_without_slack
 from slack_emulator.signing import signed_headers
-from tests.sandbox import Sandbox
 from tests.slack_world import (
     ALICE,
+    EXAMPLE_RUNBOOK,
     INCIDENTS,
     SECRET,
     SLACK_TABLE,
     TOKEN,
     SlackWorld,
-    slack_world,
+    slack_world_without_host,
 )
-
-EXAMPLE = Path(__file__).parent / "data" / "rollbot.example.toml"
 
 
 @pytest.fixture
 async def world(store: Store, tmp_path: Path) -> AsyncIterator[SlackWorld]:
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "rollbot.toml").write_text(EXAMPLE.read_text())
-    unused = Sandbox(state=host, ssh_port=0, hardened_ssh_port=0, api_port=0, pg_port=0)
-    async with slack_world(unused, store.dsn, tmp_path) as w:
+    async with slack_world_without_host(store.dsn, tmp_path) as w:
         yield w
 
 
@@ -201,7 +195,7 @@ def _reachable(host: str, port: int) -> bool:
 async def test_rollbot_listens_where_HOST_says(store: Store, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     runbook = tmp_path / "rollbot.toml"
-    runbook.write_text(EXAMPLE.read_text().split("\n[slack]", 1)[0])
+    runbook.write_text(EXAMPLE_RUNBOOK.read_text().split("\n[slack]", 1)[0])
     monkeypatch.delenv("HOST", raising=False)
     assert Settings(_env_file=None).host == "127.0.0.1"  # type: ignore[call-arg]
     monkeypatch.setenv("HOST", "127.0.0.2")
@@ -218,7 +212,7 @@ async def test_rollbot_listens_where_HOST_says(store: Store, tmp_path: Path,
 
 async def test_slack_over_http_without_a_signing_secret_says_what_to_set(tmp_path: Path) -> None:
     runbook = tmp_path / "rollbot.toml"
-    runbook.write_text(EXAMPLE.read_text() + SLACK_TABLE)
+    runbook.write_text(EXAMPLE_RUNBOOK.read_text() + SLACK_TABLE)
     settings = Settings(_env_file=None, rollbot_config=runbook,  # type: ignore[call-arg]
                         slack_bot_token=TOKEN, slack_signing_secret=None, slack_app_token=None)
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET must be set to serve Slack over "
@@ -231,11 +225,7 @@ async def test_work_beyond_the_limit_is_refused_with_a_sentence(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("handlers.ack_loop.MAX_WORK_IN_FLIGHT", 3)
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "rollbot.toml").write_text(EXAMPLE.read_text())
-    unused = Sandbox(state=host, ssh_port=0, hardened_ssh_port=0, api_port=0, pg_port=0)
-    async with slack_world(unused, store.dsn, tmp_path) as world:
+    async with slack_world_without_host(store.dsn, tmp_path) as world:
         assert (await world.command(ALICE, "help")).status == 200  # Bolt warmed up
         await world.emu.wait_for(lambda: answers(world) == 1, timeout=10)
         # the main loop is stuck; five commands come: three are taken, two are told to retry
@@ -265,7 +255,7 @@ async def test_work_beyond_the_limit_is_refused_with_a_sentence(
 async def test_an_unsigned_flood_of_deploy_hooks_is_audited_in_bulk(store: Store,
                                                                     tmp_path: Path) -> None:
     runbook = tmp_path / "rollbot.toml"
-    runbook.write_text(EXAMPLE.read_text())
+    runbook.write_text(EXAMPLE_RUNBOOK.read_text())
     settings = Settings(_env_file=None, database_url=store.dsn,  # type: ignore[call-arg]
                         rollbot_config=runbook, port=0, rollbot_webhook_secret="ci-secret")
     flood = 120
@@ -286,7 +276,7 @@ async def test_a_host_or_port_rollbot_cannot_listen_on_is_said_plainly(
     store: Store, tmp_path: Path
 ) -> None:
     runbook = tmp_path / "rollbot.toml"
-    runbook.write_text(EXAMPLE.read_text())
+    runbook.write_text(EXAMPLE_RUNBOOK.read_text())
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

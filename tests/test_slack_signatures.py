@@ -18,19 +18,12 @@ import pytest
 
 from bot.store.runs import Store
 from slack_emulator.signing import signature
-from tests.sandbox import Sandbox
-from tests.slack_world import ALICE, INCIDENTS, SECRET, SlackWorld, slack_world
-
-EXAMPLE = Path(__file__).parent / "data" / "rollbot.example.toml"
+from tests.slack_world import ALICE, INCIDENTS, SECRET, SlackWorld, slack_world_without_host
 
 
 @pytest.fixture
 async def world(store: Store, tmp_path: Path) -> AsyncIterator[SlackWorld]:
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "rollbot.toml").write_text(EXAMPLE.read_text())
-    unused = Sandbox(state=host, ssh_port=0, hardened_ssh_port=0, api_port=0, pg_port=0)
-    async with slack_world(unused, store.dsn, tmp_path) as w:
+    async with slack_world_without_host(store.dsn, tmp_path) as w:
         yield w
 
 
