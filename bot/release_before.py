@@ -92,12 +92,11 @@ def choose_release_before(*, environment: str, image: str, named: Version, histo
             note = f" (passed over: {'; '.join(dict.fromkeys(passed))})" if passed else ""
             return ReleaseBefore(environment=environment, named=named, target=c.version,
                                  source=c.source, because=c.because + note)
-    why = "; ".join(dict.fromkeys(passed)) or "no release below it in rollbot's records"
-    host = ("" if tags is not None
-            else f" (rollbot could not read the host's images: {host_problem})")
-    raise InvalidInput(f"rollbot knows no release before {named} in {environment}{host}: {why}"
-                       f"{'' if tags is None else ', and no release image below it on the host'}"
-                       f". {_AGAIN}.")
+    host = ("no release image below it on the host" if tags is not None
+            else f"rollbot could not read the host's images ({host_problem})")
+    why = "; ".join(dict.fromkeys(passed)) or f"no lower release in rollbot's records, {host}"
+    raise InvalidInput(f"rollbot knows no release before {named} in {environment} to roll back "
+                       f"to: {why}. {_AGAIN}.")
 
 
 def _candidates(environment: str, named: Version, history: History,
@@ -115,9 +114,9 @@ def _candidates(environment: str, named: Version, history: History,
                         f"{environment} ({at:%Y-%m-%d %H:%M} UTC)") for v, at in lower]
     below = sorted((p for t in tags or () if (p := try_parse_version(t)) is not None
                     and p < named), reverse=True)
-    if below:
-        found.append(Candidate(str(below[0]), Source.HOST_TAGS,
-                               f"the newest release image below {named} on the host"))
+    found += [Candidate(str(v), Source.HOST_TAGS,
+                        f"the newest release image below {named} on the host"
+                        + (" that is not quarantined" if i else "")) for i, v in enumerate(below)]
     return found
 
 

@@ -33,7 +33,9 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def _resolve_links(text: str) -> str:
-    return _BARE_LINK.sub(r"\1", _LINK.sub(r"\2", text))
+    # Slack escapes these three in message text: "v1.2.2 -&gt; v1.2.3" is an arrow.
+    text = _BARE_LINK.sub(r"\1", _LINK.sub(r"\2", text))
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _blocks_text(blocks: Any) -> list[str]:

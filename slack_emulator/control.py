@@ -17,7 +17,14 @@ from slack_emulator.state import JSON, Message
 if TYPE_CHECKING:
     from slack_emulator.server import Emulator
 
-SEND_KINDS = ("slash_command", "block_action", "view_submission", "app_mention", "event_callback")
+SEND_KINDS = (
+    "slash_command",
+    "block_action",
+    "view_submission",
+    "app_mention",
+    "event_callback",
+    "message_action",
+)
 
 
 def _ok(data: JSON | None = None) -> web.Response:
@@ -142,8 +149,16 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         channel = request.match_info["channel"]
         if request.method == "POST":
             b = await _json(request)
+            extra = {"blocks": b.get("blocks"), "attachments": b.get("attachments")}
             try:
-                msg = emu.post_user_message(channel, b["user_id"], b["text"], b.get("thread_ts"))
+                if b.get("bot_id"):  # another app's bot (CI)
+                    msg = emu.post_bot_message(
+                        channel, b["bot_id"], b.get("username") or "bot", b["text"], **extra
+                    )
+                else:
+                    msg = emu.post_user_message(
+                        channel, b["user_id"], b["text"], b.get("thread_ts"), **extra
+                    )
             except LookupError:
                 return _missing("channel")
             return _ok({"ts": msg.ts})
