@@ -94,7 +94,7 @@ def choose_release_before(*, environment: str, image: str, named: Version, histo
                                  source=c.source, because=c.because + note)
     host = ("no release image below it on the host" if tags is not None
             else f"rollbot could not read the host's images ({host_problem})")
-    why = "; ".join(dict.fromkeys(passed)) or f"no lower release in rollbot's records, {host}"
+    why = "; ".join(dict.fromkeys(passed)) or f"no lower release in rollbot's records and {host}"
     raise InvalidInput(f"rollbot knows no release before {named} in {environment} to roll back "
                        f"to: {why}. {_AGAIN}.")
 

@@ -73,11 +73,15 @@ class ShortcutFront:
                        where: str) -> str:
         """Why this person may not use the shortcut here (audited), or ""."""
         decision = await self._access.channel_allowed(channel, channel_name)
-        if not decision.allowed:
+        if decision.allowed:
+            decision = await self._access.user_allowed(user)
+            if decision.allowed:
+                return ""
+            reason = f"Refused: you cannot roll back a deploy from its message: {decision.reason}"
+        else:
             reason = f"Refused: {decision.reason}"
-            await self._kit.audit_refusal(user, f"{where}: {reason}")
-            return reason
-        return await self._kit.user_refusal(user, "roll back a deploy from its message")
+        await self._kit.audit_refusal(user, f"{where}: {reason}")
+        return reason
 
 
 def with_target_source(plan: Plan, found: ReleaseBefore) -> Plan:
