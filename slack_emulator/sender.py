@@ -1,4 +1,4 @@
-"""Slack's side of inbound requests: slash commands, button clicks, modal submissions, events.
+"""Slack's side of inbound requests: commands, clicks, modal submissions, shortcuts, events.
 
 Each send POSTs to the app's request URL exactly as Slack does (same content types, same
 fields, signed with the signing secret) and returns a ``SendResult``. Trigger ids and

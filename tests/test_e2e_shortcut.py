@@ -68,9 +68,10 @@ async def test_the_shortcut_on_cis_deploy_message_posts_the_card_and_a_click_rol
     assert card.channel == INCIDENTS
     assert "*Requested by:* <@U0ALICE>" in text
     assert "Roll back this deploy: “Deployed v1.2.3 to production”" in text
-    assert ("✅ *Target version*: v1.2.2, the release before v1.2.3: the newest release image below "
-            "v1.2.3 on the host") in text
-    assert "✅ *Deploy in the message*: production runs v1.2.3, the release the message names" in text
+    assert ("✅ *Target version*: v1.2.2, the release before v1.2.3: the newest release image "
+            "below v1.2.3 on the host") in text
+    assert ("✅ *Deploy in the message*: production runs v1.2.3, the release the message "
+            "names") in text
     assert "Target image present" in text  # the real pre-flight ran
     assert button_labels(card) == ["Roll back to v1.2.2", "Cancel"]
     assert world.emu.ephemerals(INCIDENTS, ALICE) == []  # nothing to tell: the card says it
