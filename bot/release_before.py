@@ -80,7 +80,7 @@ def choose_release_before(*, environment: str, image: str, named: Version, histo
         raise InvalidInput(f"{named} is not a release rollbot knows in {environment}: {where}, "
                            f"and rollbot never saw it deployed or running there. {_AGAIN}.")
     passed: list[str] = []
-    for c in _candidates(environment, named, history, tags):
+    for c in _candidates(environment=environment, named=named, history=history, tags=tags):
         version = try_parse_version(c.version)
         if version is None or not version < named:
             passed.append(f"{c.version} from {c.source} is not lower than {named}")
@@ -99,7 +99,7 @@ def choose_release_before(*, environment: str, image: str, named: Version, histo
                        f"to: {why}. {_AGAIN}.")
 
 
-def _candidates(environment: str, named: Version, history: History,
+def _candidates(*, environment: str, named: Version, history: History,
                 tags: Sequence[str] | None) -> list[Candidate]:
     found = [Candidate(v, Source.DEPLOY_RECORD,
                        f"{Source.DEPLOY_RECORD} of {named} ({at:%Y-%m-%d %H:%M} UTC) names {v} "

@@ -66,7 +66,7 @@ def deployed_version(text: str) -> Version:
     if not found:
         raise InvalidInput("This message names no release version (such as v1.2.3), so rollbot "
                            f"cannot tell which deploy to roll back. {_AGAIN}.")
-    deployed = [f for i, f in enumerate(found) if not _replaced(text, found, i)] or found
+    deployed = [f for i, f in enumerate(found) if not _replaced(text, found=found, i=i)] or found
     distinct = sorted({f.version for f in deployed})
     if len(distinct) > 1:
         names = ", ".join(str(v) for v in distinct)
@@ -84,7 +84,7 @@ def _versions(text: str) -> list[_Found]:
     return found
 
 
-def _replaced(text: str, found: list[_Found], i: int) -> bool:
+def _replaced(text: str, *, found: list[_Found], i: int) -> bool:
     """Whether the message marks version ``i`` as the one the deploy replaced."""
     here = found[i]
     if _REPLACED_BEFORE.search(text[max(0, here.start - 40):here.start]):

@@ -42,7 +42,8 @@ class ShortcutFront:
     async def on_message_shortcut(self, *, user: str, channel: str, channel_name: str | None,
                                   message: dict[str, Any], reply: Reply) -> None:
         where = f"“{NAME}” on message {message.get('ts', '?')} in {channel}"
-        refusal = await self._refusal(user, channel, channel_name, where)
+        refusal = await self._refusal(user=user, channel=channel, channel_name=channel_name,
+                                      where=where)
         if refusal:
             await reply(ui.refusal(refusal), refusal)
             return
@@ -69,7 +70,7 @@ class ShortcutFront:
         plan = with_target_source(await self._cards.plan(request), found)
         await self._cards.post_card(plan, channel=channel)
 
-    async def _refusal(self, user: str, channel: str, channel_name: str | None,
+    async def _refusal(self, *, user: str, channel: str, channel_name: str | None,
                        where: str) -> str:
         """Why this person may not use the shortcut here (audited), or ""."""
         decision = await self._access.channel_allowed(channel, channel_name)
