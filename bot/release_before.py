@@ -2,8 +2,9 @@
 
 The order of preference, most direct evidence first:
 
-1. CI's deploy record of the named version (the signed deploy hook's ``previous_version``, which
-   the hook accepted only when lower and what rollbot last saw running or deployed there);
+1. CI's deploy record of the named version, whatever stage it reached (the signed deploy hook's
+   ``previous_version``, which the hook accepted only when lower and what rollbot last saw
+   running or deployed there);
 2. an earlier rollback of the named version (a run that rolled it back, and to what);
 3. what rollbot saw running there (``version_sightings``): the release below the named one seen
    most recently;
@@ -146,7 +147,7 @@ class ReleaseFinder:
         pool, version = self._rollbot.store.pool, str(named)
         deploys = await pool.fetch(
             "SELECT previous_version, created_at FROM deploys WHERE environment = $1 AND"
-            " version = $2 AND stage = 'deployed' ORDER BY created_at DESC, id DESC LIMIT 5",
+            " version = $2 ORDER BY created_at DESC, id DESC LIMIT 5",
             environment, version)
         runs = await pool.fetch(
             "SELECT id, to_version FROM runs WHERE environment = $1 AND from_version = $2 AND"
@@ -155,10 +156,7 @@ class ReleaseFinder:
         seen = await pool.fetch(
             "SELECT version, last_seen FROM version_sightings WHERE environment = $1"
             " ORDER BY last_seen DESC", environment)
-        known = bool(deploys or runs or any(s["version"] == version for s in seen)
-                     or await pool.fetchval(
-                         "SELECT true FROM deploys WHERE environment = $1 AND version = $2"
-                         " LIMIT 1", environment, version))
+        known = bool(deploys or runs or any(s["version"] == version for s in seen))
         return History(
             deploy_previous=tuple((r["previous_version"], r["created_at"]) for r in deploys),
             rolled_back_to=tuple((int(r["id"]), str(r["to_version"])) for r in runs),
