@@ -140,10 +140,11 @@ class ReleaseFinder:
             log.warning("release before %s in %s: host not read: %s", named, env_name, exc)
         quarantined = [q.version for q in await self._rollbot.quarantined(env_name)]
         return choose_release_before(environment=env_name, image=env.image, named=named,
-                                     history=await self._history(env_name, named),
+                                     history=await self.history(env_name, named),
                                      tags=tags, quarantined=quarantined, host_problem=problem)
 
-    async def _history(self, environment: str, named: Version) -> History:
+    async def history(self, environment: str, named: Version) -> History:
+        """What the deploys, the runs and the sightings say of ``named`` in ``environment``."""
         pool, version = self._rollbot.store.pool, str(named)
         deploys = await pool.fetch(
             "SELECT previous_version, created_at FROM deploys WHERE environment = $1 AND"

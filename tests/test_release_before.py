@@ -4,12 +4,20 @@ running, then the image tags on the host; each candidate lower, not quarantined,
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 
+from bot.autorollback.deploys import DeployStore
+from bot.autorollback.sightings import Sightings
+from bot.config import load_runbook
 from bot.errors import InvalidInput
-from bot.release_before import History, Source, choose_release_before
+from bot.ports import HttpProbe
+from bot.release_before import History, ReleaseFinder, Source, choose_release_before
+from bot.service import Rollbot
+from bot.store.runs import Store
 from bot.versions import parse_version
+from tests.slack_world import EXAMPLE_RUNBOOK
 
 V123 = parse_version("v1.2.3")
 TAGS = ["v1.2.3", "v1.2.2", "v1.2.1", "latest"]
@@ -93,3 +101,27 @@ def test_a_host_that_cannot_be_read_leaves_rollbots_records() -> None:
         choose(History(named_known=True), tags=None, problem="SSH refused")
     with pytest.raises(InvalidInput, match="is not a release rollbot knows"):
         choose(History(), tags=None, problem="SSH refused")
+
+
+async def test_rollbots_records_are_read_per_environment_newest_first(store: Store) -> None:
+    deploys, seen = DeployStore(store.pool), Sightings(store.pool)
+    await deploys.record(environment="production", version="v1.2.3", previous_version="v1.2.1",
+                         stage="migration_failed", commit="a1", actor="ci", run_url="")
+    await deploys.record(environment="staging", version="v1.2.3", previous_version="v1.2.0",
+                         stage="deployed", commit="a1", actor="ci", run_url="")
+    for version in ("v1.2.1", "v1.2.2", "v1.2.3"):
+        await seen.record(environment="production", version=version, seen_by="test")
+    for state, target in (("succeeded", "v1.2.2"), ("refused", "v1.2.0")):
+        await store.pool.execute(
+            "INSERT INTO runs (environment, procedure, state, requested_by, from_version,"
+            " to_version, owner) VALUES ('production', 'simple', $1, 'U0ALICE', 'v1.2.3', $2,"
+            " 'test')", state, target)
+    rollbot = Rollbot(runbook=load_runbook(EXAMPLE_RUNBOOK), store=store,
+                      probe=cast(HttpProbe, None))
+    history = await ReleaseFinder(rollbot).history("production", V123)
+    assert [v for v, _ in history.deploy_previous] == ["v1.2.1"]  # a failed deploy counts too
+    assert [v for _, v in history.rolled_back_to] == ["v1.2.2"]    # a refused run does not
+    assert [v for v, _ in history.sightings] == ["v1.2.3", "v1.2.2", "v1.2.1"]
+    assert history.named_known
+    assert not (await ReleaseFinder(rollbot).history("production",
+                                                     parse_version("v9.9.9"))).named_known
