@@ -20,16 +20,7 @@ from bot.recovery.offers import RecoveryChoice
 from handlers.assess import parse_assess_submission
 from handlers.front import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
-from handlers.ids import (
-    Action,
-    AssessAction,
-    AssessBlock,
-    AssessView,
-    Block,
-    Field,
-    Shortcut,
-    View,
-)
+from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, Shortcut, View
 from handlers.metadata import (
     AssessCardRef,
     CardRef,
