@@ -148,5 +148,15 @@ async def test_message_action_over_socket_mode_reaches_a_bolt_shortcut(emu: Emul
         assert result.envelope.payload["type"] == "message_action"
         said = await emu.wait_for(lambda: emu.ephemerals(CHANNEL, "U0ALICE"))
         assert said[0].text == "rolling back v1.2.3"
+
+        # the same from another process, through the control API
+        remote = EmulatorClient(emu.base_url)
+        ts = await remote.post_bot_message(CHANNEL, "B0CI", "ci", "Deployed v1.2.4")
+        sent = await remote.send("message_action", socket_mode=True, user_id="U0ALICE",
+                                 channel_id=CHANNEL, message_ts=ts, callback_id=CALLBACK)
+        assert sent["acked_in_time"] and sent["envelope"]["type"] == "interactive"
+        assert sent["envelope"]["payload"]["message_ts"] == ts
+        await emu.wait_for(lambda: len(emu.ephemerals(CHANNEL, "U0ALICE")) == 2)
+        assert emu.ephemerals(CHANNEL, "U0ALICE")[1].text == "rolling back v1.2.4"
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
