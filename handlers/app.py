@@ -53,7 +53,7 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str 
     busy_replies: set[asyncio.Task[None]] = set()
     for row in [*front_rows(front), *autorollback_rows(auto)]:
         register = {Kind.COMMAND: app.command, Kind.EVENT: app.event, Kind.ACTION: app.action,
-                    Kind.VIEW: app.view}[row.kind]
+                    Kind.VIEW: app.view, Kind.SHORTCUT: app.shortcut}[row.kind]
         register(row.matcher)(_listener(row, front, handoff, busy_replies))
 
     @app.error

@@ -48,6 +48,10 @@ class Field(StrEnum):
     ROOT_CAUSE = "root_cause"
 
 
+class Shortcut(StrEnum):
+    ROLLBACK = "rollbot.shortcut.rollback"  # the message shortcut "Roll back this deploy"
+
+
 class View(StrEnum):
     RESTORE_CONFIRM = "rollbot.view.restore_confirm"
     SET_ETA = "rollbot.view.set_eta"

@@ -20,7 +20,7 @@ from bot.recovery.offers import RecoveryChoice
 from handlers.assess import parse_assess_submission
 from handlers.front import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
-from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, View
+from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, Shortcut, View
 from handlers.metadata import (
     AssessCardRef,
     CardRef,
@@ -44,6 +44,7 @@ class Kind(Enum):
     EVENT = "event"
     ACTION = "action"
     VIEW = "view"
+    SHORTCUT = "shortcut"  # a message shortcut (``message_action``), by its ``callback_id``
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ def front_rows(front: SlackFront) -> list[Row]:
     rows = [
         Row(Kind.COMMAND, "/rollback", command, ack_text=_checking_production),
         Row(Kind.EVENT, "app_mention", mention),
+        Row(Kind.SHORTCUT, Shortcut.ROLLBACK.value, lambda r: front.shortcut.on_message_shortcut(
+            user=r.user, channel=r.channel, channel_name=r.body.get("channel", {}).get("name"),
+            message=dict(r.body.get("message") or {}), reply=r.reply)),
         Row(Kind.VIEW, AssessView.ASSESS.value, check=_assess_errors,
             handle=lambda r: commands.on_assessed(user=r.user, values=r.values)),
         Row(Kind.ACTION, AssessAction.OPEN_CARD.value, lambda r: cards.on_assess_open_card(

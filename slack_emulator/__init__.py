@@ -3,7 +3,7 @@
 - ``Emulator``: the Web API on 127.0.0.1 (``emu.api_url`` for slack_sdk's ``base_url``),
   the workspace state, the call log, fault modes, transcripts (``server``).
 - ``SlackSender``: Slack's signed requests to the app: slash commands, button clicks,
-  modal submissions, events (``sender``).
+  modal submissions, message shortcuts, events (``sender``).
 - Socket Mode: ``apps.connections.open`` and the WebSocket (``emu.socket_send``, acks);
   ``SocketModeSender`` sends ``SlackSender``'s requests as envelopes (``socket_mode``).
 - ``EmulatorClient``: the emulator's controls over HTTP, from another process (``client``).

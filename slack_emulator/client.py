@@ -167,13 +167,43 @@ class EmulatorClient:
         return result
 
     async def post_user_message(
-        self, channel: str, user_id: str, text: str, thread_ts: str | None = None
+        self,
+        channel: str,
+        user_id: str,
+        text: str,
+        thread_ts: str | None = None,
+        *,
+        blocks: list[JSON] | None = None,
+        attachments: list[JSON] | None = None,
     ) -> str:
         data = await self._request(
             "POST",
             f"messages/{channel}",
-            {"user_id": user_id, "text": text, "thread_ts": thread_ts},
+            {
+                "user_id": user_id,
+                "text": text,
+                "thread_ts": thread_ts,
+                "blocks": blocks,
+                "attachments": attachments,
+            },
         )
+        ts: str = data["ts"]
+        return ts
+
+    async def post_bot_message(
+        self,
+        channel: str,
+        bot_id: str,
+        username: str,
+        text: str,
+        *,
+        blocks: list[JSON] | None = None,
+        attachments: list[JSON] | None = None,
+    ) -> str:
+        """Another app's bot posts in ``channel`` (CI's deploy message); its ts."""
+        body = {"bot_id": bot_id, "username": username, "text": text, "blocks": blocks,
+                "attachments": attachments}
+        data = await self._request("POST", f"messages/{channel}", body)
         ts: str = data["ts"]
         return ts
 

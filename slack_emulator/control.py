@@ -2,7 +2,8 @@
 
 Every route maps onto an ``Emulator`` method; ``EmulatorClient`` is the Python client.
 ``POST /_emulator/send/<kind>`` has the emulator itself send a signed request to the app
-(needs ``signing_secret``; ``app_url`` from the body or the emulator's default).
+(needs ``signing_secret``; ``app_url`` from the body or the emulator's default), or, with
+``"socket_mode": true``, deliver it as an envelope on the app's Socket Mode connection.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from slack_emulator.state import JSON, Message
 if TYPE_CHECKING:
     from slack_emulator.server import Emulator
 
-SEND_KINDS = ("slash_command", "block_action", "view_submission", "app_mention", "event_callback")
+SEND_KINDS = (
+    "slash_command",
+    "block_action",
+    "view_submission",
+    "app_mention",
+    "event_callback",
+    "message_action",
+)
 
 
 def _ok(data: JSON | None = None) -> web.Response:
@@ -142,8 +150,16 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         channel = request.match_info["channel"]
         if request.method == "POST":
             b = await _json(request)
+            extra = {"blocks": b.get("blocks"), "attachments": b.get("attachments")}
             try:
-                msg = emu.post_user_message(channel, b["user_id"], b["text"], b.get("thread_ts"))
+                if b.get("bot_id"):  # another app's bot (CI)
+                    msg = emu.post_bot_message(
+                        channel, b["bot_id"], b.get("username") or "bot", b["text"], **extra
+                    )
+                else:
+                    msg = emu.post_user_message(
+                        channel, b["user_id"], b["text"], b.get("thread_ts"), **extra
+                    )
             except LookupError:
                 return _missing("channel")
             return _ok({"ts": msg.ts})
@@ -219,11 +235,17 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         kind = request.match_info["kind"]
         b = await _json(request)
         app_url = b.pop("app_url", None) or emu.app_url
-        if emu.signing_secret is None or app_url is None:
+        sender: SlackSender
+        if b.pop("socket_mode", False):  # an envelope on the app's Socket Mode connection
+            from slack_emulator.socket_mode import SocketModeSender
+
+            sender = SocketModeSender(emu)
+        elif emu.signing_secret is None or app_url is None:
             raise web.HTTPBadRequest(
                 text="the emulator needs a signing secret and an app URL to send"
             )
-        sender = SlackSender(app_url, emu.signing_secret, emu, team_id=emu.ident.team_id)
+        else:
+            sender = SlackSender(app_url, emu.signing_secret, emu, team_id=emu.ident.team_id)
         if kind == "replay":
             result = await sender.replay(SentRequest.from_json(b["request"]))
         elif kind in SEND_KINDS:
@@ -235,7 +257,9 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
             result = await method(**b)
         else:
             raise web.HTTPNotFound(text=f"no such kind: {kind}")
-        return web.json_response(result.to_json())
+        envelope = getattr(result, "envelope", None)  # Socket Mode: the envelope and its ack
+        extra = {"envelope": envelope.to_json()} if envelope is not None else {}
+        return web.json_response({**result.to_json(), **extra})
 
     p = "/_emulator/"
     return [

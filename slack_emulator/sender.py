@@ -1,4 +1,4 @@
-"""Slack's side of inbound requests: slash commands, button clicks, modal submissions, events.
+"""Slack's side of inbound requests: commands, clicks, modal submissions, shortcuts, events.
 
 Each send POSTs to the app's request URL exactly as Slack does (same content types, same
 fields, signed with the signing secret) and returns a ``SendResult``. Trigger ids and
@@ -252,6 +252,50 @@ class SlackSender:
         payload["actions"] = [self._action(block, element, value)]
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         result = await self._post("block_action", body, "application/x-www-form-urlencoded", opts)
+        result.trigger_id, result.response_url = trigger_id, response_url
+        return result
+
+    async def message_action(
+        self,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        callback_id: str,
+        **opts: Unpack[SendOptions],
+    ) -> SendResult:
+        """A person runs a message shortcut (the message's "⋯" menu) on a stored message.
+
+        Slack's ``message_action`` payload: the shortcut's ``callback_id``, a ``trigger_id``, a
+        ``response_url`` for the channel (ephemeral answers), the whole ``message``, and who
+        and where. Ephemeral messages have no shortcuts (LookupError, as for a missing one).
+        """
+        ident = await self._identity()
+        record = await self.emulator.message(channel_id, message_ts)
+        if record is None or record["ephemeral_to"] is not None or record["deleted"]:
+            raise LookupError(f"no message {message_ts} in {channel_id} to run a shortcut on")
+        channel = await self.emulator.channel(channel_id)
+        trigger_id = await self.emulator.mint_trigger_id(user_id)
+        response_url = await self.emulator.mint_response_url(channel_id, user_id)
+        payload: JSON = {
+            "type": "message_action",
+            "token": VERIFICATION_TOKEN,
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": self.team_id, "domain": ident["team_domain"]},
+            "user": await self._user(user_id),
+            "channel": {"id": channel_id, "name": channel["name"] if channel else ""},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "api_app_id": ident["app_id"],
+            "callback_id": callback_id,
+            "trigger_id": trigger_id,
+            "response_url": response_url,
+            "message_ts": message_ts,
+            "message": record["message"],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        result = await self._post(
+            "message_action", body, "application/x-www-form-urlencoded", opts
+        )
         result.trigger_id, result.response_url = trigger_id, response_url
         return result
 

@@ -363,12 +363,53 @@ class Emulator:
         return f"{self.base_url}response/{ru.id}"
 
     def post_user_message(
-        self, channel: str, user_id: str, text: str, thread_ts: str | None = None
+        self,
+        channel: str,
+        user_id: str,
+        text: str,
+        thread_ts: str | None = None,
+        *,
+        blocks: list[JSON] | None = None,
+        attachments: list[JSON] | None = None,
     ) -> Message:
-        """A person's message in a channel (what an app_mention points at)."""
+        """A person's message in a channel (what an app_mention or a shortcut points at)."""
         if channel not in self.ws.channels:
             raise LookupError(f"no channel {channel}")
-        return self.ws.post(channel, text=text, user=user_id, thread_ts=thread_ts, via="user")
+        return self.ws.post(
+            channel,
+            text=text,
+            user=user_id,
+            thread_ts=thread_ts,
+            blocks=blocks,
+            attachments=attachments,
+            via="user",
+        )
+
+    def post_bot_message(
+        self,
+        channel: str,
+        bot_id: str,
+        username: str,
+        text: str,
+        *,
+        blocks: list[JSON] | None = None,
+        attachments: list[JSON] | None = None,
+    ) -> Message:
+        """Another app's bot posts (CI's "Deployed v1.2.3 to production"): a ``bot_message``."""
+        if channel not in self.ws.channels:
+            raise LookupError(f"no channel {channel}")
+        if bot_id == self.ident.bot_id:
+            raise ValueError("that is the app's own bot: post through chat.postMessage")
+        return self.ws.post(
+            channel,
+            text=text,
+            user=username,
+            bot_id=bot_id,
+            username=username,
+            blocks=blocks,
+            attachments=attachments,
+            via="bot",
+        )
 
     def apply_command_answer(self, response_url: str, body: Any, command: str = "/command") -> None:
         """Show a slash command's immediate answer as Slack does (doesn't use up the URL)."""

@@ -349,6 +349,18 @@ class SocketModeSender(SlackSender):
     ) -> SocketSendResult:
         return _socket(await super().view_submission(user_id, view_id, values, **opts))
 
+    async def message_action(
+        self,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        callback_id: str,
+        **opts: Unpack[SendOptions],
+    ) -> SocketSendResult:
+        return _socket(
+            await super().message_action(user_id, channel_id, message_ts, callback_id, **opts)
+        )
+
     async def app_mention(
         self,
         user_id: str,

@@ -132,6 +132,7 @@ class Message:
     deleted: bool = False
     via: str = "chat.postMessage"
     edited_ts: str | None = None
+    username: str | None = None  # another app's bot (CI): the name it posts under
 
     @property
     def is_reply(self) -> bool:
@@ -139,7 +140,11 @@ class Message:
 
     def to_slack(self, ident: Identity) -> JSON:
         out: JSON = {"type": "message", "text": self.text, "user": self.user, "ts": self.ts}
-        if self.bot_id:
+        if self.bot_id and self.bot_id != ident.bot_id:  # another app's bot: Slack's bot_message
+            del out["user"]
+            out.update(subtype="bot_message", bot_id=self.bot_id,
+                       username=self.username or self.user)
+        elif self.bot_id:
             out.update(
                 bot_id=self.bot_id,
                 app_id=ident.app_id,

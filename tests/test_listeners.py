@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from handlers.app import autorollback_rows
-from handlers.ids import Action, AssessAction, AssessView, Block, Field, View
+from handlers.ids import Action, AssessAction, AssessView, Block, Field, Shortcut, View
 from handlers.listeners import Kind, Request, Row, front_rows
 
 
@@ -65,3 +65,9 @@ def test_a_request_reads_what_a_person_typed_and_an_emptied_field_is_empty() -> 
     assert r.typed(Block.REPORT_IMPACT, Field.IMPACT) == "checkout down"
     assert r.typed(Block.REPORT_ROOT_CAUSE, Field.ROOT_CAUSE) == ""
     assert r.typed(Block.ETA, Field.ETA) == ""
+
+
+def test_the_message_shortcut_has_one_row_acknowledged_at_once() -> None:
+    for callback_id in (s.value for s in Shortcut):
+        (row,) = matched(Kind.SHORTCUT, callback_id)
+        assert row.check is None and row.ack_text is None  # a plain ack, the work after it

@@ -4,6 +4,7 @@
 - ``cards``: the pre-flight card and its clicks (two people, the restore modal);
 - ``run``: the live message, cancel, Resume / Put back, the notice and its ETA;
 - ``after_run``: verification announcements, the report and its form, the checklist;
+- ``shortcut``: the message shortcut "Roll back this deploy" (a card from CI's deploy message);
 - ``common``: refusals and their audit, replies, work after the acknowledgement.
 
 Each part asks the engine's services (``Rollbot``, ``ApprovalService``, ``FollowUp``) and renders
@@ -19,6 +20,7 @@ from bot.config import SlackConfig
 from bot.model import RunRecord, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
 from bot.recovery.runs import Recoveries
+from bot.release_before import ReleaseFinder
 from bot.service import Rollbot
 from handlers.access import Access
 from handlers.front.after_run import AfterRunFront
@@ -26,6 +28,7 @@ from handlers.front.cards import CardFront
 from handlers.front.commands import CommandFront
 from handlers.front.common import FrontKit, Reply
 from handlers.front.run import RunFront
+from handlers.front.shortcut import ShortcutFront
 
 __all__ = ["Reply", "SlackFront"]
 
@@ -47,6 +50,8 @@ class SlackFront:
                                recoveries=recoveries)
         self.commands = CommandFront(kit=self.kit, approvals=approvals, follow_up=follow_up,
                                      cards=self.cards, run=self.run)
+        self.shortcut = ShortcutFront(kit=self.kit, access=access, cards=self.cards,
+                                      finder=ReleaseFinder(rollbot))
 
     async def announce_verification(self, result: VerificationResult, run: RunRecord,
                                     check_id: int) -> None:
