@@ -21,6 +21,7 @@ from handlers.blocks.after_run import (
     verification_status,
     verification_thread,
 )
+from handlers.blocks.message_events import METADATA_ERRORS, Metadata, verification_metadata
 from handlers.front.common import FrontKit, Reply
 from handlers.ids import Block
 from handlers.metadata import ChecklistRef, CheckRef
@@ -44,10 +45,11 @@ class AfterRunFront:
                                     check_id: int) -> None:
         """The result in the run's thread, and a one-line status in the incidents channel."""
         ref = await self._approvals.front_ref_for_run(run.id)
+        metadata = verification_metadata(run, result)
         if ref and "ts" in ref:
             try:
-                await self._client.chat_postMessage(channel=ref["channel"], thread_ts=ref["ts"],
-                                                    text=verification_thread(result))
+                await self._post_line(metadata, channel=ref["channel"], thread_ts=ref["ts"],
+                                      text=verification_thread(result))
             except SlackApiError as exc:
                 log.error("could not post verification of run #%s in its thread: %s",
                           run.id, exc)
@@ -56,13 +58,24 @@ class AfterRunFront:
             result, run_id=run.id, environment=run.environment, version=run.to_version or "?",
             requested_by=run.requested_by, oncall=config.allowed_usergroups, check_id=check_id)
         try:
-            await self._client.chat_postMessage(channel=config.incidents_channel,
-                                                text=blocks[0]["text"]["text"], blocks=blocks)
+            await self._post_line(metadata, channel=config.incidents_channel,
+                                  text=blocks[0]["text"]["text"], blocks=blocks)
         except SlackApiError as exc:
             log.error("could not announce verification of run #%s: %s", run.id, exc)
         if ref and "ts" in ref and check_id > 0:
             await self.show_records(run.id, channel=ref["channel"], thread_ts=ref["ts"],
                                     first=False)
+
+    async def _post_line(self, metadata: Metadata, **message: Any) -> None:
+        """Post with the metadata; should Slack refuse the metadata, post the line without it."""
+        try:
+            await self._client.chat_postMessage(**message, metadata=metadata)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in METADATA_ERRORS:
+                raise
+            log.error("Slack refused the metadata of a verification line (%s); posting the "
+                      "line without it", exc.response.get("error"))
+            await self._client.chat_postMessage(**message)
 
     async def on_verify_again(self, *, user: str, ref: CheckRef, reply: Reply) -> None:
         if refusal := await self._kit.user_refusal(user, "run a verification check"):
