@@ -281,6 +281,8 @@ class RunFront:
                                 hosts=tuple(dict.fromkeys(s.host for s in record.steps
                                                           if s.host)))
         try:
+            # No metadata: Slack keeps the notice's (rollback_completed) through an edit that
+            # leaves it out, and sending it again would tell subscribers it changed.
             await self._client.chat_update(channel=notice.channel, ts=notice.ts,
                                            text=ui.sections_text(blocks), blocks=blocks)
         except SlackApiError as exc:
