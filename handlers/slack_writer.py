@@ -9,8 +9,8 @@ rollback.
 
 A message may carry message metadata (``set(..., metadata=...)``): it goes with the post, and
 with an update only until Slack has taken it, since an update that leaves ``metadata`` out keeps
-the message's metadata (Slack's documented behaviour) and sending it again would tell every
-subscriber it changed. Coalesced changes keep it, a message re-posted after it was deleted gets
+the message's metadata (Slack's documented behaviour) and sending it again could fire
+``message_metadata_updated`` at every subscriber for nothing. Coalesced changes keep it, a message re-posted after it was deleted gets
 it again, and metadata Slack refuses is dropped so that the message itself still gets through.
 """
 
@@ -176,7 +176,7 @@ class SlackWriter:
         elif metadata and not msg.metadata_delivered:
             await self._client.chat_update(channel=msg.channel, ts=msg.ts, text=text,
                                            blocks=blocks or [], metadata=metadata)
-        else:  # metadata left out once delivered: Slack keeps it; a repeat reads as a change
+        else:  # metadata left out once delivered: Slack keeps it; a repeat could read as news
             await self._client.chat_update(channel=msg.channel, ts=msg.ts, text=text,
                                            blocks=blocks or [])
 

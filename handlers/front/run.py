@@ -282,7 +282,7 @@ class RunFront:
                                                           if s.host)))
         try:
             # No metadata: Slack keeps the notice's (rollback_completed) through an edit that
-            # leaves it out, and sending it again would tell subscribers it changed.
+            # leaves it out; sending it again could fire message_metadata_updated for nothing.
             await self._client.chat_update(channel=notice.channel, ts=notice.ts,
                                            text=ui.sections_text(blocks), blocks=blocks)
         except SlackApiError as exc:
