@@ -10,8 +10,9 @@ rollback.
 A message may carry message metadata (``set(..., metadata=...)``): it goes with the post, and
 with an update only until Slack has taken it, since an update that leaves ``metadata`` out keeps
 the message's metadata (Slack's documented behaviour) and sending it again could fire
-``message_metadata_updated`` at every subscriber for nothing. Coalesced changes keep it, a message re-posted after it was deleted gets
-it again, and metadata Slack refuses is dropped so that the message itself still gets through.
+``message_metadata_updated`` at every subscriber for nothing. Coalesced changes keep it, a
+message re-posted after it was deleted gets it again, and metadata Slack refuses is dropped so
+that the message itself still gets through.
 """
 
 from __future__ import annotations
