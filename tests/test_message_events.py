@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.model import (
@@ -22,6 +23,7 @@ from bot.model import (
     VerificationResult,
 )
 from handlers.blocks.message_events import notice_metadata, verification_metadata
+from handlers.front.after_run import post_with_metadata
 from handlers.slack_writer import SlackWriter
 from slack_emulator import Emulator
 
@@ -177,3 +179,18 @@ async def test_metadata_slack_refuses_is_dropped_and_the_notice_still_arrives(
     assert await writer.drain(timeout_s=10)
     (shown,) = emu.messages(CHANNEL)
     assert shown.text == "Rollback completed." and shown.metadata is None
+
+
+async def test_a_verification_line_whose_metadata_slack_refuses_is_posted_without_it() -> None:
+    async with Emulator(token=TOKEN) as emu:
+        emu.add_channel(CHANNEL, "incidents")
+        client = AsyncWebClient(token=TOKEN, base_url=emu.api_url)
+        emu.fail_method("chat.postMessage", "invalid_metadata_schema", count=1)
+        await post_with_metadata(client, COMPLETED, channel=CHANNEL, text="✅ Immediate check")
+        (line,) = emu.messages(CHANNEL)
+        assert line.text == "✅ Immediate check" and line.metadata is None
+        await post_with_metadata(client, COMPLETED, channel=CHANNEL, text="✅ Extended check")
+        assert emu.messages(CHANNEL)[-1].metadata == COMPLETED
+        emu.fail_method("chat.postMessage", "channel_not_found", count=1)
+        with pytest.raises(SlackApiError):  # not about metadata: the caller's error to handle
+            await post_with_metadata(client, COMPLETED, channel=CHANNEL, text="lost")
