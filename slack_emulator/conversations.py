@@ -96,7 +96,7 @@ class Conversations:
             out.pop("metadata", None)
         if replies and not msg.is_reply:
             users = list(dict.fromkeys(r.user for r in replies))
-            out.update(reply_count=len(replies), reply_users=users,
+            out.update(thread_ts=msg.ts, reply_count=len(replies), reply_users=users,
                        reply_users_count=len(users), latest_reply=replies[-1].ts)
         return out
 

@@ -131,6 +131,7 @@ async def test_replies_return_the_thread_with_its_metadata_and_history_pages(
     assert [m["text"] for m in thread] == ["live message", "step output",
                                            "Immediate verification"]
     assert thread[0]["reply_count"] == 2 and thread[0]["latest_reply"] == reply["ts"]
+    assert {m["thread_ts"] for m in thread} == {root["ts"]}
     assert thread[2]["metadata"] == verified
     without = (await client.conversations_replies(channel=CHANNEL, ts=reply["ts"]))["messages"]
     assert len(without) == 3 and all("metadata" not in m for m in without)
