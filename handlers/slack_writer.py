@@ -6,6 +6,13 @@ last state is delivered or its deadline passes. An update on its way to Slack is
 yet: ``drain`` waits for its answer too, so closing the writer after it never cancels the last
 update mid-request. Nothing here raises into the caller: a Slack outage never stops or fails a
 rollback.
+
+A message may carry message metadata (``set(..., metadata=...)``): it goes with the post, and
+with an update only until Slack has taken it, since an update that leaves ``metadata`` out keeps
+the message's metadata (Slack's documented behaviour) and sending it again could fire
+``message_metadata_updated`` at every subscriber for nothing. Coalesced changes keep it, a
+message re-posted after it was deleted gets it again, and metadata Slack refuses is dropped so
+that the message itself still gets through.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.blocks.message_events import METADATA_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,9 @@ class SlackMessage:
     last_sent: float = -1e9
     text_only: bool = False
     sent_count: int = field(default=0)
+    metadata: dict[str, Any] | None = None
+    metadata_delivered: bool = False  # Slack holds the current metadata: updates leave it out
+    metadata_refused: bool = False
 
 
 class SlackWriter:
@@ -67,9 +79,14 @@ class SlackWriter:
         self._messages.append(msg)
         return msg
 
-    def set(self, msg: SlackMessage, *, text: str, blocks: list[dict[str, Any]] | None) -> None:
-        if msg.text == text and msg.blocks == blocks and msg.ts is not None:
+    def set(self, msg: SlackMessage, *, text: str, blocks: list[dict[str, Any]] | None,
+            metadata: dict[str, Any] | None = None) -> None:
+        """The message's next state; ``metadata`` None keeps the metadata it already has."""
+        new_metadata = metadata is not None and metadata != msg.metadata
+        if msg.text == text and msg.blocks == blocks and msg.ts is not None and not new_metadata:
             return
+        if new_metadata:
+            msg.metadata, msg.metadata_delivered, msg.metadata_refused = metadata, False, False
         msg.text, msg.blocks, msg.dirty = text, blocks, True
         self._wake.set()
 
@@ -127,12 +144,13 @@ class SlackWriter:
         return max(earliest, self._not_before)
 
     async def _send(self, msg: SlackMessage) -> None:
-        text, blocks = msg.text, msg.blocks
+        text, blocks, metadata = msg.text, msg.blocks, msg.metadata
         msg.dirty = False
         msg.last_sent = self._clock()
         msg.sending = True
         try:
-            await self._call(msg, text, None if msg.text_only else blocks)
+            await self._call(msg, text, None if msg.text_only else blocks,
+                             None if msg.metadata_refused else metadata)
         except SlackApiError as exc:
             self._failed(msg, exc)
             return
@@ -145,16 +163,21 @@ class SlackWriter:
             # be retried): until then ``drain`` must not report the message delivered.
             msg.sending = False
         msg.sent_count += 1
+        if metadata is msg.metadata:  # not replaced by a set() while this call was on its way
+            msg.metadata_delivered = True
         self._backoff = 0.0
 
-    async def _call(self, msg: SlackMessage, text: str,
-                    blocks: list[dict[str, Any]] | None) -> None:
+    async def _call(self, msg: SlackMessage, text: str, blocks: list[dict[str, Any]] | None,
+                    metadata: dict[str, Any] | None) -> None:
         if msg.ts is None:
             response = await self._client.chat_postMessage(
                 channel=msg.channel, text=text, blocks=blocks, thread_ts=msg.thread_ts,
-                unfurl_links=False, unfurl_media=False)
+                metadata=metadata, unfurl_links=False, unfurl_media=False)
             msg.ts = str(response["ts"])
-        else:
+        elif metadata and not msg.metadata_delivered:
+            await self._client.chat_update(channel=msg.channel, ts=msg.ts, text=text,
+                                           blocks=blocks or [], metadata=metadata)
+        else:  # metadata left out once delivered: Slack keeps it; a repeat could read as news
             await self._client.chat_update(channel=msg.channel, ts=msg.ts, text=text,
                                            blocks=blocks or [])
 
@@ -169,9 +192,13 @@ class SlackWriter:
         elif error in _TEXT_FALLBACK_ERRORS and not msg.text_only:
             log.error("Slack refused the blocks (%s); sending text only", error)
             msg.text_only, msg.dirty = True, True
+        elif error in METADATA_ERRORS and msg.metadata and not msg.metadata_refused:
+            log.error("Slack refused the message metadata (%s); sending the message without it",
+                      error)
+            msg.metadata_refused, msg.dirty = True, True
         elif error in _GONE_ERRORS:
             log.warning("Slack message %s is gone (%s); posting a new one", msg.ts, error)
-            msg.ts, msg.dirty = None, True
+            msg.ts, msg.dirty, msg.metadata_delivered = None, True, False
         elif status >= 500 or error in ("ratelimited", "fatal_error", "internal_error",
                                         "service_unavailable", "request_timeout"):
             msg.dirty = True

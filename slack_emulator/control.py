@@ -52,6 +52,7 @@ def message_record(emu: Emulator, msg: Message) -> JSON:
         "ephemeral_to": msg.ephemeral_to,
         "deleted": msg.deleted,
         "via": msg.via,
+        "metadata": msg.metadata,  # message metadata as stored (kept through edits that omit it)
         "edits": [{"text": v.text, "blocks": v.blocks, "via": v.via} for v in msg.edits],
     }
 

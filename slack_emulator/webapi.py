@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from slack_emulator.conversations import ConversationError, Conversations
 from slack_emulator.limits import block_kit_problems, message_text_problems, modal_view_problems
+from slack_emulator.message_metadata import MetadataRefused, checked_metadata
 from slack_emulator.state import JSON, Channel, Message, UploadedFile, View, Workspace
 
 # Arguments Slack takes as JSON-encoded strings in form posts.
@@ -63,6 +65,17 @@ def _required(params: JSON, key: str, error: str | None = None) -> str:
     return value
 
 
+def _metadata(params: JSON) -> tuple[bool, JSON | None]:
+    """Whether ``metadata`` was given, and what to store (None: none); Slack's errors raised."""
+    raw = params.get("metadata")
+    if raw is None or raw == "":
+        return False, None
+    try:
+        return True, checked_metadata(raw)
+    except MetadataRefused as e:
+        raise ApiError(e.error, e.messages) from None
+
+
 def _short_id() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(5))
@@ -94,6 +107,7 @@ class WebApi:
         self.ws = ws
         self.base_url = base_url
         self.trigger_ttl = trigger_ttl
+        self.conversations = Conversations(ws, self._channel)
         self.methods: dict[str, Callable[[JSON], JSON]] = {
             "auth.test": self.auth_test,
             "chat.postMessage": self.chat_post_message,
@@ -106,6 +120,8 @@ class WebApi:
             "views.update": self.views_update,
             "usergroups.users.list": self.usergroups_users_list,
             "conversations.info": self.conversations_info,
+            "conversations.history": self.conversations_history,
+            "conversations.replies": self.conversations_replies,
             "users.info": self.users_info,
             "files.getUploadURLExternal": self.files_get_upload_url_external,
             "files.completeUploadExternal": self.files_complete_upload_external,
@@ -175,6 +191,18 @@ class WebApi:
     def conversations_info(self, params: JSON) -> JSON:
         return {"channel": self._channel(params).to_slack()}
 
+    def conversations_history(self, params: JSON) -> JSON:
+        try:
+            return self.conversations.history(params)
+        except ConversationError as e:
+            raise ApiError(e.error) from None
+
+    def conversations_replies(self, params: JSON) -> JSON:
+        try:
+            return self.conversations.replies(params)
+        except ConversationError as e:
+            raise ApiError(e.error) from None
+
     def users_info(self, params: JSON) -> JSON:
         user = self.ws.users.get(_required(params, "user", "user_not_found"))
         if user is None:
@@ -188,6 +216,7 @@ class WebApi:
         if not ch.bot_member:
             raise ApiError("not_in_channel")
         text, blocks = self._content(params)
+        _, metadata = _metadata(params)
         ident = self.ws.ident
         msg = self.ws.post(
             ch.id,
@@ -196,7 +225,7 @@ class WebApi:
             user=ident.bot_user_id,
             bot_id=ident.bot_id,
             thread_ts=_text(params, "thread_ts"),
-            metadata=params.get("metadata") if isinstance(params.get("metadata"), dict) else None,
+            metadata=metadata,
             attachments=params.get("attachments")
             if isinstance(params.get("attachments"), list)
             else None,
@@ -212,11 +241,12 @@ class WebApi:
         if msg.user != self.ws.ident.bot_user_id:
             raise ApiError("cant_update_message")
         text, blocks = self._content(params)
+        metadata_given, metadata = _metadata(params)
         new_blocks = msg.blocks if "blocks" not in params else blocks  # omitted: kept
         new_text = text if text is not None else msg.text
         msg.replace(new_text, new_blocks, at=self.ws.now(), via="chat.update", ts=self.ws.new_ts())
-        if isinstance(params.get("metadata"), dict):
-            msg.metadata = params["metadata"] or None
+        if metadata_given:  # omitted: the message keeps its metadata; {}: removed
+            msg.metadata = metadata
         return {
             "channel": ch.id,
             "ts": msg.ts,

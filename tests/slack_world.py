@@ -68,7 +68,8 @@ class SlackWorld:
 
     def problems(self) -> list[str]:
         """Every call Slack refused for its shape: rollbot must never send such a message."""
-        bad = {"invalid_blocks", "msg_too_long", "invalid_arguments", "no_text"}
+        bad = {"invalid_blocks", "msg_too_long", "invalid_arguments", "no_text",
+               "invalid_metadata_format", "invalid_metadata_schema"}
         return [f"{c.method}: {c.error}" for c in self.emu.calls if c.error in bad]
 
 

@@ -105,11 +105,17 @@ async def test_bad_deploy_is_rolled_back_after_the_countdown_and_quarantined(
     countdown = await world.wait_message(lambda m: "is failing. Rolling back to v1.2.2 in 2 s"
                                          in m.text)
     assert "health checks fail" in message_text(countdown)
-    await world.wait_message(lambda m: "Rollback completed. Service restored to v1.2.2" in m.text,
-                             timeout=120)
+    notice = await world.wait_message(
+        lambda m: "Rollback completed. Service restored to v1.2.2" in m.text, timeout=120)
     assert production.running_image() == "azora-api:v1.2.2"
     [run] = await store.history()
     assert run.status is RunStatus.SUCCEEDED and run.requested_by == "rollbot (automatic)"
+    # the notice's metadata, like a person's rollback; its live message is the countdown's
+    assert notice.metadata == {"event_type": "rollback_completed", "event_payload": {
+        "run_id": run.id, "environment": "production", "procedure": "simple",
+        "outcome": "succeeded", "from_version": "v1.2.3", "to_version": "v1.2.2",
+        "live_message_url": f"https://azora.slack.com/archives/{countdown.channel}/p"
+                            f"{countdown.ts.replace('.', '')}"}}
     assert run.reason.startswith("automatic rollback of v1.2.3")
     # the run was shown in the countdown's message: its thread gets the verification checks
     shown = await store.approvals.front_ref_for_run(run.id)

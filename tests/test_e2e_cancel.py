@@ -117,6 +117,14 @@ async def test_cancel_after_stop_shows_production_down_and_resume_finishes_the_r
     assert sum(a.kind == "recovery" for a in audit) == 1
     assert any(a.kind == "refusal" and a.actor == MALLORY for a in audit)
     assert any(a.kind == "refusal" and "already chose" in a.detail for a in audit)
+    # each run's notice carries its metadata: the cancelled one failed, the resumed one completed
+    notices = {m.metadata["event_payload"]["run_id"]: m.metadata
+               for m in world.emu.messages(INCIDENTS) if m.metadata}
+    assert notices[1]["event_type"] == "rollback_failed"
+    assert notices[1]["event_payload"]["outcome"] == "cancelled"
+    assert notices[2]["event_type"] == "rollback_completed"
+    assert notices[2]["event_payload"]["live_message_url"] == (
+        f"https://azora.slack.com/archives/{INCIDENTS}/p{resumed.ts.replace('.', '')}")
 
 
 async def test_put_back_starts_what_ran_before_and_says_it_is_unhealthy(

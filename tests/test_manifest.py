@@ -20,6 +20,8 @@ import yaml
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
+from handlers.blocks.message_events import MessageEvent
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "deploy" / "slack-app-manifest.yml"
 # Vendored with their source and license noted (README.md there): the tests read nothing outside
@@ -36,6 +38,7 @@ EXPECTED_BOT_SCOPES = {
     "users:read",
     "channels:read",
     "groups:read",
+    "metadata.message:read",
 }
 
 
@@ -131,6 +134,16 @@ def test_buttons_and_mentions_reach_rollbot(manifest: dict[str, Any]) -> None:
     assert "app_mention" in settings["event_subscriptions"]["bot_events"]
 
 
+def test_the_three_metadata_event_types_are_declared(manifest: dict[str, Any]) -> None:
+    # The event types rollbot's notices and verification lines carry (handlers/blocks/
+    # message_events.py), so that workflows and other apps can subscribe to them.
+    subscriptions = manifest["settings"]["event_subscriptions"]["metadata_subscriptions"]
+    declared = {s["event_type"] for s in subscriptions}
+    assert declared == {"rollback_completed", "rollback_failed", "rollback_verified"}
+    assert declared == {e.value for e in MessageEvent}
+    assert "metadata.message:read" in manifest["oauth_config"]["scopes"]["bot"]
+
+
 def test_rollbot_asks_for_exactly_the_scopes_it_uses(manifest: dict[str, Any]) -> None:
     scopes = manifest["oauth_config"]["scopes"]
     assert set(scopes) == {"bot"}, "no user or optional scopes"
@@ -163,7 +176,7 @@ def _with_scopes_as_a_string(doc: dict[str, Any]) -> None:
 
 
 def _with_a_scope_that_is_not_a_string(doc: dict[str, Any]) -> None:
-    doc["oauth_config"]["scopes"]["bot"].append(42)
+    doc["oauth_config"]["scopes"]["bot"].insert(0, 42)  # first: whatever scopes follow
 
 
 def _with_a_command_without_slash(doc: dict[str, Any]) -> None:
@@ -175,7 +188,7 @@ def _with_a_command_without_slash(doc: dict[str, Any]) -> None:
     [
         (_with_unknown_top_level_key, "<top>"),
         (_with_scopes_as_a_string, "oauth_config.scopes.bot"),
-        (_with_a_scope_that_is_not_a_string, "oauth_config.scopes.bot.8"),
+        (_with_a_scope_that_is_not_a_string, "oauth_config.scopes.bot.0"),
         (_with_a_command_without_slash, "features.slash_commands.0.command"),
     ],
 )

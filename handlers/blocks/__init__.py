@@ -2,7 +2,8 @@
 
 One module per thing a person sees: ``cards`` (the pre-flight card, the restore modal, command
 replies), ``run`` (the live message, its recovery buttons, the notice), ``after_run`` (checks,
-checklist, report form), ``fleet`` (a fleet's host lines, checks per host, rollout order).
+checklist, report form), ``fleet`` (a fleet's host lines, checks per host, rollout order),
+``message_events`` (the message metadata on the notices and verification lines).
 ``kit`` holds the primitives they are made of, re-exported here.
 """
 

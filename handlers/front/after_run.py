@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import ApprovalService
 from bot.errors import InvalidInput
@@ -21,6 +22,7 @@ from handlers.blocks.after_run import (
     verification_status,
     verification_thread,
 )
+from handlers.blocks.message_events import METADATA_ERRORS, Metadata, verification_metadata
 from handlers.front.common import FrontKit, Reply
 from handlers.ids import Block
 from handlers.metadata import ChecklistRef, CheckRef
@@ -44,10 +46,11 @@ class AfterRunFront:
                                     check_id: int) -> None:
         """The result in the run's thread, and a one-line status in the incidents channel."""
         ref = await self._approvals.front_ref_for_run(run.id)
+        metadata = verification_metadata(run, result)
         if ref and "ts" in ref:
             try:
-                await self._client.chat_postMessage(channel=ref["channel"], thread_ts=ref["ts"],
-                                                    text=verification_thread(result))
+                await post_with_metadata(self._client, metadata, channel=ref["channel"],
+                                         thread_ts=ref["ts"], text=verification_thread(result))
             except SlackApiError as exc:
                 log.error("could not post verification of run #%s in its thread: %s",
                           run.id, exc)
@@ -56,8 +59,8 @@ class AfterRunFront:
             result, run_id=run.id, environment=run.environment, version=run.to_version or "?",
             requested_by=run.requested_by, oncall=config.allowed_usergroups, check_id=check_id)
         try:
-            await self._client.chat_postMessage(channel=config.incidents_channel,
-                                                text=blocks[0]["text"]["text"], blocks=blocks)
+            await post_with_metadata(self._client, metadata, channel=config.incidents_channel,
+                                     text=blocks[0]["text"]["text"], blocks=blocks)
         except SlackApiError as exc:
             log.error("could not announce verification of run #%s: %s", run.id, exc)
         if ref and "ts" in ref and check_id > 0:
@@ -195,3 +198,15 @@ class AfterRunFront:
             await reply(ui.refusal(str(exc)), str(exc))
             return
         await self.refresh_checklist(ref.run)
+
+
+async def post_with_metadata(client: AsyncWebClient, metadata: Metadata, **message: Any) -> None:
+    """Post with the metadata; should Slack refuse the metadata, post the message without it."""
+    try:
+        await client.chat_postMessage(**message, metadata=metadata)
+    except SlackApiError as exc:
+        if exc.response.get("error") not in METADATA_ERRORS:
+            raise
+        log.error("Slack refused the metadata %s (%s); posting the message without it",
+                  metadata.get("event_type"), exc.response.get("error"))
+        await client.chat_postMessage(**message)

@@ -16,6 +16,7 @@ from bot.post_rollback.follow_up import FollowUp
 from bot.recovery.offers import RecoveryChoice, RecoveryOffer
 from bot.recovery.runs import Recoveries
 from handlers import blocks as ui
+from handlers.blocks.message_events import Metadata, notice_metadata
 from handlers.blocks.run import (
     LiveState,
     eta_modal,
@@ -139,10 +140,21 @@ class RunFront:
         else:
             blocks = notice_failure(outcome, environment=environment)
         notice = writer.message(channel)
-        writer.set(notice, text=ui.sections_text(blocks), blocks=blocks)
+        writer.set(notice, text=ui.sections_text(blocks), blocks=blocks,
+                   metadata=await self._notice_metadata(outcome.run_id))
         if await writer.drain(timeout_s=_FINAL_DELIVERY_S) and notice.ts:
             await self._follow_up.save_notice(outcome.run_id,
                                               front_ref={"channel": channel, "ts": notice.ts})
+
+    async def _notice_metadata(self, run_id: int) -> Metadata | None:
+        """The notice's message metadata, from the run as stored (with its live message link)."""
+        try:
+            record = await self._rollbot.run(run_id)
+        except Exception:
+            # Other apps miss one event; the people reading the notice must not miss it.
+            log.exception("could not read run #%s for the notice's metadata", run_id)
+            return None
+        return notice_metadata(record) if record is not None else None
 
     async def cancel_run(self, *, user: str, run_id: int, reply: Reply) -> None:
         if refusal := await self._kit.user_refusal(user, "cancel a rollback"):
@@ -269,6 +281,8 @@ class RunFront:
                                 hosts=tuple(dict.fromkeys(s.host for s in record.steps
                                                           if s.host)))
         try:
+            # No metadata: Slack keeps the notice's (rollback_completed) through an edit that
+            # leaves it out; sending it again could fire message_metadata_updated for nothing.
             await self._client.chat_update(channel=notice.channel, ts=notice.ts,
                                            text=ui.sections_text(blocks), blocks=blocks)
         except SlackApiError as exc:
