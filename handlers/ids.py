@@ -82,3 +82,34 @@ class AssessField(StrEnum):
 
 class AssessAction(StrEnum):
     OPEN_CARD = "rollbot.assess.open_card"
+
+
+# The App Home tab and its modals (`handlers/front/home.py`).
+class HomeAction(StrEnum):
+    PLAN = "rollbot.home.plan"                  # opens the Plan a rollback modal
+    ASSESS = "rollbot.home.assess"              # opens the decision-matrix modal
+    UNQUARANTINE = "rollbot.home.unquarantine"  # opens the reason modal
+
+
+class HomeBlock(StrEnum):
+    BUTTONS = "rollbot.home.buttons"
+    WATCH = "rollbot.home.watch"                # + ".<deploy id>": one per watched deploy
+    QUARANTINED = "rollbot.home.quarantined"    # + ".<environment index>.<n>"
+    PLAN_ENVIRONMENT = "rollbot.home.plan.environment"
+    PLAN_VERSION = "rollbot.home.plan.version"
+    PLAN_PROCEDURE = "rollbot.home.plan.procedure"
+    PLAN_REASON = "rollbot.home.plan.reason"
+    UNQUARANTINE_REASON = "rollbot.home.unquarantine.reason"
+
+
+class HomeField(StrEnum):
+    ENVIRONMENT = "environment"
+    VERSION = "version"
+    PROCEDURE = "procedure"
+    REASON = "reason"
+
+
+class HomeView(StrEnum):
+    PLAN = "rollbot.view.home_plan"
+    UNQUARANTINE = "rollbot.view.unquarantine"
+    REFUSED = "rollbot.view.home_refused"       # a refusal, told in a modal (no channel here)
