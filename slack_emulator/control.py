@@ -17,7 +17,15 @@ from slack_emulator.state import JSON, Message
 if TYPE_CHECKING:
     from slack_emulator.server import Emulator
 
-SEND_KINDS = ("slash_command", "block_action", "view_submission", "app_mention", "event_callback")
+SEND_KINDS = (
+    "slash_command",
+    "block_action",
+    "view_submission",
+    "app_mention",
+    "event_callback",
+    "app_home_opened",
+    "home_action",
+)
 
 
 def _ok(data: JSON | None = None) -> web.Response:
@@ -170,6 +178,14 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
             }
         )
 
+    async def home(request: web.Request) -> web.Response:
+        v = emu.home_view(request.match_info["user"])
+        if v is None:
+            return _missing("home view")
+        return web.json_response(
+            {"view": v.to_slack(emu.ident), "user_id": v.user_id, "published": len(v.history) + 1}
+        )
+
     async def view_answer(request: web.Request) -> web.Response:
         b = await _json(request)
         try:
@@ -257,6 +273,7 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         web.get(p + "messages/{channel}/{ts}", one_message),
         web.get(p + "views/{view}", view),
         web.post(p + "views/{view}/answer", view_answer),
+        web.get(p + "home/{user}", home),
         web.post(p + "triggers", triggers),
         web.post(p + "response_urls", response_urls),
         web.post(p + "response_urls/answer", command_answer),
