@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -113,3 +114,15 @@ class HomeView(StrEnum):
     PLAN = "rollbot.view.home_plan"
     UNQUARANTINE = "rollbot.view.unquarantine"
     REFUSED = "rollbot.view.home_refused"       # a refusal, told in a modal (no channel here)
+
+
+# A view's action_ids are unique in it: a button shown once per deploy or per version (the home
+# tab) carries its action_id with numbers after it, and its listener takes both forms.
+def numbered(action: StrEnum, *numbers: int) -> str:
+    """``action`` with ``.n`` parts: unique in a view that shows the button more than once."""
+    return ".".join([action.value, *(str(n) for n in numbers)])
+
+
+def with_numbers(action: StrEnum) -> re.Pattern[str]:
+    """What a listener matches: ``action`` alone, or ``numbered``."""
+    return re.compile(rf"^{re.escape(action.value)}(\.[0-9]+)*$")

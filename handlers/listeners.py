@@ -30,6 +30,7 @@ from handlers.ids import (
     HomeAction,
     HomeView,
     View,
+    with_numbers,
 )
 from handlers.metadata import (
     AssessCardRef,
@@ -250,7 +251,7 @@ def home_rows(front: SlackFront) -> list[Row]:
             user=r.user, trigger_id=r.trigger_id)),
         Row(Kind.ACTION, HomeAction.ASSESS.value, lambda r: home.on_assess(
             user=r.user, trigger_id=r.trigger_id)),
-        Row(Kind.ACTION, HomeAction.UNQUARANTINE.value, lambda r: home.on_unquarantine(
+        Row(Kind.ACTION, with_numbers(HomeAction.UNQUARANTINE), lambda r: home.on_unquarantine(
             user=r.user, ref=load(QuarantineRef, r.value), trigger_id=r.trigger_id)),
         Row(Kind.VIEW, HomeView.PLAN.value,
             check=lambda r: home.check_plan(user=r.user, values=r.values),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from bot.autorollback.deploys import DeployState
@@ -21,7 +22,6 @@ from handlers.blocks.kit import (
     RUN_ICON,
     TIER_TEXT,
     Blocks,
-    button,
     clip,
     context,
     esc,
@@ -29,7 +29,7 @@ from handlers.blocks.kit import (
     mention,
     section,
 )
-from handlers.ids import Action, HomeAction, HomeBlock, HomeField, HomeView
+from handlers.ids import Action, HomeAction, HomeBlock, HomeField, HomeView, numbered
 from handlers.metadata import DeployRef, QuarantineRef
 
 MAX_HOME_BLOCKS = 100
@@ -50,9 +50,9 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text}
 
 
-def _home_button(text: str, action: HomeAction, value: str, *, style: str | None = None
-                 ) -> dict[str, Any]:
-    b: dict[str, Any] = {"type": "button", "action_id": action.value,
+def _home_button(text: str, action: StrEnum, value: str, *, style: str | None = None,
+                 numbers: tuple[int, ...] = ()) -> dict[str, Any]:
+    b: dict[str, Any] = {"type": "button", "action_id": numbered(action, *numbers),
                          "text": _plain(clip(text, 75)), "value": value}
     if style:
         b["style"] = style
@@ -102,17 +102,19 @@ def _deploy_text(d: WatchedDeploy) -> str:
 
 def _deploy_buttons(d: WatchedDeploy) -> list[dict[str, Any]]:
     """The same buttons as the deploy's Slack message, taken by the same handlers."""
-    ref = DeployRef(deploy=d.id).dump()
+    ref, n = DeployRef(deploy=d.id).dump(), (d.id,)
     if d.state is DeployState.COUNTDOWN:
-        return [button("Roll back now", Action.AUTO_ROLL_BACK_NOW, ref, style="danger"),
-                button("Cancel", Action.AUTO_CANCEL, ref)]
+        return [_home_button("Roll back now", Action.AUTO_ROLL_BACK_NOW, ref, style="danger",
+                             numbers=n),
+                _home_button("Cancel", Action.AUTO_CANCEL, ref, numbers=n)]
     if d.state is DeployState.OFFERED:
-        return [button(f"Roll back to {d.previous_version} now", Action.AUTO_ROLL_BACK_NOW,
-                       ref, style="danger"),
-                button("Dismiss", Action.AUTO_CANCEL, ref)]
+        return [_home_button(f"Roll back to {d.previous_version} now",
+                             Action.AUTO_ROLL_BACK_NOW, ref, style="danger", numbers=n),
+                _home_button("Dismiss", Action.AUTO_CANCEL, ref, numbers=n)]
     if d.state is DeployState.WATCHING:
-        return [button(f"Roll back to {d.previous_version} now", Action.AUTO_ROLL_BACK_NOW,
-                       ref), button("Cancel", Action.AUTO_CANCEL, ref)]
+        return [_home_button(f"Roll back to {d.previous_version} now",
+                             Action.AUTO_ROLL_BACK_NOW, ref, numbers=n),
+                _home_button("Cancel", Action.AUTO_CANCEL, ref, numbers=n)]
     return []
 
 
@@ -140,7 +142,7 @@ def environment_blocks(env: EnvironmentState, *, index: int, may_act: bool,
         if may_act:
             block["accessory"] = _home_button(
                 "Unquarantine", HomeAction.UNQUARANTINE,
-                QuarantineRef(environment=env.name, version=q.version).dump())
+                QuarantineRef(environment=env.name, version=q.version).dump(), numbers=(index, n))
         blocks.append(block)
     if len(env.quarantined) > QUARANTINE_BUTTONS:
         more = ", ".join(f"`{esc(q.version)}`" for q in env.quarantined[QUARANTINE_BUTTONS:])
