@@ -69,7 +69,14 @@ async def wait_tab(world: SlackWorld, user: str, *words: str, timeout: float = 2
     def shown() -> View | None:
         view = world.emu.home_view(user)
         return view if view is not None and all(w in tab_text(view) for w in words) else None
-    return await world.emu.wait_for(shown, timeout=timeout)
+    try:
+        return await world.emu.wait_for(shown, timeout=timeout)
+    except TimeoutError:
+        view = world.emu.home_view(user)
+        refused = [c.response for c in world.emu.calls_to("views.publish") if not c.ok]
+        raise AssertionError(f"the tab never showed {words}; it shows:\n"
+                             f"{tab_text(view) if view else '(nothing)'}\n"
+                             f"refused publishes: {refused}") from None
 
 
 async def wait_modal(world: SlackWorld, user: str, callback_id: str) -> View:

@@ -39,6 +39,7 @@ from tests.slack_world import (
     slack_world_without_host,
 )
 from tests.test_e2e_autorollback import HOOK_SECRET, TRUSTED, deploy, fast, hook
+from tests.test_e2e_slack import SLOW_COMPOSE
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +109,11 @@ async def test_assess_opens_the_decision_matrix_and_nobody_else_gets_buttons(
 
 @pytest.fixture
 async def world(production: Sandbox, store: Store, tmp_path: Path) -> AsyncIterator[SlackWorld]:
-    async with slack_world(production, store.dsn, tmp_path) as w:
+    """Every docker-compose call takes 3 s longer: the run lasts long enough to see its lock."""
+    def slow(text: str) -> str:
+        assert 'command = "docker-compose"' in text
+        return text.replace('command = "docker-compose"', SLOW_COMPOSE)
+    async with slack_world(production, store.dsn, tmp_path, runbook_text=slow) as w:
         yield w
         assert w.problems() == [], w.problems()
 
@@ -147,7 +152,7 @@ async def test_home_tab_after_a_real_rollback_planned_from_it(
                           f"<{run.live_message_url}|live message>", "🔓 free", timeout=30)
     shown = tab_text(view)
     for words in ("*Automatic watch:* no deploy being watched",
-                  "Immediate check of rollback #1 due", "*Last 1 runs:*",
+                  "Immediate check of rollback #1 due", "*Last run:*",
                   "#1 v1.2.3 → v1.2.2 `simple` succeeded by <@U0ALICE>",
                   "v1.2.3 fails health"):
         assert words in shown, words

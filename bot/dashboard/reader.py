@@ -74,7 +74,7 @@ class DashboardReader:
             deploys = await conn.fetch(
                 "SELECT id, environment, version, previous_version, state, deadline"
                 " FROM deploys WHERE state = ANY($1::text[]) ORDER BY id", _OPEN)
-            quarantine = await conn.fetch("SELECT * FROM quarantine ORDER BY at DESC")  # newest first
+            quarantine = await conn.fetch("SELECT * FROM quarantine ORDER BY at DESC")
             checks = await conn.fetch(
                 "SELECT id, run_id, environment, tier, due_at FROM verification_checks"
                 " WHERE state = 'pending' ORDER BY due_at")

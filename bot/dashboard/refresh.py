@@ -46,7 +46,12 @@ class DashboardRefresher:
         fingerprint = await self.reader.fingerprint()
         users = await self._viewers.claim_stale(fingerprint)
         if users:
-            await self._deliver(await self.reader.read(), users)
+            try:
+                await self._deliver(await self.reader.read(), users)
+            except Exception:
+                for user in users:  # claimed but not published: the next poll tries again
+                    await self._viewers.failed(user)
+                raise
         return users
 
     async def read(self) -> Dashboard:

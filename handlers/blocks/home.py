@@ -154,7 +154,8 @@ def environment_blocks(env: EnvironmentState, *, index: int, may_act: bool,
     blocks.append(section("*Pending verification checks:*\n" + "\n".join(checks)
                           if checks else "*Pending verification checks:* none"))
     runs = [_run_line(r) for r in env.last_runs]
-    blocks.append(section(f"*Last {len(runs)} runs:*\n" + "\n".join(runs)
+    title = f"*Last {len(runs)} runs:*" if len(runs) > 1 else "*Last run:*"
+    blocks.append(section(f"{title}\n" + "\n".join(runs)
                           if runs else "*Last runs:* none yet"))
     blocks.append({"type": "divider"})
     return blocks
