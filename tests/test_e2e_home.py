@@ -40,6 +40,7 @@ from tests.slack_world import (
 )
 from tests.test_e2e_autorollback import HOOK_SECRET, TRUSTED, deploy, fast, hook
 from tests.test_e2e_slack import SLOW_COMPOSE
+from tests.test_e2e_socket_mode import socket_world
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +213,20 @@ async def test_a_countdown_shows_in_the_tab_and_its_cancel_button_stops_it(
     await wait_tab(world, BOB, "*Automatic watch:* no deploy being watched")
     assert await store.history() == []
     assert production.running_image() == "azora-api:v1.2.3"
+
+
+async def test_the_tab_over_socket_mode(production: Sandbox, store: Store,
+                                        tmp_path: Path) -> None:
+    async with socket_world(production, store.dsn, tmp_path) as world:
+        await world.emu.wait_socket_connected(timeout=10)
+        opened = await world.sender.app_home_opened(ALICE)
+        assert opened.acked_in_time and opened.envelope is not None
+        assert opened.envelope.type == "events_api"
+        view = await world.emu.wait_for(lambda: world.emu.home_view(ALICE), timeout=15)
+        assert "*Lock:* 🔓 free" in tab_text(view)
+        click = await world.sender.home_action(ALICE, HomeAction.ASSESS.value)
+        assert click.acked_in_time
+        await world.emu.wait_for(lambda: next(
+            (v for v in world.emu.views(ALICE, open_only=True)
+             if v.payload.get("callback_id") == AssessView.ASSESS.value), None), timeout=10)
+        assert world.problems() == []

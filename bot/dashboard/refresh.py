@@ -43,6 +43,8 @@ class DashboardRefresher:
 
     async def refresh_once(self) -> list[str]:
         """One poll: the users published to."""
+        if not await self._viewers.anyone_recent():  # one small query while nobody looks
+            return []
         fingerprint = await self.reader.fingerprint()
         users = await self._viewers.claim_stale(fingerprint)
         if users:

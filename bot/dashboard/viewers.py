@@ -36,6 +36,12 @@ class HomeViewers:
             "   make_interval(secs => $3) THEN now() ELSE v.published_at END"
             " RETURNING v.published_at = now()", user, fingerprint, self._debounce))
 
+    async def anyone_recent(self) -> bool:
+        """Whether anyone opened the tab within the last hour (else there is nothing to poll)."""
+        return bool(await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM home_viewers"
+            " WHERE opened_at > now() - make_interval(secs => $1))", self._recent))
+
     async def claim_stale(self, fingerprint: str) -> list[str]:
         """The recent viewers whose view is older than ``fingerprint``, claimed for publishing."""
         rows = await self._pool.fetch(
