@@ -111,6 +111,7 @@ class HomeField(StrEnum):
 
 
 class HomeView(StrEnum):
+    TAB = "rollbot.home"                        # the tab itself (views.publish)
     PLAN = "rollbot.view.home_plan"
     UNQUARANTINE = "rollbot.view.unquarantine"
     REFUSED = "rollbot.view.home_refused"       # a refusal, told in a modal (no channel here)

@@ -208,6 +208,10 @@ async def test_a_countdown_shows_in_the_tab_and_its_cancel_button_stops_it(
         Action.AUTO_ROLL_BACK_NOW, Action.AUTO_CANCEL]
     cancel = tab_button(view, "Cancel")
     assert cancel.startswith(numbered(Action.AUTO_CANCEL))
+    # Mallory has no button; a click forged from Bob's tab is refused in a modal, and audited.
+    await world.sender.block_action(MALLORY, None, None, cancel, view=view.id)
+    refused = await wait_modal(world, MALLORY, HomeView.REFUSED.value)
+    assert "cannot cancel an automatic rollback" in tab_text(refused)
     await world.sender.home_action(BOB, cancel)
     await world.wait_message(lambda m: "cancelled by <@U0BOB>" in m.text)
     await wait_tab(world, BOB, "*Automatic watch:* no deploy being watched")

@@ -197,7 +197,7 @@ def home_view(dashboard: Dashboard, *, may_act: bool) -> dict[str, Any]:
         else:
             rest.append(env)
     body.extend(_summaries(rest, room=MAX_HOME_BLOCKS - len(top) - len(body)))
-    return {"type": "home", "callback_id": "rollbot.home", "blocks": [*top, *body]}
+    return {"type": "home", "callback_id": HomeView.TAB.value, "blocks": [*top, *body]}
 
 
 def _summaries(rest: list[EnvironmentState], *, room: int) -> Blocks:
