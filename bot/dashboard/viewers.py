@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncpg
 
-DEBOUNCE_S = 2.0
+# At most one publish per user every 2 s as Slack receives them: the claim is taken before the
+# state is read and rendered, so it keeps a quarter second more for that.
+DEBOUNCE_S = 2.25
 RECENT_S = 3600.0
 
 
