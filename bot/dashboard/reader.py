@@ -115,10 +115,11 @@ def _summary(r: asyncpg.Record) -> RunSummary:
 
 
 def _running(seen: asyncpg.Record | None, runs: Sequence[RunSummary]) -> RunningVersion | None:
-    """A sighting on the host is the best source; else the newest successful rollback's target."""
+    """What the host was seen running, unless a rollback to another version ended since then."""
     done = next((r for r in runs if r.status is RunStatus.SUCCEEDED and r.to_version
                  and r.finished_at), None)
     if seen is not None and (done is None or done.finished_at is None
+                             or seen["version"] == done.to_version
                              or seen["last_seen"] >= done.finished_at):
         return RunningVersion(version=seen["version"], seen_at=seen["last_seen"],
                               source="seen running")
