@@ -56,9 +56,6 @@ class DashboardRefresher:
                 raise
         return users
 
-    async def read(self) -> Dashboard:
-        return await self.reader.read()
-
     async def _deliver(self, dashboard: Dashboard, users: Sequence[str]) -> None:
         if self._publish is None:
             return
