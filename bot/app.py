@@ -15,6 +15,7 @@ from bot.autorollback.deploys import DeployStore
 from bot.autorollback.machine import AutoRollback
 from bot.autorollback.sightings import Sightings
 from bot.config import Runbook, Settings, load_runbook
+from bot.dashboard import DashboardReader, DashboardRefresher, HomeViewers
 from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
@@ -46,6 +47,7 @@ class App:
     recoveries: Recoveries      # and after a cancel that left production down
     metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
     reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
+    home: DashboardRefresher    # the home tab's state; `rollbot serve` keeps open tabs current
 
     async def open_seen_signatures(self) -> SeenSignatures:
         """Slack requests already taken (the replay guard), with a small pool of its own made
@@ -117,4 +119,8 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
                   approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
                   metrics=metrics,
                   reaper=DeadRunReaper(store=store, recoveries=rollbot.recoveries,
-                                       who=rollbot.owner))
+                                       who=rollbot.owner),
+                  home=DashboardRefresher(reader=DashboardReader(
+                      store.pool, environments=list(runbook.environments),
+                      default_environment=runbook.default_environment),
+                      viewers=HomeViewers(store.pool)))

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from handlers import blocks as ui
 from handlers.ack_loop import BUSY, WorkHandoff
 from handlers.autorollback import SlackAutoRollback, autorollback_rows
+from handlers.blocks.home import refused_modal
 from handlers.front import Reply, SlackFront
 from handlers.listeners import Kind, Request, Row, front_rows
 
@@ -37,6 +38,18 @@ def ephemeral_reply(client: AsyncWebClient, *, channel: str, user: str) -> Reply
     async def reply(blocks: ui.Blocks, text: str) -> None:
         await client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
     return reply
+
+
+def modal_reply(client: AsyncWebClient, *, trigger_id: str) -> Reply:
+    """The answer to a click in the Home tab, which has no channel: a small modal."""
+    async def reply(blocks: ui.Blocks, text: str) -> None:
+        await client.views_open(trigger_id=trigger_id, view=refused_modal(text))
+    return reply
+
+
+def _from_home_tab(body: dict[str, Any]) -> bool:
+    return bool(body.get("container", {}).get("type") == "view"
+                and body.get("view", {}).get("type") == "home")
 
 
 def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str | None,
@@ -138,6 +151,8 @@ def _reply_for(row: Row, body: dict[str, Any], client: AsyncWebClient,
         event = body.get("event", {})
         return ephemeral_reply(client, channel=str(event.get("channel", "")),
                                user=str(event.get("user", "")))
+    if _from_home_tab(body) and "trigger_id" in body:  # no response_url there: a modal
+        return modal_reply(client, trigger_id=str(body["trigger_id"]))
     if respond is not None and row.kind is not Kind.VIEW:
         return respond_reply(respond)
 

@@ -26,7 +26,7 @@ from bot.model import RollbackRequest, RunOutcome, RunStatus
 from handlers import blocks as ui
 from handlers.blocks.run import LiveState
 from handlers.front import Reply, SlackFront
-from handlers.ids import Action, Block
+from handlers.ids import Action, Block, with_numbers
 from handlers.listeners import Kind, Row
 from handlers.live import LiveRun
 from handlers.metadata import DeployRef, NextStep, load
@@ -330,8 +330,9 @@ def watch_message(deploy: Deploy, cfg: AutoRollbackConfig, result: WatchResult, 
 def autorollback_rows(auto: SlackAutoRollback) -> list[Row]:
     """The countdown's Roll back now / Cancel buttons."""
     return [
-        Row(Kind.ACTION, Action.AUTO_ROLL_BACK_NOW.value, lambda r: auto.on_roll_back_now(
+        # Also ``numbered`` (the home tab shows these buttons once per watched deploy).
+        Row(Kind.ACTION, with_numbers(Action.AUTO_ROLL_BACK_NOW), lambda r: auto.on_roll_back_now(
             user=r.user, deploy_id=load(DeployRef, r.value).deploy, reply=r.reply)),
-        Row(Kind.ACTION, Action.AUTO_CANCEL.value, lambda r: auto.on_cancel(
+        Row(Kind.ACTION, with_numbers(Action.AUTO_CANCEL), lambda r: auto.on_cancel(
             user=r.user, deploy_id=load(DeployRef, r.value).deploy, reply=r.reply)),
     ]

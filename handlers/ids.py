@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -86,3 +87,47 @@ class AssessField(StrEnum):
 
 class AssessAction(StrEnum):
     OPEN_CARD = "rollbot.assess.open_card"
+
+
+# The App Home tab and its modals (`handlers/front/home.py`).
+class HomeAction(StrEnum):
+    PLAN = "rollbot.home.plan"                  # opens the Plan a rollback modal
+    ASSESS = "rollbot.home.assess"              # opens the decision-matrix modal
+    UNQUARANTINE = "rollbot.home.unquarantine"  # opens the reason modal
+
+
+class HomeBlock(StrEnum):
+    BUTTONS = "rollbot.home.buttons"
+    WATCH = "rollbot.home.watch"                # + ".<deploy id>": one per watched deploy
+    QUARANTINED = "rollbot.home.quarantined"    # + ".<environment index>.<n>"
+    PLAN_ENVIRONMENT = "rollbot.home.plan.environment"
+    PLAN_VERSION = "rollbot.home.plan.version"
+    PLAN_PROCEDURE = "rollbot.home.plan.procedure"
+    PLAN_REASON = "rollbot.home.plan.reason"
+    UNQUARANTINE_REASON = "rollbot.home.unquarantine.reason"
+
+
+class HomeField(StrEnum):
+    ENVIRONMENT = "environment"
+    VERSION = "version"
+    PROCEDURE = "procedure"
+    REASON = "reason"
+
+
+class HomeView(StrEnum):
+    TAB = "rollbot.home"                        # the tab itself (views.publish)
+    PLAN = "rollbot.view.home_plan"
+    UNQUARANTINE = "rollbot.view.unquarantine"
+    REFUSED = "rollbot.view.home_refused"       # a refusal, told in a modal (no channel here)
+
+
+# A view's action_ids are unique in it: a button shown once per deploy or per version (the home
+# tab) carries its action_id with numbers after it, and its listener takes both forms.
+def numbered(action: StrEnum, *numbers: int) -> str:
+    """``action`` with ``.n`` parts: unique in a view that shows the button more than once."""
+    return ".".join([action.value, *(str(n) for n in numbers)])
+
+
+def with_numbers(action: StrEnum) -> re.Pattern[str]:
+    """What a listener matches: ``action`` alone, or ``numbered``."""
+    return re.compile(rf"^{re.escape(action.value)}(\.[0-9]+)*$")

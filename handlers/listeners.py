@@ -20,7 +20,19 @@ from bot.recovery.offers import RecoveryChoice
 from handlers.assess import parse_assess_submission
 from handlers.front import Reply, SlackFront
 from handlers.grammar import CommandKind, parse_command
-from handlers.ids import Action, AssessAction, AssessBlock, AssessView, Block, Field, Shortcut, View
+from handlers.ids import (
+    Action,
+    AssessAction,
+    AssessBlock,
+    AssessView,
+    Block,
+    Field,
+    HomeAction,
+    HomeView,
+    Shortcut,
+    View,
+    with_numbers,
+)
 from handlers.metadata import (
     AssessCardRef,
     CardRef,
@@ -28,6 +40,7 @@ from handlers.metadata import (
     CheckRef,
     NextStep,
     NoticeRef,
+    QuarantineRef,
     RecoveryRef,
     RunRef,
     load,
@@ -222,8 +235,38 @@ def front_rows(front: SlackFront) -> list[Row]:
         Row(Kind.ACTION, re.compile(rf"^{re.escape(Action.CHECKLIST_TOGGLE.value)}\.[a-z0-9_]+$"),
             lambda r: after.on_checklist_toggle(user=r.user, ref=load(ChecklistRef, r.value),
                                                 reply=r.reply)),
+        *home_rows(front),
     ]
     return rows
+
+
+def home_rows(front: SlackFront) -> list[Row]:
+    """The App Home tab: opening it, its buttons, its modals (the watch's buttons are the
+    automatic rollback's own rows)."""
+    home = front.home
+
+    def quarantined(r: Request) -> QuarantineRef:
+        return load(QuarantineRef, r.metadata)
+
+    return [
+        Row(Kind.EVENT, "app_home_opened", lambda r: home.on_opened(
+            user=str(r.body.get("event", {}).get("user", "")),
+            tab=str(r.body.get("event", {}).get("tab", "home")))),
+        Row(Kind.ACTION, HomeAction.PLAN.value, lambda r: home.on_plan(
+            user=r.user, trigger_id=r.trigger_id)),
+        Row(Kind.ACTION, HomeAction.ASSESS.value, lambda r: home.on_assess(
+            user=r.user, trigger_id=r.trigger_id)),
+        Row(Kind.ACTION, with_numbers(HomeAction.UNQUARANTINE), lambda r: home.on_unquarantine(
+            user=r.user, ref=load(QuarantineRef, r.value), trigger_id=r.trigger_id)),
+        Row(Kind.VIEW, HomeView.PLAN.value,
+            check=lambda r: home.check_plan(user=r.user, values=r.values),
+            handle=lambda r: home.on_plan_submitted(user=r.user, values=r.values)),
+        Row(Kind.VIEW, HomeView.UNQUARANTINE.value,
+            check=lambda r: home.check_unquarantine(user=r.user, ref=quarantined(r),
+                                                    values=r.values),
+            handle=lambda r: home.on_unquarantine_submitted(user=r.user, ref=quarantined(r),
+                                                            values=r.values)),
+    ]
 
 
 def _checking_production(r: Request) -> str | None:

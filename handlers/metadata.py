@@ -58,6 +58,13 @@ class DeployRef(_Meta):
     deploy: int = Field(gt=0)
 
 
+class QuarantineRef(_Meta):
+    """A quarantined version, on the home tab's Unquarantine button and its reason modal."""
+
+    environment: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+
+
 class AssessCardRef(_Meta):
     """The open-card button's value: which pre-flight card to open, where."""
 

@@ -213,9 +213,12 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
         access = Access(runbook.slack, members_of=members_of, name_of=name_of)
         front = SlackFront(rollbot=app.rollbot, client=client, config=runbook.slack,
                            access=access, approvals=app.approvals, follow_up=app.follow_up,
-                           recoveries=app.recoveries,
+                           recoveries=app.recoveries, home=app.home,
                            min_update_interval_s=min_update_interval_s)
         stack.push_async_callback(front.wait_idle, 3600.0)
+        app.home.publish_with(front.home.publish)  # the home tab: kept current while open
+        app.home.start()
+        stack.push_async_callback(app.home.stop)
         app.verifier.announce_with(front.announce_verification)
         await app.verifier.start()
         stack.push_async_callback(app.verifier.stop)

@@ -7,13 +7,21 @@
 - Socket Mode: ``apps.connections.open`` and the WebSocket (``emu.socket_send``, acks);
   ``SocketModeSender`` sends ``SlackSender``'s requests as envelopes (``socket_mode``).
 - ``EmulatorClient``: the emulator's controls over HTTP, from another process (``client``).
-- ``block_kit_problems`` / ``modal_view_problems``: Block Kit limits, pure (``limits``).
+- ``block_kit_problems`` / ``modal_view_problems`` / ``home_view_problems``: Block Kit limits,
+  pure (``limits``).
+- App Home: ``views.publish`` stores each user's tab (``emu.home_view(user)``); the senders'
+  ``app_home_opened`` and ``home_action`` open it and click in it.
 
 ``python -m slack_emulator --port 0 ...`` runs it standalone (``__main__``).
 """
 
 from slack_emulator.client import EmulatorClient, EmulatorError
-from slack_emulator.limits import block_kit_problems, message_text_problems, modal_view_problems
+from slack_emulator.limits import (
+    block_kit_problems,
+    home_view_problems,
+    message_text_problems,
+    modal_view_problems,
+)
 from slack_emulator.modes import CallRecord, RateLimitRule
 from slack_emulator.sender import SendOptions, SendResult, SentRequest, SlackSender
 from slack_emulator.server import Emulator
@@ -46,6 +54,7 @@ __all__ = [
     "UploadedFile",
     "View",
     "block_kit_problems",
+    "home_view_problems",
     "message_text_problems",
     "modal_view_problems",
     "signature",

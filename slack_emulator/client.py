@@ -211,6 +211,11 @@ class EmulatorClient:
         result: JSON | None = await self._request("GET", f"views/{view_id}", missing_ok=True)
         return result
 
+    async def home(self, user_id: str) -> JSON | None:
+        """The user's App Home view (``view``, ``published``: how many times), or None."""
+        result: JSON | None = await self._request("GET", f"home/{user_id}", missing_ok=True)
+        return result
+
     async def files(self) -> list[JSON]:
         data = await self._request("GET", "files")
         files: list[JSON] = data["files"]

@@ -25,6 +25,8 @@ SEND_KINDS = (
     "app_mention",
     "event_callback",
     "message_action",
+    "app_home_opened",
+    "home_action",
 )
 
 
@@ -187,6 +189,14 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
             }
         )
 
+    async def home(request: web.Request) -> web.Response:
+        v = emu.home_view(request.match_info["user"])
+        if v is None:
+            return _missing("home view")
+        return web.json_response(
+            {"view": v.to_slack(emu.ident), "user_id": v.user_id, "published": len(v.history) + 1}
+        )
+
     async def view_answer(request: web.Request) -> web.Response:
         b = await _json(request)
         try:
@@ -282,6 +292,7 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         web.get(p + "messages/{channel}/{ts}", one_message),
         web.get(p + "views/{view}", view),
         web.post(p + "views/{view}/answer", view_answer),
+        web.get(p + "home/{user}", home),
         web.post(p + "triggers", triggers),
         web.post(p + "response_urls", response_urls),
         web.post(p + "response_urls/answer", command_answer),

@@ -4,7 +4,8 @@
 list of blocks, each worded like Slack's own ``response_metadata.messages``
 (``[ERROR] must be less than 3001 characters [json-pointer:/blocks/0/text/text]``). An
 empty list means Slack would accept the blocks. ``modal_view_problems(view)`` does the
-same for a modal view object (title, submit, close, callback_id, ... plus its blocks).
+same for a modal view object (title, submit, close, callback_id, ... plus its blocks), and
+``home_view_problems(view)`` for an App Home tab (``views.publish``: type ``home``, 100 blocks).
 
 Sources: docs.slack.dev / api.slack.com Block Kit reference pages (blocks, block
 elements, composition objects, modal views). Numbers not confirmed there are marked
@@ -23,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-Surface = Literal["message", "modal"]
+Surface = Literal["message", "modal", "home"]
 
 MAX_MESSAGE_TEXT = 40_000  # chat.postMessage: "no more than 40,000 characters"
-MAX_BLOCKS = {"message": 50, "modal": 100}
+MAX_BLOCKS = {"message": 50, "modal": 100, "home": 100}
 MAX_ID = 255  # block_id, action_id, callback_id, external_id
 MAX_TEXT_OBJECT = 3000  # any text object: 1..3000 characters
 MAX_SECTION_TEXT = 3000
@@ -412,4 +413,30 @@ def modal_view_problems(view: object) -> list[str]:
     )
     if has_input and "submit" not in view:
         checker.error("submit is required when an input block is within the blocks", "/view")
+    return checker.problems
+
+
+def home_view_problems(view: object) -> list[str]:
+    """Every reason Slack would refuse this App Home view (views.publish)."""
+    checker = _Checker("home")
+    if not isinstance(view, Mapping):
+        checker.error("must be a view object", "/view")
+        return checker.problems
+    if view.get("type") != "home":
+        checker.error("must be one of the following: home", "/view/type")
+    for button in ("submit", "close"):  # a tab has no submit or close button
+        if button in view:
+            checker.error(f"{button} is not allowed for a home view", f"/view/{button}")
+    for field, limit in (
+        ("callback_id", MAX_ID),
+        ("external_id", MAX_ID),
+        ("private_metadata", MAX_PRIVATE_METADATA),
+    ):
+        value = view.get(field)
+        if value is not None:
+            if not isinstance(value, str):
+                checker.error("must be a string", f"/view/{field}")
+            else:
+                checker.too_long(value, limit, f"/view/{field}")
+    checker.blocks(view.get("blocks"), "/view/blocks")
     return checker.problems

@@ -402,6 +402,38 @@ class SlackSender:
             event["thread_ts"] = thread_ts
         return await self.event_callback(event, **opts)
 
+    async def app_home_opened(
+        self, user_id: str, tab: str = "home", **opts: Unpack[SendOptions]
+    ) -> SendResult:
+        """The user opens the app's Home tab (or its Messages tab, ``tab="messages"``)."""
+        home = await self.emulator.home(user_id)
+        event: JSON = {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": "D" + user_id.lstrip("UW")[:10],  # the user's DM with the app
+            "tab": tab,
+            "event_ts": f"{time.time():.6f}",
+        }
+        if home is not None and tab == "home":
+            event["view"] = home["view"]
+        return await self.event_callback(event, **opts)
+
+    async def home_action(
+        self,
+        user_id: str,
+        action_id: str,
+        value: str | None = None,
+        block_id: str | None = None,
+        **opts: Unpack[SendOptions],
+    ) -> SendResult:
+        """A click on a button of the user's Home tab (``container.type`` ``view``)."""
+        home = await self.emulator.home(user_id)
+        if home is None:
+            raise LookupError(f"{user_id} has no home view to click in")
+        return await self.block_action(
+            user_id, None, None, action_id, value, block_id, home["view"]["id"], **opts
+        )
+
     async def event_callback(self, event: JSON, **opts: Unpack[SendOptions]) -> SendResult:
         """Any Events API event, in Slack's ``event_callback`` envelope."""
         ident = await self._identity()

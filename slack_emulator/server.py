@@ -323,11 +323,19 @@ class Emulator:
         return self.ws.views.get(view_id)
 
     def views(self, user: str | None = None, *, open_only: bool = False) -> list[View]:
+        """The modals (App Home tabs are ``home_view``'s)."""
+        homes = set(self.ws.home_views.values())
         return [
             v
             for v in self.ws.views.values()
-            if (user is None or v.user_id == user) and not (open_only and v.closed)
+            if (user is None or v.user_id == user)
+            and not (open_only and v.closed)
+            and v.id not in homes
         ]
+
+    def home_view(self, user: str) -> View | None:
+        """What ``user`` sees in rollbot's App Home tab (the last views.publish), if anything."""
+        return self.ws.views.get(self.ws.home_views.get(user, ""))
 
     def files(self) -> list[UploadedFile]:
         return list(self.ws.files.values())

@@ -371,6 +371,21 @@ class SocketModeSender(SlackSender):
     ) -> SocketSendResult:
         return _socket(await super().app_mention(user_id, channel_id, text, thread_ts, **opts))
 
+    async def app_home_opened(
+        self, user_id: str, tab: str = "home", **opts: Unpack[SendOptions]
+    ) -> SocketSendResult:
+        return _socket(await super().app_home_opened(user_id, tab, **opts))
+
+    async def home_action(
+        self,
+        user_id: str,
+        action_id: str,
+        value: str | None = None,
+        block_id: str | None = None,
+        **opts: Unpack[SendOptions],
+    ) -> SocketSendResult:
+        return _socket(await super().home_action(user_id, action_id, value, block_id, **opts))
+
     async def event_callback(self, event: JSON, **opts: Unpack[SendOptions]) -> SocketSendResult:
         return _socket(await super().event_callback(event, **opts))
 

@@ -311,6 +311,7 @@ class Workspace:
         self.messages: dict[str, list[Message]] = {}  # per channel, in ts order
         self.views: dict[str, View] = {}
         self.modal_stacks: dict[str, list[str]] = {}  # per user, view ids, top last
+        self.home_views: dict[str, str] = {}  # per user, the id of their App Home view
         self.files: dict[str, UploadedFile] = {}
         self.triggers: dict[str, Trigger] = {}
         self.response_urls: dict[str, ResponseUrl] = {}

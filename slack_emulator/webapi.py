@@ -11,7 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from slack_emulator.conversations import ConversationError, Conversations
-from slack_emulator.limits import block_kit_problems, message_text_problems, modal_view_problems
+from slack_emulator.limits import (
+    block_kit_problems,
+    home_view_problems,
+    message_text_problems,
+    modal_view_problems,
+)
 from slack_emulator.message_metadata import MetadataRefused, checked_metadata
 from slack_emulator.state import JSON, Channel, Message, UploadedFile, View, Workspace
 
@@ -118,6 +123,7 @@ class WebApi:
             "views.open": self.views_open,
             "views.push": self.views_push,
             "views.update": self.views_update,
+            "views.publish": self.views_publish,
             "usergroups.users.list": self.usergroups_users_list,
             "conversations.info": self.conversations_info,
             "conversations.history": self.conversations_history,
@@ -390,6 +396,36 @@ class WebApi:
             payload["external_id"] = view.payload["external_id"]
         self.replace_view(view, payload)
         return {"view": view.to_slack(self.ws.ident)}
+
+    def views_publish(self, params: JSON) -> JSON:
+        """A user's App Home tab: created on the first publish, replaced on the next ones."""
+        user_id = _text(params, "user_id")
+        if not user_id:
+            raise ApiError("invalid_arguments", ["[ERROR] missing required field: user_id"])
+        view = params.get("view")
+        if not isinstance(view, dict):
+            raise ApiError(
+                "invalid_arguments",
+                ["[ERROR] failed to match all allowed schemas [json-pointer:/view]"],
+            )
+        problems = home_view_problems(view)
+        if problems:
+            raise ApiError("invalid_arguments", problems)
+        user = self.ws.users.get(user_id)
+        if user is None or user.is_bot:
+            raise ApiError("not_found")
+        payload = copy.deepcopy(view)
+        payload["blocks"] = fill_ids(view.get("blocks", []))
+        current = self.ws.views.get(self.ws.home_views.get(user_id, ""))
+        if current is None:
+            current = self._new_view(user_id, payload, None, None)
+            self.ws.home_views[user_id] = current.id
+            return {"view": current.to_slack(self.ws.ident)}
+        given_hash = _text(params, "hash")
+        if given_hash is not None and given_hash != current.hash:
+            raise ApiError("hash_conflict")
+        self.replace_view(current, payload)
+        return {"view": current.to_slack(self.ws.ident)}
 
     def replace_view(self, view: View, payload: JSON) -> None:
         view.history.append(view.payload)

@@ -7,12 +7,23 @@ from types import SimpleNamespace
 from typing import Any
 
 from handlers.app import autorollback_rows
-from handlers.ids import Action, AssessAction, AssessView, Block, Field, Shortcut, View
+from handlers.ids import (
+    Action,
+    AssessAction,
+    AssessView,
+    Block,
+    Field,
+    HomeAction,
+    HomeView,
+    Shortcut,
+    View,
+    numbered,
+)
 from handlers.listeners import Kind, Request, Row, front_rows
 
 
 def rows() -> list[Row]:
-    parts = SimpleNamespace(commands=None, cards=None, run=None, after_run=None)
+    parts = SimpleNamespace(commands=None, cards=None, run=None, after_run=None, home=None)
     return [*front_rows(parts), *autorollback_rows(SimpleNamespace())]  # type: ignore[arg-type]
 
 
@@ -25,12 +36,18 @@ def matched(kind: Kind, sent: str) -> list[Row]:
 def test_every_button_has_exactly_one_row() -> None:
     sent = [a.value for a in Action if a is not Action.CHECKLIST_TOGGLE]
     sent += ["rollbot.checklist.toggle.post_mortem", AssessAction.OPEN_CARD.value]
+    sent += [a.value for a in HomeAction]
+    # the home tab's buttons shown once per deploy or per version, numbered to stay unique
+    sent += [numbered(Action.AUTO_CANCEL, 12), numbered(Action.AUTO_ROLL_BACK_NOW, 12),
+             numbered(HomeAction.UNQUARANTINE, 0, 3)]
     for action_id in sent:
         assert len(matched(Kind.ACTION, action_id)) == 1, action_id
 
 
 def test_every_form_has_one_row_that_checks_it_before_the_ack() -> None:
-    for callback_id in [*(v.value for v in View), AssessView.ASSESS.value]:
+    # the tab is published, not submitted; the refusal has no submit button
+    forms = [v for v in HomeView if v not in (HomeView.TAB, HomeView.REFUSED)]
+    for callback_id in [*(v.value for v in View), AssessView.ASSESS.value, *forms]:
         found = matched(Kind.VIEW, callback_id)
         assert len(found) == 1, callback_id
         assert found[0].check is not None, f"{callback_id}: modal errors go in the ack"
@@ -51,6 +68,7 @@ def test_the_slash_command_answers_with_a_quick_word_only_when_it_goes_to_produc
     assert ack_text("help") is None
     assert ack_text("v1.2.2; rm -rf /") is None  # the help text with what was wrong follows
     assert matched(Kind.EVENT, "app_mention")
+    assert matched(Kind.EVENT, "app_home_opened")
 
 
 def test_a_request_reads_what_a_person_typed_and_an_emptied_field_is_empty() -> None:

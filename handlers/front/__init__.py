@@ -5,6 +5,7 @@
 - ``run``: the live message, cancel, Resume / Put back, the notice and its ETA;
 - ``after_run``: verification announcements, the report and its form, the checklist;
 - ``shortcut``: the message shortcut "Roll back this deploy" (a card from CI's deploy message);
+- ``home``: the App Home tab (the dashboard per person) and its buttons and modals;
 - ``common``: refusals and their audit, replies, work after the acknowledgement.
 
 Each part asks the engine's services (``Rollbot``, ``ApprovalService``, ``FollowUp``) and renders
@@ -17,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import ApprovalService, Pending
 from bot.config import SlackConfig
+from bot.dashboard import DashboardRefresher
 from bot.model import RunRecord, VerificationResult
 from bot.post_rollback.follow_up import FollowUp
 from bot.recovery.runs import Recoveries
@@ -27,6 +29,7 @@ from handlers.front.after_run import AfterRunFront
 from handlers.front.cards import CardFront
 from handlers.front.commands import CommandFront
 from handlers.front.common import FrontKit, Reply
+from handlers.front.home import HomeFront
 from handlers.front.run import RunFront
 from handlers.front.shortcut import ShortcutFront
 
@@ -38,7 +41,7 @@ class SlackFront:
 
     def __init__(self, *, rollbot: Rollbot, client: AsyncWebClient, config: SlackConfig,
                  access: Access, approvals: ApprovalService, follow_up: FollowUp,
-                 recoveries: Recoveries,
+                 recoveries: Recoveries, home: DashboardRefresher,
                  min_update_interval_s: float = 1.0) -> None:
         self.kit = FrontKit(rollbot=rollbot, client=client, config=config, access=access)
         self.after_run = AfterRunFront(kit=self.kit, approvals=approvals, follow_up=follow_up)
@@ -52,6 +55,7 @@ class SlackFront:
                                      cards=self.cards, run=self.run)
         self.shortcut = ShortcutFront(kit=self.kit, access=access, cards=self.cards,
                                       finder=ReleaseFinder(rollbot))
+        self.home = HomeFront(kit=self.kit, cards=self.cards, access=access, home=home)
 
     async def announce_verification(self, result: VerificationResult, run: RunRecord,
                                     check_id: int) -> None:
