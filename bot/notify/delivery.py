@@ -1,0 +1,172 @@
+"""The delivery loop: claims due outbox rows, POSTs them signed, retries with backoff.
+
+``rollbot serve`` runs it for as long as it serves; a CLI run runs it too and, before it exits,
+delivers what is due (``drain``), leaving retries for ``serve``. Each row is claimed under a lease
+(``outbox.py``) so that, however many replicas run the loop, one sends it. A try that fails (no
+answer in ``timeout_s``, a network error, 408, 429 or 5xx) is due again after the next delay of
+the schedule; another 4xx, or the last try failing, gives up: a WARNING and an audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import httpx
+
+from bot.autorollback.leases import holder_id
+from bot.notify.config import Webhook
+from bot.notify.notices import Notice, body
+from bot.notify.outbox import Delivery, Outbox
+from bot.notify.send import Answer, post_signed
+
+log = logging.getLogger(__name__)
+
+Audit = Callable[..., Awaitable[object]]
+LiveUrl = Callable[[int], Awaitable[str | None]]
+
+
+class DeliveryLoop:
+    """Sends what the outbox holds to the configured webhooks; owns no connection."""
+
+    def __init__(self, *, outbox: Outbox, client: httpx.AsyncClient,
+                 webhooks: Sequence[Webhook], retry_delays_s: Sequence[float],
+                 timeout_s: float, poll_s: float, audit: Audit, live_url: LiveUrl) -> None:
+        self._outbox = outbox
+        self._client = client
+        self._webhooks = {w.url: w for w in webhooks}
+        self._delays = tuple(retry_delays_s)
+        self._timeout_s = timeout_s
+        self._poll_s = poll_s
+        self._audit = audit
+        self._live_url = live_url
+        self.holder = holder_id()
+        # Longer than a try can take, so a live holder's claim never expires under it.
+        self._lease_s = timeout_s + 30.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._claimed: set[int] = set()
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self._webhooks)
+
+    @property
+    def webhooks(self) -> tuple[Webhook, ...]:
+        return tuple(self._webhooks.values())
+
+    async def send_now(self, notice: Notice, webhook: Webhook) -> Answer:
+        """One signed try, outside the outbox and its retries (``rollbot notify test``)."""
+        data = body(notice.payload(), sent_at=datetime.now(UTC))
+        return await post_signed(self._client, webhook, data, event=notice.event,
+                                 event_id=notice.id, timeout_s=self._timeout_s)
+
+    def poke(self) -> None:
+        """An event was just written here: look at the outbox now, not at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None and self._webhooks:
+            self._task = asyncio.create_task(self._loop(), name="rollbot-notify")
+
+    async def stop(self) -> None:
+        """Stop sending; rows claimed and not tried yet are handed back for any replica."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._release()
+
+    async def drain(self, budget_s: float) -> None:
+        """Deliver what is due now, for at most ``budget_s`` (a CLI run, before it exits)."""
+        if not self._webhooks:
+            return
+        end = time.monotonic() + budget_s
+        try:
+            async with asyncio.timeout(budget_s):
+                while time.monotonic() < end and await self._outbox.due_count(self.urls):
+                    await self.deliver_due()
+        except TimeoutError:
+            log.warning("some events were not delivered before rollbot exited; `rollbot "
+                        "serve` delivers them")
+        finally:
+            await self._release()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                sent = await self.deliver_due()
+            except Exception as exc:  # the database is away: the next poll tries again
+                log.warning("could not read the event outbox: %s", exc)
+                sent = 0
+            if sent:
+                continue  # there may be more due
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
+
+    async def deliver_due(self) -> int:
+        """One pass: claim what is due and try each, all at once; how many were tried."""
+        rows = await self._outbox.claim(holder=self.holder, urls=self.urls,
+                                        lease_s=self._lease_s)
+        self._claimed.update(r.id for r in rows)
+        await asyncio.gather(*(self._try(row) for row in rows))
+        return len(rows)
+
+    async def _try(self, row: Delivery) -> None:
+        try:
+            webhook = self._webhooks[row.url]
+            live = None
+            if row.run_id is not None:
+                with contextlib.suppress(Exception):  # the link is a nicety, not a reason to wait
+                    live = await self._live_url(row.run_id)
+            data = body(row.payload, sent_at=datetime.now(UTC), live_message_url=live)
+            answer = await post_signed(self._client, webhook, data, event=row.event,
+                                       event_id=row.event_id, timeout_s=self._timeout_s)
+            await self._record(row, answer)
+        except Exception:
+            log.exception("delivering event %s (%s) to %s failed inside rollbot", row.event_id,
+                          row.event, row.url)
+        # Not when cancelled (rollbot stops mid-try): the row is then handed back by _release.
+        self._claimed.discard(row.id)
+
+    async def _record(self, row: Delivery, answer: Answer) -> None:
+        tries = row.attempts + 1
+        if answer.delivered:
+            await self._outbox.delivered(row.id, holder=self.holder, status=answer.status or 0)
+            log.info("event %s (%s) delivered to %s on try %d", row.event_id, row.event,
+                     row.url, tries)
+            return
+        if answer.retry and tries <= len(self._delays):
+            delay = self._delays[tries - 1]
+            await self._outbox.retry_later(row.id, holder=self.holder, after_s=delay,
+                                           status=answer.status, error=answer.said)
+            log.info("event %s (%s): try %d failed (%s); trying again in %g s", row.event_id,
+                     row.event, tries, answer.said, delay)
+            return
+        if not await self._outbox.gave_up(row.id, holder=self.holder, status=answer.status,
+                                          error=answer.said):
+            return  # another replica took it over meanwhile (our lease ran out)
+        why = (f"after {tries} tries" if answer.retry
+               else f"on try {tries}, refused")
+        detail = (f"gave up sending event {row.event} ({row.event_id}) to {row.url} {why}: "
+                  f"{answer.said}")
+        log.warning("%s", detail)
+        try:
+            await self._audit(environment=row.environment, actor="rollbot:notify",
+                              kind="notify", run_id=row.run_id, detail=detail)
+        except Exception as exc:
+            log.error("AUDIT WRITE FAILED (%s): %s", detail, exc)
+
+    async def _release(self) -> None:
+        claimed, self._claimed = sorted(self._claimed), set()
+        try:
+            await self._outbox.release(claimed, holder=self.holder)
+        except Exception as exc:  # their leases expire by themselves
+            log.warning("could not hand back claimed events %s: %s", claimed, exc)
