@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 
@@ -78,15 +79,22 @@ SecretLookup = Callable[[str], str | None]
 
 def environment_secrets(environ: Mapping[str, str], env_file: Path | None) -> SecretLookup:
     """Look a variable up in the process environment, then in ``env_file`` (like Settings)."""
-    from_file: dict[str, str | None] = {}
+    from_file: dict[str, object] = {}
     if env_file is not None and env_file.is_file():
-        from pydantic_settings.sources import read_env_file
-
-        from_file = dict(read_env_file(env_file, case_sensitive=True))
+        from_file = dict(_EnvFile(_env_file=env_file).model_extra or {})  # type: ignore[call-arg]
 
     def lookup(name: str) -> str | None:
-        return environ.get(name) if name in environ else from_file.get(name)
+        if name in environ:
+            return environ[name]
+        value = from_file.get(name)
+        return None if value is None else str(value)
     return lookup
+
+
+class _EnvFile(BaseSettings):
+    """Every variable of a ``.env`` file, read the way ``Settings`` reads it."""
+
+    model_config = SettingsConfigDict(extra="allow", case_sensitive=True)
 
 
 def resolve_webhooks(config: NotifyConfig, secrets: SecretLookup) -> tuple[Webhook, ...]:
