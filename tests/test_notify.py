@@ -19,7 +19,6 @@ from bot.notify.config import (
     RETRY_DELAYS_S,
     EventName,
     NotifyConfig,
-    WebhookConfig,
     environment_secrets,
     resolve_webhooks,
 )
