@@ -186,6 +186,7 @@ class RunRecord:
     host_state: str
     message: str
     steps: tuple[StepResult, ...] = field(default=())
+    live_message_url: str | None = None  # the permalink of its live message in Slack, if any
 
     @property
     def duration_s(self) -> float | None:

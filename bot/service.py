@@ -43,6 +43,7 @@ from bot.procedures.base import RunFacts, StepContext
 from bot.procedures.catalog import ProcedureInputs, build
 from bot.recovery.offers import offer_recorder
 from bot.recovery.store import RecoveryStore
+from bot.store.live_messages import set_live_message
 from bot.store.runs import Store, step_recorder
 from bot.telemetry.logs import run_logged
 
@@ -330,6 +331,10 @@ class Rollbot:
                     run_id: int | None = None) -> None:
         await self.store.audit(environment=environment, actor=actor, kind=kind, run_id=run_id,
                                detail=detail)
+
+    async def set_live_message(self, run_id: int, *, channel: str, ts: str,
+                               url: str | None) -> None:
+        await set_live_message(self.store.pool, run_id, channel=channel, ts=ts, url=url)
 
     async def run(self, run_id: int) -> RunRecord | None:
         return await self.store.get_run(run_id)

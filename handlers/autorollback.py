@@ -130,7 +130,8 @@ class SlackAutoRollback:
             from_version="(pre-flight)", to_version=str(request.target or "previous"),
             requested_by=request.requested_by, confirmed_by=request.approved_by,
             reason=request.reason, started_at=datetime.now(UTC),
-            board=self._front.kit.board(request.environment)))
+            board=self._front.kit.board(request.environment)),
+            on_linked=self._front.kit.link_live_message)
         live.render()
         self._runs[deploy.id] = _ShownRun(writer=writer, message=message, live=live)
 

@@ -23,6 +23,9 @@ from handlers.slack_writer import SlackMessage, SlackWriter
 
 log = logging.getLogger(__name__)
 
+# Where a run's live message is: (run id, channel, ts).
+Linked = Callable[[int, str, str], None]
+
 _TAIL_LINES = 40
 _TICK_S = 5.0  # refresh the running step's elapsed time even when nothing else happens
 
@@ -31,11 +34,14 @@ class LiveRun:
     """An engine observer that renders the run into Slack through a ``SlackWriter``."""
 
     def __init__(self, *, writer: SlackWriter, message: SlackMessage, state: LiveState,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_linked: Linked | None = None) -> None:
         self._writer = writer
         self._message = message
         self.state = state
         self._now = now
+        self._on_linked = on_linked
+        self._linked = False
         # Thread messages of command output: one per step, or in a fleet one per host.
         self._outputs: dict[int | str, tuple[SlackMessage, list[str]]] = {}
         self._host_step: dict[str, StepInfo] = {}  # a fleet host's step now (or last)
@@ -83,6 +89,20 @@ class LiveRun:
             if self._ticker is not None:
                 self._ticker.cancel()
         self.render()
+        self._link()
+
+    def _link(self) -> None:
+        """Tell ``on_linked`` once where the run's message is: its id and its ts both known.
+
+        A new message gets its ts when the writer first posts it, a moment after the run began;
+        the events that follow (or the run's end) find it then.
+        """
+        if self._linked or self._on_linked is None:
+            return
+        if self.state.run_id <= 0 or self._message.ts is None:
+            return
+        self._linked = True
+        self._on_linked(self.state.run_id, self._message.channel, self._message.ts)
 
     def _mark_unreached(self, event: RunFinished) -> None:
         """Steps the run never reached show as skipped (matched by key, and host in a fleet)."""

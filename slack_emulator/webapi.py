@@ -100,6 +100,7 @@ class WebApi:
             "chat.update": self.chat_update,
             "chat.delete": self.chat_delete,
             "chat.postEphemeral": self.chat_post_ephemeral,
+            "chat.getPermalink": self.chat_get_permalink,
             "views.open": self.views_open,
             "views.push": self.views_push,
             "views.update": self.views_update,
@@ -232,6 +233,19 @@ class WebApi:
             raise ApiError("cant_delete_message")
         msg.deleted = True
         return {"channel": ch.id, "ts": msg.ts}
+
+    def chat_get_permalink(self, params: JSON) -> JSON:
+        """A message's permalink, shaped like Slack's (``/archives/<channel>/p<ts digits>``)."""
+        ch = self._channel(params)
+        ts = _required(params, "message_ts", "message_not_found")
+        msg = self.ws.find_message(ch.id, ts)
+        if msg is None:
+            raise ApiError("message_not_found")
+        domain = self.ws.ident.team_domain
+        link = f"https://{domain}.slack.com/archives/{ch.id}/p{ts.replace('.', '')}"
+        if msg.thread_ts and msg.thread_ts != msg.ts:
+            link += f"?thread_ts={msg.thread_ts}&cid={ch.id}"
+        return {"channel": ch.id, "permalink": link}
 
     def chat_post_ephemeral(self, params: JSON) -> JSON:
         ch = self._channel(params, by_name=True)

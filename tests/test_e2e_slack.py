@@ -94,6 +94,9 @@ async def test_rollback_from_slack_card_confirm_live_message_and_notice(
     runs = await store.history(limit=5)
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     assert runs[0].requested_by == ALICE
+    # the run knows its live message's permalink (the dashboard and events link to it)
+    assert runs[0].live_message_url == (
+        f"https://azora.slack.com/archives/{channel}/p{ts.replace('.', '')}")
     await world.command(BOB, "history")
     said = await world.emu.wait_for(lambda: next(
         (m for m in world.emu.ephemerals(INCIDENTS, BOB) if "Last rollbacks" in message_text(m)),

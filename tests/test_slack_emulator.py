@@ -282,6 +282,20 @@ async def test_message_errors(emu: Emulator, client: AsyncWebClient) -> None:
     assert err.response["error"] == "cant_update_message"
 
 
+async def test_permalinks_of_messages_and_thread_replies(client: AsyncWebClient) -> None:
+    top = await client.chat_postMessage(channel=CHANNEL, text="live")
+    reply = await client.chat_postMessage(channel=CHANNEL, text="output", thread_ts=top["ts"])
+    link = await client.chat_getPermalink(channel=CHANNEL, message_ts=top["ts"])
+    digits = str(top["ts"]).replace(".", "")
+    assert link["permalink"] == f"https://azora.slack.com/archives/{CHANNEL}/p{digits}"
+    in_thread = await client.chat_getPermalink(channel=CHANNEL, message_ts=reply["ts"])
+    assert f"?thread_ts={top['ts']}" in in_thread["permalink"]
+    err = await api_error(client.chat_getPermalink(channel=CHANNEL, message_ts="1.000001"))
+    assert err.response["error"] == "message_not_found"
+    err = await api_error(client.chat_getPermalink(channel="C0NOPE", message_ts=top["ts"]))
+    assert err.response["error"] == "channel_not_found"
+
+
 async def test_directory_methods(client: AsyncWebClient) -> None:
     info = await client.conversations_info(channel=CHANNEL)
     assert info["channel"]["id"] == CHANNEL and info["channel"]["name"] == "incidents"

@@ -422,6 +422,7 @@ def _record(row: asyncpg.Record, steps: list[asyncpg.Record]) -> RunRecord:
         created_at=row["created_at"], finished_at=row["finished_at"],
         host_state=row["host_state"], message=row["message"],
         steps=tuple(_step(s) for s in steps),
+        live_message_url=row["live_message_url"],
     )
 
 

@@ -85,6 +85,22 @@ class FrontKit:
         env = self.rollbot.runbook.environments.get(environment)
         return fleet_shape(env, procedure) if env is not None else None
 
+    def link_live_message(self, run_id: int, channel: str, ts: str) -> None:
+        """Record where run ``run_id``'s live message is, with its permalink (in the background).
+
+        The dashboard, the message metadata and the outgoing events link to it. Without a
+        permalink (Slack failed) the channel and ts are kept all the same.
+        """
+        async def record() -> None:
+            url: str | None = None
+            try:
+                answer = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+                url = str(answer["permalink"])
+            except Exception as exc:
+                log.warning("no permalink for run #%s's live message: %s", run_id, exc)
+            await self.rollbot.set_live_message(run_id, channel=channel, ts=ts, url=url)
+        self.spawn(record())
+
     # --- work after the acknowledgement ----------------------------------------------------
 
     def spawn(self, coro: Awaitable[Any]) -> None:

@@ -79,7 +79,8 @@ class RunFront:
                     request.target or "previous"),
                 requested_by=request.requested_by, confirmed_by=confirmed_by,
                 reason=request.reason, started_at=_now(),
-                board=self._kit.board(request.environment)))
+                board=self._kit.board(request.environment)),
+                on_linked=self._kit.link_live_message)
             live.render()
 
             def on_run(run: Run) -> None:
@@ -193,7 +194,8 @@ class RunFront:
                    "down", started_at=_now(), started_down=True,
             earlier_done=offer.done_steps, continues=offer.run_id,
             recovery_versions=(offer.from_version, offer.to_version),
-            board=self._kit.board(offer.environment)))
+            board=self._kit.board(offer.environment)),
+            on_linked=self._kit.link_live_message)
         live.render()
 
         def on_run(run: Run) -> None:
