@@ -18,7 +18,6 @@ from bot.notify.config import (
     ALL_EVENTS,
     RETRY_DELAYS_S,
     EventName,
-    NotifyConfig,
     environment_secrets,
     resolve_webhooks,
 )
@@ -32,10 +31,6 @@ def runbook_with(tmp_path: Path, notify: str) -> Path:
     path = tmp_path / "rollbot.toml"
     path.write_text(EXAMPLE.read_text() + "\n" + notify)
     return path
-
-
-def resolve(config: NotifyConfig, **secrets: str) -> tuple[object, ...]:
-    return resolve_webhooks(config, secrets.get)
 
 
 def test_a_webhook_gets_every_event_by_default_and_its_secret_from_the_environment(

@@ -72,7 +72,7 @@ def run_facts(run: RunRecord, *, outcome: str | None = None) -> RunFacts:
     return RunFacts(id=run.id, from_version=run.from_version, to_version=run.to_version,
                     procedure=run.procedure.value, requested_by=run.requested_by,
                     outcome=outcome or run.status.value,
-                    live_message_url=getattr(run, "live_message_url", None))
+                    live_message_url=run.live_message_url)
 
 
 def rollback_started(run: RunRecord) -> Notice:
