@@ -22,7 +22,8 @@ HANG = -1  # an answer that never comes (until the receiver stops)
 class Received:
     """One POST as it arrived."""
 
-    at: float  # time.monotonic()
+    at: float       # time.monotonic()
+    at_wall: float  # time.time(), to compare with the database's timestamps
     headers: dict[str, str]
     body: bytes
 
@@ -76,8 +77,8 @@ class Receiver:
                                         what=f"{count} x {name}"))
 
     async def _handle(self, request: web.Request) -> web.Response:
-        self.received.append(Received(at=time.monotonic(), headers=dict(request.headers),
-                                      body=await request.read()))
+        self.received.append(Received(at=time.monotonic(), at_wall=time.time(),
+                                      headers=dict(request.headers), body=await request.read()))
         status = self.answers.pop(0) if self.answers else 200
         if status == HANG:
             await self.stopping.wait()

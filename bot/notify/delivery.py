@@ -1,8 +1,10 @@
 """The delivery loop: claims due outbox rows, POSTs them signed, retries with backoff.
 
 ``rollbot serve`` runs it for as long as it serves; a CLI run runs it too and, before it exits,
-delivers what is due (``drain``), leaving retries for ``serve``. Each row is claimed under a lease
-(``outbox.py``) so that, however many replicas run the loop, one sends it. A try that fails (no
+delivers what is due (``drain``), leaving retries for ``serve``. Each webhook has a lane of its
+own, which sends its events one at a time, oldest first, so a receiver that hangs holds up only
+itself. Each row is claimed under a lease (``outbox.py``) so that, however many replicas run the
+loop, one sends it. A try that fails (no
 answer in ``timeout_s``, a network error, 408, 429 or 5xx) is due again after the next delay of
 the schedule; another 4xx, or the last try failing, gives up: a WARNING and an audit entry.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -47,8 +48,8 @@ class DeliveryLoop:
         self.holder = holder_id()
         # Longer than a try can take, so a live holder's claim never expires under it.
         self._lease_s = timeout_s + 30.0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._wake = {url: asyncio.Event() for url in self._webhooks}
+        self._tasks: list[asyncio.Task[None]] = []
         self._claimed: set[int] = set()
 
     @property
@@ -67,41 +68,43 @@ class DeliveryLoop:
 
     def poke(self) -> None:
         """An event was just written here: look at the outbox now, not at the next poll."""
-        self._wake.set()
+        for wake in self._wake.values():
+            wake.set()
 
     def start(self) -> None:
-        if self._task is None and self._webhooks:
-            self._task = asyncio.create_task(self._loop(), name="rollbot-notify")
+        """One lane per webhook: a receiver that hangs holds up only its own events."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._lane(url), name=f"rollbot-notify {url}")
+                           for url in self._webhooks]
 
     async def stop(self) -> None:
         """Stop sending; rows claimed and not tried yet are handed back for any replica."""
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._release()
 
     async def drain(self, budget_s: float) -> None:
         """Deliver what is due now, for at most ``budget_s`` (a CLI run, before it exits)."""
-        if not self._webhooks:
-            return
-        end = time.monotonic() + budget_s
+        async def lane(url: str) -> None:
+            while await self.deliver_due(url):
+                pass  # until nothing is due (a failed try is due again only later)
         try:
             async with asyncio.timeout(budget_s):
-                while time.monotonic() < end and await self._outbox.due_count(self.urls):
-                    await self.deliver_due()
+                await asyncio.gather(*(lane(url) for url in self._webhooks))
         except TimeoutError:
             log.warning("some events were not delivered before rollbot exited; `rollbot "
                         "serve` delivers them")
         finally:
             await self._release()
 
-    async def _loop(self) -> None:
+    async def _lane(self, url: str) -> None:
+        wake = self._wake[url]
         while True:
-            self._wake.clear()
+            wake.clear()
             try:
-                sent = await self.deliver_due()
+                sent = await self.deliver_due(url)
             except Exception as exc:  # the database is away: the next poll tries again
                 log.warning("could not read the event outbox: %s", exc)
                 sent = 0
@@ -109,14 +112,16 @@ class DeliveryLoop:
                 continue  # there may be more due
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_s):
-                    await self._wake.wait()
+                    await wake.wait()
 
-    async def deliver_due(self) -> int:
-        """One pass: claim what is due and try each, all at once; how many were tried."""
-        rows = await self._outbox.claim(holder=self.holder, urls=self.urls,
-                                        lease_s=self._lease_s)
+    async def deliver_due(self, url: str) -> int:
+        """Claim the oldest event due for ``url`` and try it (events go out in order, one at
+        a time per webhook); how many were tried, 0 or 1."""
+        rows = await self._outbox.claim(holder=self.holder, urls=[url], lease_s=self._lease_s,
+                                        limit=1)
         self._claimed.update(r.id for r in rows)
-        await asyncio.gather(*(self._try(row) for row in rows))
+        for row in rows:
+            await self._try(row)
         return len(rows)
 
     async def _try(self, row: Delivery) -> None:

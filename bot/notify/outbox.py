@@ -96,9 +96,3 @@ class Outbox:
             await self._pool.execute(
                 "UPDATE notify_outbox SET lease_until = NULL WHERE id = ANY($1::bigint[])"
                 " AND lease_holder = $2 AND state = 'pending'", row_ids, holder)
-
-    async def due_count(self, urls: list[str]) -> int:
-        """Rows due now for ``urls`` (a CLI run delivers until none is left, or its time is up)."""
-        return int(await self._pool.fetchval(
-            "SELECT count(*) FROM notify_outbox WHERE state = 'pending' AND url = ANY($1::text[])"
-            " AND next_attempt_at <= now()", urls))

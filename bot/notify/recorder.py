@@ -84,6 +84,7 @@ class EventRecorder:
 
     async def version_quarantined(self, run: RunRecord, version: str) -> None:
         """An ``AutoRollback.quarantine_hooks`` entry: ``version.quarantined``."""
+        await self.settle()  # after the run's own end, in the outbox as in time
         await self.record(notices.version_quarantined(run, version))
 
     async def countdown_started(self, deploy: Deploy, triggers: Sequence[str],

@@ -17,6 +17,8 @@ from bot.errors import InvalidInput
 from bot.notify.notices import test_notice
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# The longest a CLI run waits, after it ended, for its events to be delivered.
+DRAIN_S = 15.0
 
 
 @contextlib.asynccontextmanager
@@ -28,8 +30,8 @@ async def delivering(app: App) -> AsyncIterator[None]:
     finally:
         await app.events.settle()
         await app.notify.stop()
-        # One try of each event due, and of nothing that fails twice: never a long exit.
-        await app.notify.drain(app.runbook.notify.timeout_s * 2 + 5)
+        # One try of each event due; a receiver that hangs is left for `rollbot serve`.
+        await app.notify.drain(min(app.runbook.notify.timeout_s * 2 + 5, DRAIN_S))
 
 
 async def notify_test(app: App, *, url: str | None, by: str, console: Console) -> int:
