@@ -36,9 +36,9 @@ def notify_table(*urls: str, timeout_s: float = 5.0) -> str:
     return f"\n[notify]\n{QUICK}timeout_s = {timeout_s}\n{hooks}"
 
 
-def write_runbook(sb: Sandbox, tmp: Path, extra: str, edit: Callable[[str], str] = str
-                  ) -> Path:
-    path = tmp / "rollbot.toml"
+def write_runbook(sb: Sandbox, tmp: Path, extra: str, edit: Callable[[str], str] = str, *,
+                  name: str = "rollbot") -> Path:
+    path = tmp / f"{name}.toml"
     path.write_text(edit(sb.runbook.read_text()) + extra)
     return path
 
@@ -111,7 +111,7 @@ async def test_a_cli_rollback_tells_the_status_page_started_then_succeeded_and_a
             ("version.quarantined", "pending")]
 
         # `rollbot notify test`: a signed test event to every webhook, each answer printed
-        fine = write_runbook(production, tmp_path, notify_table(page.url))
+        fine = write_runbook(production, tmp_path, notify_table(page.url), name="fine")
         code, out = await cli(fine, store.dsn, "notify", "test", "--as", "alice", cwd=tmp_path)
         assert code == 0, out
         assert f"delivered: {page.url} answered 200" in out
@@ -121,7 +121,7 @@ async def test_a_cli_rollback_tells_the_status_page_started_then_succeeded_and_a
 
         # a webhook nobody answers at: non-zero, and a sentence that says what happened
         nowhere = f"http://127.0.0.1:{free_port()}/hooks/rollbot"
-        gone = write_runbook(production, tmp_path, notify_table(nowhere))
+        gone = write_runbook(production, tmp_path, notify_table(nowhere), name="gone")
         code, out = await cli(gone, store.dsn, "notify", "test", cwd=tmp_path)
         assert code == 1, out
         assert f"NOT delivered: could not reach {nowhere}" in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -50,7 +51,7 @@ class DeliveryLoop:
         self._lease_s = timeout_s + 30.0
         self._wake = {url: asyncio.Event() for url in self._webhooks}
         self._tasks: list[asyncio.Task[None]] = []
-        self._claimed: set[int] = set()
+        self._busy: set[str] = set()  # the webhooks whose lane is trying an event now
 
     @property
     def urls(self) -> list[str]:
@@ -78,26 +79,34 @@ class DeliveryLoop:
                            for url in self._webhooks]
 
     async def stop(self) -> None:
-        """Stop sending; rows claimed and not tried yet are handed back for any replica."""
+        """Stop sending; what this process claimed and did not finish is handed back."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._release()
+        try:
+            # By holder, not by id: a claim cut off mid-answer is handed back too.
+            await self._outbox.release_held(holder=self.holder)
+        except Exception as exc:  # their leases expire by themselves
+            log.warning("could not hand back the events being sent: %s", exc)
 
     async def drain(self, budget_s: float) -> None:
-        """Deliver what is due now, for at most ``budget_s`` (a CLI run, before it exits)."""
-        async def lane(url: str) -> None:
-            while await self.deliver_due(url):
-                pass  # until nothing is due (a failed try is due again only later)
+        """Let the lanes deliver what is due, for at most ``budget_s``; then stop (a CLI run,
+        before it exits: what is left, retries included, is ``rollbot serve``'s)."""
+        if not self._webhooks:
+            return
+        self.start()
+        self.poke()
+        end = time.monotonic() + budget_s
         try:
-            async with asyncio.timeout(budget_s):
-                await asyncio.gather(*(lane(url) for url in self._webhooks))
-        except TimeoutError:
-            log.warning("some events were not delivered before rollbot exited; `rollbot "
-                        "serve` delivers them")
+            while self._busy or await self._outbox.due_count(self.urls, holder=self.holder):
+                if time.monotonic() > end:
+                    log.warning("some events were not delivered before rollbot exited; "
+                                "`rollbot serve` delivers them")
+                    break
+                await asyncio.sleep(0.05)
         finally:
-            await self._release()
+            await self.stop()
 
     async def _lane(self, url: str) -> None:
         wake = self._wake[url]
@@ -117,12 +126,15 @@ class DeliveryLoop:
     async def deliver_due(self, url: str) -> int:
         """Claim the oldest event due for ``url`` and try it (events go out in order, one at
         a time per webhook); how many were tried, 0 or 1."""
-        rows = await self._outbox.claim(holder=self.holder, urls=[url], lease_s=self._lease_s,
-                                        limit=1)
-        self._claimed.update(r.id for r in rows)
-        for row in rows:
-            await self._try(row)
-        return len(rows)
+        self._busy.add(url)
+        try:
+            rows = await self._outbox.claim(holder=self.holder, urls=[url],
+                                            lease_s=self._lease_s, limit=1)
+            for row in rows:
+                await self._try(row)
+            return len(rows)
+        finally:
+            self._busy.discard(url)
 
     async def _try(self, row: Delivery) -> None:
         try:
@@ -138,8 +150,6 @@ class DeliveryLoop:
         except Exception:
             log.exception("delivering event %s (%s) to %s failed inside rollbot", row.event_id,
                           row.event, row.url)
-        # Not when cancelled (rollbot stops mid-try): the row is then handed back by _release.
-        self._claimed.discard(row.id)
 
     async def _record(self, row: Delivery, answer: Answer) -> None:
         tries = row.attempts + 1
@@ -168,10 +178,3 @@ class DeliveryLoop:
                               kind="notify", run_id=row.run_id, detail=detail)
         except Exception as exc:
             log.error("AUDIT WRITE FAILED (%s): %s", detail, exc)
-
-    async def _release(self) -> None:
-        claimed, self._claimed = sorted(self._claimed), set()
-        try:
-            await self._outbox.release(claimed, holder=self.holder)
-        except Exception as exc:  # their leases expire by themselves
-            log.warning("could not hand back claimed events %s: %s", claimed, exc)

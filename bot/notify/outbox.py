@@ -90,9 +90,16 @@ class Outbox:
             " WHERE id = $1 AND lease_holder = $2 AND state = 'pending' RETURNING true",
             row_id, holder, status, error, after_s))
 
-    async def release(self, row_ids: list[int], *, holder: str) -> None:
-        """Hand claimed rows back untried (the process is stopping): due again at once."""
-        if row_ids:
-            await self._pool.execute(
-                "UPDATE notify_outbox SET lease_until = NULL WHERE id = ANY($1::bigint[])"
-                " AND lease_holder = $2 AND state = 'pending'", row_ids, holder)
+    async def release_held(self, *, holder: str) -> None:
+        """Hand back every row ``holder`` claimed and did not finish: due again at once."""
+        await self._pool.execute(
+            "UPDATE notify_outbox SET lease_until = NULL WHERE lease_holder = $1"
+            " AND state = 'pending' AND lease_until IS NOT NULL", holder)
+
+    async def due_count(self, urls: list[str], *, holder: str) -> int:
+        """Rows due now for ``urls`` that nobody else is sending."""
+        return int(await self._pool.fetchval(
+            "SELECT count(*) FROM notify_outbox WHERE state = 'pending'"
+            " AND url = ANY($1::text[]) AND next_attempt_at <= now()"
+            " AND (lease_until IS NULL OR lease_until < now() OR lease_holder = $2)",
+            urls, holder))

@@ -280,15 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(level=settings.rollbot_log_level, log_format=settings.rollbot_log_format)
     except ConfigError as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_USAGE
     try:
         return asyncio.run(_main(args, settings, console))
     except (ConfigError, InvalidInput) as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except RollbotError as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_FAILED
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[bold red]Interrupted.[/] Check `rollbot status` and the host's state.")
