@@ -165,10 +165,10 @@ async def test_two_replicas_send_the_countdown_rollback_quarantine_and_check_onc
 ) -> None:
     async with receiving(SECRET, answers=[500, 500]) as page:
         def runbook(text: str) -> str:
-            text = auto_rollback(countdown=1)(text).replace(
+            text = text.replace(  # the immediate check 3 s after the rollback
                 "[environments.production.ssh]",
                 "verify_after_minutes = [0.05]\n[environments.production.ssh]", 1)
-            return text + notify_table(page.url)
+            return auto_rollback(countdown=1)(text) + notify_table(page.url)
 
         async with two_replicas(production, store.dsn, tmp_path, webhook_secret=HOOK_SECRET,
                                 runbook_text=runbook, slack=False,
