@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,3 +142,42 @@ def test_errors_and_5xx_are_retried_other_4xx_are_final(status: int, delivered: 
     answer = judge("https://x/hook", status, "nope")
     assert (answer.delivered, answer.retry, answer.status) == (delivered, retry, status)
     assert f"https://x/hook answered {status}" in answer.said
+
+
+@pytest.mark.parametrize("command", [["rollback", "v1.2.2", "--yes"], ["serve"],
+                                     ["notify", "test"]])
+def test_rollbot_does_not_start_with_an_unset_webhook_secret(tmp_path: Path,
+                                                             command: list[str]) -> None:
+    path = runbook_with(tmp_path, f"[[notify.webhooks]]\n{HOOK}")
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", *command],
+        env={"ROLLBOT_CONFIG": str(path), "PATH": "/usr/bin:/bin",
+             "ROLLBOT_DATA_DIR": str(tmp_path / "data"), "SLACK_BOT_TOKEN": "xoxb-1",
+             "SLACK_SIGNING_SECRET": "s"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    said = " ".join(out.stdout.split())
+    assert ("notify.webhooks[0] (https://status.example.com/hooks/rollbot): the environment "
+            "variable STATUS_SECRET is not set") in said
+    assert not (tmp_path / "data").exists()  # not even the database was started
+
+
+def test_the_readme_receiver_accepts_rollbots_signature_and_refuses_old_or_forged_ones(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**A receiver** (Python standard library)", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("ROLLBOT_NOTIFY_SECRET", "s3cret")
+    receiver: dict[str, object] = {"__name__": "readme_receiver"}
+    exec(compile(code, "README receiver", "exec"), receiver)  # the README's own snippet
+    check = receiver["signed_by_rollbot"]
+    assert callable(check)
+    notice = notices.rollback_ended(_run())
+    assert notice is not None
+    data = notices.body(notice.payload(), sent_at=datetime.now(UTC))
+    now = int(time.time())
+    assert check(str(now), sign("s3cret", now, data), data, now + 10)
+    assert not check(str(now), sign("s3cret", now, data), data, now + 301)  # a replay
+    assert not check(str(now), sign("other", now, data), data, now)          # another secret
+    assert not check(str(now), sign("s3cret", now, data), data + b"x", now)  # body changed
