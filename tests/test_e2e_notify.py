@@ -20,7 +20,9 @@ from bot.store.runs import Store
 from tests.fleet import free_port
 from tests.replicas import two_replicas
 from tests.sandbox import Sandbox
+from tests.slack_world import ALICE, slack_world
 from tests.test_e2e_leases import HOOK_SECRET, auto_rollback, deploy
+from tests.test_e2e_slack import roll_back_by_slack, wait_final
 from tests.webhook_receiver import HANG, Receiver, receiving
 
 pytestmark = pytest.mark.e2e
@@ -204,3 +206,23 @@ async def test_two_replicas_send_the_countdown_rollback_quarantine_and_check_onc
         assert check["run"]["id"] == by_kind["rollback.succeeded"]["run"]["id"]
         rows = await store.pool.fetch("SELECT state FROM notify_outbox")
         assert [r["state"] for r in rows] == ["delivered"] * 5
+
+
+async def test_a_slack_rollback_links_its_live_message_in_every_event(
+    production: Sandbox, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATUS_PAGE_SECRET", SECRET)
+    async with receiving(SECRET) as page, slack_world(
+            production, store.dsn, tmp_path,
+            runbook_text=lambda text: text + notify_table(page.url)) as world:
+        channel, ts = await roll_back_by_slack(world)
+        await wait_final(world, ts)
+        await page.wait_event("version.quarantined")
+        assert world.problems() == [], world.problems()
+    permalink = f"https://azora.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+    assert [r.event for r in page.received] == ["rollback.started", "rollback.succeeded",
+                                                "version.quarantined"]
+    for got in page.received:
+        page.check_signature(got)
+        run = got.json["run"]
+        assert run["requested_by"] == ALICE and run["live_message_url"] == permalink

@@ -16,18 +16,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from bot.autorollback.leases import holder_id
-from bot.notify.config import Webhook
+from bot.notify.config import EventName, Webhook
 from bot.notify.notices import Notice, body
 from bot.notify.outbox import Delivery, Outbox
 from bot.notify.send import Answer, post_signed
 
 log = logging.getLogger(__name__)
 
+LINK_GRACE_S = 2.0
 Audit = Callable[..., Awaitable[object]]
 LiveUrl = Callable[[int], Awaitable[str | None]]
 
@@ -139,10 +140,7 @@ class DeliveryLoop:
     async def _try(self, row: Delivery) -> None:
         try:
             webhook = self._webhooks[row.url]
-            live = None
-            if row.run_id is not None:
-                with contextlib.suppress(Exception):  # the link is a nicety, not a reason to wait
-                    live = await self._live_url(row.run_id)
+            live = await self._live_link(row)
             data = body(row.payload, sent_at=datetime.now(UTC), live_message_url=live)
             answer = await post_signed(self._client, webhook, data, event=row.event,
                                        event_id=row.event_id, timeout_s=self._timeout_s)
@@ -150,6 +148,26 @@ class DeliveryLoop:
         except Exception:
             log.exception("delivering event %s (%s) to %s failed inside rollbot", row.event_id,
                           row.event, row.url)
+
+    async def _live_link(self, row: Delivery) -> str | None:
+        """The run's live message link, when it was recorded after the event was written.
+
+        Slack records it a moment after the run began: ``rollback.started`` waits up to
+        ``LINK_GRACE_S`` after the event for it (a CLI run, which has none, only that long).
+        """
+        run = row.payload.get("run")
+        if row.run_id is None or not isinstance(run, dict) or run.get("live_message_url"):
+            return None
+        occurred = datetime.fromisoformat(str(row.payload["occurred_at"]).replace("Z", "+00:00"))
+        wait_until = occurred + timedelta(seconds=LINK_GRACE_S if row.event
+                                          == EventName.ROLLBACK_STARTED else 0)
+        while True:
+            live = None
+            with contextlib.suppress(Exception):  # the link is a nicety, not a reason to fail
+                live = await self._live_url(row.run_id)
+            if live or datetime.now(UTC) >= wait_until:
+                return live
+            await asyncio.sleep(0.2)
 
     async def _record(self, row: Delivery, answer: Answer) -> None:
         tries = row.attempts + 1
