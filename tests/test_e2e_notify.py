@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from tests.fleet import free_port
 from tests.replicas import two_replicas
 from tests.sandbox import Sandbox
 from tests.slack_world import ALICE, slack_world
+from tests.test_e2e_cancel import slow_and_quick
 from tests.test_e2e_leases import HOOK_SECRET, auto_rollback, deploy
 from tests.test_e2e_slack import roll_back_by_slack, wait_final
 from tests.webhook_receiver import HANG, Receiver, receiving
@@ -226,3 +228,42 @@ async def test_a_slack_rollback_links_its_live_message_in_every_event(
         page.check_signature(got)
         run = got.json["run"]
         assert run["requested_by"] == ALICE and run["live_message_url"] == permalink
+
+
+async def test_a_cancelled_run_and_its_resume_each_send_their_events(
+    production: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    async with receiving(SECRET) as page:
+        runbook = write_runbook(production, tmp_path, notify_table(page.url), slow_and_quick)
+        env = {**os.environ, "ROLLBOT_CONFIG": str(runbook), "DATABASE_URL": store.dsn,
+               "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "STATUS_PAGE_SECRET": SECRET}
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "rollback", "v1.2.2", "--yes", "--as", "alice",
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        try:
+            assert run.stdout is not None
+            while b"[2/7] Stop services" not in await asyncio.wait_for(run.stdout.readline(),
+                                                                        timeout=120):
+                pass
+            run.send_signal(signal.SIGINT)  # Ctrl-C: stop before the next step
+            await asyncio.wait_for(run.communicate(), timeout=120)
+        finally:
+            if run.returncode is None:
+                run.kill()
+                await run.wait()
+        assert run.returncode == 1
+        assert [r.event for r in page.received] == ["rollback.started", "rollback.failed"]
+        assert page.received[1].json["run"]["outcome"] == "cancelled"
+
+        # Resume is a run of its own: started, then succeeded (and the quarantine)
+        code, out = await cli(runbook, store.dsn, "resume", "1", "--yes", "--as", "bob",
+                              cwd=tmp_path)
+        assert code == 0, out
+        resumed = [r.json for r in page.received[2:]]
+        assert [b["event"] for b in resumed] == ["rollback.started", "rollback.succeeded",
+                                                 "version.quarantined"]
+        assert {b["run"]["id"] for b in resumed} == {2}
+        assert resumed[0]["run"]["requested_by"] == "cli:bob"
+        for got in page.received:
+            page.check_signature(got)
