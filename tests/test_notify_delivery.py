@@ -170,3 +170,18 @@ async def test_a_hanging_receiver_is_left_for_later_and_drain_returns_in_time(
         [row] = await rows(store)
         assert (row["state"], row["attempts"]) == ("pending", 1)
         assert "did not answer within 1 s" in str(row["last_error"])
+
+
+async def test_events_finished_long_ago_are_forgotten_pending_ones_never(store: Store) -> None:
+    outbox = Outbox(store.pool)
+    await outbox.add(notice("run:1:started", with_run=False), ["https://a/h"])
+    await outbox.add(notice("run:2:started", with_run=False), ["https://a/h"])
+    await outbox.add(notice("run:3:started", with_run=False), ["https://a/h"])
+    await store.pool.execute(
+        "UPDATE notify_outbox SET state = 'delivered', finished_at = now() - interval '31 days'"
+        " WHERE dedupe_key = 'run:1:started'")
+    await store.pool.execute(
+        "UPDATE notify_outbox SET state = 'gave_up', finished_at = now() - interval '1 day'"
+        " WHERE dedupe_key = 'run:2:started'")
+    assert await outbox.prune(keep_days=30) == 1
+    assert [r["dedupe_key"] for r in await rows(store)] == ["run:2:started", "run:3:started"]

@@ -29,6 +29,7 @@ from bot.notify.send import Answer, post_signed
 log = logging.getLogger(__name__)
 
 LINK_GRACE_S = 2.0
+KEEP_DAYS = 30.0  # how long the outbox keeps an event once it was delivered or given up
 Audit = Callable[..., Awaitable[object]]
 LiveUrl = Callable[[int], Awaitable[str | None]]
 
@@ -75,9 +76,10 @@ class DeliveryLoop:
 
     def start(self) -> None:
         """One lane per webhook: a receiver that hangs holds up only its own events."""
-        if not self._tasks:
+        if not self._tasks and self._webhooks:
             self._tasks = [asyncio.create_task(self._lane(url), name=f"rollbot-notify {url}")
                            for url in self._webhooks]
+            self._tasks.append(asyncio.create_task(self._prune(), name="rollbot-notify-prune"))
 
     async def stop(self) -> None:
         """Stop sending; what this process claimed and did not finish is handed back."""
@@ -108,6 +110,17 @@ class DeliveryLoop:
                 await asyncio.sleep(0.05)
         finally:
             await self.stop()
+
+    async def _prune(self) -> None:
+        """Now and then, forget what was delivered long ago (the audit log keeps give-ups)."""
+        while True:
+            try:
+                if pruned := await self._outbox.prune(keep_days=KEEP_DAYS):
+                    log.info("forgot %d events delivered or given up over %g days ago", pruned,
+                             KEEP_DAYS)
+            except Exception as exc:
+                log.warning("could not prune the event outbox: %s", exc)
+            await asyncio.sleep(3600)
 
     async def _lane(self, url: str) -> None:
         wake = self._wake[url]

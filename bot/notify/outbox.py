@@ -103,3 +103,11 @@ class Outbox:
             " AND url = ANY($1::text[]) AND next_attempt_at <= now()"
             " AND (lease_until IS NULL OR lease_until < now() OR lease_holder = $2)",
             urls, holder))
+
+    async def prune(self, *, keep_days: float) -> int:
+        """Forget events delivered or given up more than ``keep_days`` ago; how many."""
+        rows = await self._pool.fetch(
+            "DELETE FROM notify_outbox WHERE state <> 'pending'"
+            " AND finished_at < now() - make_interval(secs => $1::float8) RETURNING id",
+            keep_days * 86400)
+        return len(rows)

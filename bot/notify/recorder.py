@@ -53,9 +53,11 @@ class EventRecorder:
 
     async def _about_run(self, run_id: int, build: Callable[[RunRecord], Notice | None]) -> None:
         try:
-            run = await self._get_run(run_id)
+            async with asyncio.timeout(_WRITE_S):
+                run = await self._get_run(run_id)
         except Exception as exc:
-            log.warning("could not read run #%s for its event: %s", run_id, exc)
+            log.warning("could not read run #%s for its event; it will not be sent: %s",
+                        run_id, exc)
             return
         if run is not None:
             await self.record(build(run))

@@ -6,6 +6,7 @@ timestamp of this attempt: ``X-Rollbot-Signature: v0=HMAC-SHA256(secret, "v0:{ts
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -38,9 +39,11 @@ async def post_signed(client: httpx.AsyncClient, webhook: Webhook, body: bytes, 
                TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(webhook.secret, ts, body),
                EVENT_HEADER: event, EVENT_ID_HEADER: event_id}
     try:
-        response = await client.post(webhook.url, content=body, headers=headers,
-                                     timeout=timeout_s)
-    except httpx.TimeoutException:
+        # httpx's timeout bounds each phase; this bounds the whole try (a slow trickle too).
+        async with asyncio.timeout(timeout_s):
+            response = await client.post(webhook.url, content=body, headers=headers,
+                                         timeout=timeout_s)
+    except (httpx.TimeoutException, TimeoutError):
         return Answer(False, True, None, f"{webhook.url} did not answer within {timeout_s:g} s")
     except httpx.HTTPError as exc:
         reason = str(exc) or type(exc).__name__
