@@ -53,7 +53,7 @@ class App:
     metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
     reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
     notify: DeliveryLoop        # signed events out: `rollbot serve` and CLI runs start it
-    events: EventRecorder       # fed by the engine's hooks here: what `notify` sends
+    event_recorder: EventRecorder  # fed by the engine's hooks here: what `notify` sends
 
     async def open_seen_signatures(self) -> SeenSignatures:
         """Slack requests already taken (the replay guard), with a small pool of its own made
@@ -153,6 +153,6 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
                   approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
-                  metrics=metrics, notify=notify, events=events,
+                  metrics=metrics, notify=notify, event_recorder=events,
                   reaper=DeadRunReaper(store=store, recoveries=rollbot.recoveries,
                                        who=rollbot.owner))

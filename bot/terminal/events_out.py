@@ -28,7 +28,7 @@ async def delivering(app: App) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app.events.settle()
+        await app.event_recorder.settle()
         await app.notify.stop()
         # One try of each event due; a receiver that hangs is left for `rollbot serve`.
         await app.notify.drain(min(app.runbook.notify.timeout_s * 2 + 5, DRAIN_S))
