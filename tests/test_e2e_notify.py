@@ -77,7 +77,7 @@ def assert_signed_run_body(page: Receiver, event: str) -> dict[str, object]:
 async def test_a_cli_rollback_tells_the_status_page_started_then_succeeded_and_a_hanging_one_waits(
     production: Sandbox, store: Store, tmp_path: Path
 ) -> None:
-    async with receiving(SECRET) as page, receiving(PAGER_SECRET, answers=[HANG, HANG]) as hung:
+    async with receiving(SECRET) as page, receiving(PAGER_SECRET, answers=[HANG]) as hung:
         runbook = write_runbook(production, tmp_path,
                                 notify_table(page.url, hung.url, timeout_s=60))
         began = time.time()
@@ -113,6 +113,20 @@ async def test_a_cli_rollback_tells_the_status_page_started_then_succeeded_and_a
         assert [(r["event"], r["state"]) for r in left] == [
             ("rollback.started", "pending"), ("rollback.succeeded", "pending"),
             ("version.quarantined", "pending")]
+
+        # `rollbot serve` delivers what the CLI left, now that the receiver answers again
+        served = tmp_path / "serve"
+        served.mkdir()
+        async with two_replicas(production, store.dsn, served, slack=False, count=1,
+                                runbook_text=lambda text: text + notify_table(
+                                    page.url, hung.url, timeout_s=60),
+                                env={"STATUS_PAGE_SECRET": SECRET,
+                                     "PAGER_SECRET": PAGER_SECRET}):
+            await hung.wait_event("version.quarantined")
+        assert [r.event for r in hung.received] == [
+            "rollback.started", "rollback.started", "rollback.succeeded", "version.quarantined"]
+        assert hung.received[0].json["id"] == hung.received[1].json["id"]  # the same event
+        assert len(page.received) == 3  # what was delivered is not sent again
 
         # `rollbot notify test`: a signed test event to every webhook, each answer printed
         fine = write_runbook(production, tmp_path, notify_table(page.url), name="fine")
