@@ -4,9 +4,9 @@
 delivers what is due (``drain``), leaving retries for ``serve``. Each webhook has a lane of its
 own, which sends its events one at a time, oldest first, so a receiver that hangs holds up only
 itself. Each row is claimed under a lease (``outbox.py``) so that, however many replicas run the
-loop, one sends it. A try that fails (no
-answer in ``timeout_s``, a network error, 408, 429 or 5xx) is due again after the next delay of
-the schedule; another 4xx, or the last try failing, gives up: a WARNING and an audit entry.
+loop, one sends it. A try that fails (no answer in ``timeout_s``, a network error, 408, 429 or
+5xx) is due again after the next delay of the schedule; another 4xx, or the last try failing,
+gives up: a WARNING and an audit entry.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bot.notify.send import Answer, post_signed
 
 log = logging.getLogger(__name__)
 
-LINK_GRACE_S = 2.0
+LINK_GRACE_S = 2.0  # how long rollback.started waits for Slack's link to its live message
 KEEP_DAYS = 30.0  # how long the outbox keeps an event once it was delivered or given up
 Audit = Callable[..., Awaitable[object]]
 LiveUrl = Callable[[int], Awaitable[str | None]]
