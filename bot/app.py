@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -18,6 +20,10 @@ from bot.config import Runbook, Settings, load_runbook
 from bot.dashboard import DashboardReader, DashboardRefresher, HomeViewers
 from bot.edges.http import HttpxProbe
 from bot.model import RunOutcome, RunStatus, VerificationResult
+from bot.notify.config import Webhook, environment_secrets, resolve_webhooks
+from bot.notify.delivery import DeliveryLoop
+from bot.notify.outbox import Outbox
+from bot.notify.recorder import EventRecorder
 from bot.post_rollback.follow_up import FollowUp
 from bot.post_rollback.report import Reporter
 from bot.post_rollback.schedule import VerificationSchedule
@@ -48,6 +54,8 @@ class App:
     metrics: Metrics            # fed by the engine's hooks here, by the Slack front, scraped
     reaper: DeadRunReaper       # `rollbot serve` starts it: runs whose process died
     home: DashboardRefresher    # the home tab's state; `rollbot serve` keeps open tabs current
+    notify: DeliveryLoop        # signed events out: `rollbot serve` and CLI runs start it
+    event_recorder: EventRecorder  # fed by the engine's hooks here: what `notify` sends
 
     async def open_seen_signatures(self) -> SeenSignatures:
         """Slack requests already taken (the replay guard), with a small pool of its own made
@@ -58,6 +66,13 @@ class App:
 def load(settings: Settings) -> Runbook:
     """Validate the runbook before anything connects (raises ConfigError)."""
     return load_runbook(settings.rollbot_config)
+
+
+def notify_webhooks(settings: Settings, runbook: Runbook) -> tuple[Webhook, ...]:
+    """The runbook's webhooks with their secrets, read from the environment or ``.env``."""
+    env_file = settings.model_config.get("env_file")
+    return resolve_webhooks(runbook.notify, environment_secrets(
+        os.environ, Path(str(env_file)) if isinstance(env_file, str | Path) else None))
 
 
 async def database_url(settings: Settings) -> str:
@@ -73,10 +88,28 @@ async def database_url(settings: Settings) -> str:
 @asynccontextmanager
 async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncIterator[App]:
     runbook = runbook or load(settings)
+    webhooks = notify_webhooks(settings, runbook)  # ConfigError before anything connects
     async with AsyncExitStack() as stack:
         store = await Store.open(await database_url(settings))
         stack.push_async_callback(store.close)
         client = await stack.enter_async_context(httpx.AsyncClient())
+        notify_cfg = runbook.notify
+        notify_client = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=notify_cfg.timeout_s, follow_redirects=False))
+
+        async def live_url(run_id: int) -> str | None:
+            run = await store.get_run(run_id)
+            return run.live_message_url if run is not None else None
+
+        notify = DeliveryLoop(outbox=Outbox(store.pool), client=notify_client,
+                              webhooks=webhooks, retry_delays_s=notify_cfg.retry_delays_s,
+                              timeout_s=notify_cfg.timeout_s, poll_s=notify_cfg.poll_s,
+                              audit=store.audit, live_url=live_url)
+        events = EventRecorder(outbox=Outbox(store.pool), webhooks=webhooks,
+                               get_run=store.get_run, written=notify.poke)
+        # Pushed before the automatic rollback's: they run after its runs have ended.
+        stack.push_async_callback(notify.stop)
+        stack.push_async_callback(events.settle)
         rollbot = Rollbot(runbook=runbook, store=store, probe=HttpxProbe(client))
         # Every front schedules the checks; `rollbot serve` is the process that runs them.
         verifier = VerificationSchedule(rollbot=rollbot)
@@ -106,6 +139,11 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         store.ended_hooks.append(metrics.run_ended)
         rollbot.run_observers.append(metrics.observe_run)
         verifier.checked_hooks.append(metrics.verification_checked)
+        rollbot.run_observers.append(events.observe_run)
+        store.ended_hooks.append(events.run_ended)
+        verifier.checked_hooks.append(events.verification_checked)
+        auto.quarantine_hooks.append(events.version_quarantined)
+        auto.countdown_hooks.append(events.countdown_started)
         slack = runbook.slack
         rule = TwoPersonRule(restore=slack.restore_requires_second_approver,
                              migrations=slack.migrations_requires_second_approver
@@ -117,7 +155,7 @@ async def open_app(settings: Settings, runbook: Runbook | None = None) -> AsyncI
         yield App(settings=settings, runbook=runbook, store=store, rollbot=rollbot,
                   verifier=verifier, reporter=reporter, deploys=deploys, auto=auto,
                   approvals=approvals, follow_up=follow_up, recoveries=Recoveries(rollbot),
-                  metrics=metrics,
+                  metrics=metrics, notify=notify, event_recorder=events,
                   reaper=DeadRunReaper(store=store, recoveries=rollbot.recoveries,
                                        who=rollbot.owner),
                   home=DashboardRefresher(reader=DashboardReader(

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.notify.config import NotifyConfig
 from bot.post_rollback.log_scan import DEFAULT_ERROR_LOG_PATTERN, check_error_pattern
 from bot.shell import check_pg_dump_prefix, check_psql_prefix, check_runbook_command
 
@@ -336,6 +337,7 @@ class Runbook(_Frozen):
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     slack: SlackConfig | None = None
     incident_logs_dir: Path = Path("incident-logs")
+    notify: NotifyConfig = NotifyConfig()  # signed events out (bot/notify/)
 
     @model_validator(mode="after")
     def _default_exists(self) -> Runbook:

@@ -232,6 +232,7 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
         stack.push_async_callback(app.auto.wait_idle, 3600.0)
         stack.push_async_callback(app.auto.hand_over)  # first: the watches go to other replicas
         await app.auto.resume_after_restart()
+        app.notify.start()  # signed events out (stopped by open_app, after the runs)
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
                             refusals=_hook_refusals(stack, app))
         ack, handoff = await _start_ack_loop(stack)
@@ -307,6 +308,7 @@ async def running_without_slack(settings: Settings, runbook: Runbook, *,
         await app.auto.resume_after_restart()
         await app.reaper.start()  # runs whose process died: marked, and told in this log
         stack.push_async_callback(app.reaper.stop)
+        app.notify.start()  # signed events out (stopped by open_app, after the runs)
         hooks = DeployHooks(secret=settings.rollbot_webhook_secret, auto=app.auto,
                             refusals=_hook_refusals(stack, app))
         if not settings.rollbot_webhook_secret:

@@ -14,7 +14,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 AUTOMATIC = "rollbot (automatic)"
 _POLL_S = 0.2
 _T = TypeVar("_T")
+CountdownHook = Callable[[Deploy, Sequence[str], float], Awaitable[None]]
 # A watch or countdown taken over this long after it should have ended is not acted on by
 # itself (every replica was down for a while): it waits for a person, as after a restart.
 STALE_S = 60.0
@@ -63,6 +64,7 @@ class DeployCourse:
         self.notifier: Notifier = notifier or LogNotifier()
         self._tasks: set[asyncio.Task[None]] = set()
         self.work = LeasedWork(leases, times=lease_times, on_taken=self.carry_on)
+        self.countdown_hooks: list[CountdownHook] = []
 
     async def handle(self, deploy: Deploy) -> None:
         """A deploy this replica holds the lease of, from where its row stands."""
@@ -168,6 +170,8 @@ class DeployCourse:
         deploy = await self._deploys.get(deploy.id)
         await self._remember(deploy, await self.tell(deploy, self.notifier.counting_down(
             deploy, triggers, seconds=seconds)))
+        for hook in self.countdown_hooks:  # the recorder's write is bounded and never raises
+            await self.tell(deploy, hook(deploy, triggers, seconds))
         await self._count_down(deploy, seconds)
 
     async def _count_down(self, deploy: Deploy, seconds: float) -> None:

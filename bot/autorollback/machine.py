@@ -14,17 +14,18 @@ neither.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from bot.autorollback.contract import DeployEvent
-from bot.autorollback.course import AUTOMATIC, DeployCourse, ci_failure
+from bot.autorollback.course import AUTOMATIC, CountdownHook, DeployCourse, ci_failure
 from bot.autorollback.deploys import Deploy, DeployState, DeployStore, Quarantined
 from bot.autorollback.leases import LeaseStore, LeaseTimes, holder_id
 from bot.autorollback.notifier import Notifier
 from bot.autorollback.sightings import Sightings, check_previous_version
-from bot.model import RunOutcome, RunStatus
+from bot.model import RunOutcome, RunRecord, RunStatus
 from bot.service import Rollbot
 
 __all__ = ["AUTOMATIC", "AutoRollback", "Decision", "Received", "Reception", "ci_failure"]
@@ -72,11 +73,18 @@ class AutoRollback:
         self._rollbot = rollbot
         self._deploys = deploys
         self._sightings = sightings
+        # Told of each version quarantined after a rollback (the signed events out).
+        self.quarantine_hooks: list[Callable[[RunRecord, str], Awaitable[None]]] = []
         times = lease_times or LeaseTimes()
         self._course = DeployCourse(
             rollbot=rollbot, deploys=deploys, notifier=notifier, lease_times=times,
             leases=leases or LeaseStore(rollbot.store.pool, holder=holder_id(),
                                         ttl_s=times.ttl_s))
+
+    @property
+    def countdown_hooks(self) -> list[CountdownHook]:
+        """Told of each countdown as it starts (the signed events out), whatever the notifier."""
+        return self._course.countdown_hooks
 
     def notify_with(self, notifier: Notifier) -> None:
         """Tell ``notifier`` from now on (the composition root's choice: Slack or the log)."""
@@ -206,6 +214,11 @@ class AutoRollback:
             await self._deploys.quarantine(environment=run.environment, version=run.from_version,
                                            by=run.requested_by, run_id=run.id,
                                            reason=run.reason or "rolled back")
+            for hook in self.quarantine_hooks:
+                try:
+                    await hook(run, run.from_version)
+                except Exception:
+                    log.exception("quarantine hook failed for %s", run.from_version)
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Let watches, countdowns and rollbacks finish (at shutdown, and in tests)."""

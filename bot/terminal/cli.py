@@ -1,5 +1,7 @@
 """The terminal front: ``rollbot plan|rollback|resume|put-back|status|history|versions|backups``.
 
+``rollbot notify test`` sends a signed test event (bot/terminal/events_out.py).
+
 Exit status: 0 only when the command (for ``rollback``: the run) succeeded; 1 when a run failed,
 was refused or cancelled; 2 for a configuration error or bad input; 130 when interrupted.
 """
@@ -27,6 +29,7 @@ from bot.model import ProcedureName, RollbackRequest, RunStatus
 from bot.pinning import pinned_request
 from bot.recovery.offers import RecoveryChoice, down_sentence
 from bot.telemetry.logs import configure_logging
+from bot.terminal.events_out import delivering, notify_test
 from bot.terminal.render import (
     TerminalProgress,
     render_backups,
@@ -84,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--as", dest="actor", help="who is writing (default: your login)")
     hist = sub.add_parser("history", help="the last runs")
     hist.add_argument("-n", type=int, default=10)
+    notify = sub.add_parser("notify", help="signed events out: `rollbot notify test`")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    test = notify_sub.add_parser("test", help="send a signed test event to every configured "
+                                 "webhook (or one) and print each answer")
+    test.add_argument("--url", help="only the [[notify.webhooks]] entry with this url")
+    test.add_argument("--as", dest="actor", help="who is testing (default: your login)")
     serve = sub.add_parser("serve", help="serve Slack: POST /slack/events, GET /healthz")
     serve.add_argument("--host", default=None,
                        help="address to listen on (default: HOST, else 127.0.0.1; port: PORT; "
@@ -145,8 +154,11 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
     if args.command == "history":
         render_history(console, await svc.history(limit=args.n))
         return EXIT_OK
+    if args.command == "notify":
+        return await notify_test(app, url=args.url, by=_actor(args), console=console)
     if args.command in ("resume", "put-back"):
-        return await _recover(app, args, console)
+        async with delivering(app):
+            return await _recover(app, args, console)
     env_name, env = svc.environment(args.environment)
     if args.command == "status":
         render_status(console, env_name, await svc.status(env_name),
@@ -175,8 +187,9 @@ async def _dispatch(app: App, args: argparse.Namespace, console: Console) -> int
                                  migrations=plan.preflight.migrations)
     progress = TerminalProgress(console, show_output=not args.quiet_output,
                                 canary=env.fleet.canary if env.hosts else 0)
-    with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
-        outcome = await svc.rollback(request, observers=[progress], on_run=on_run)
+    async with delivering(app):
+        with _first_interrupt_cancels(console, by=request.requested_by) as on_run:
+            outcome = await svc.rollback(request, observers=[progress], on_run=on_run)
     if outcome.status is RunStatus.REFUSED:
         console.print(f"[bold yellow]REFUSED[/] — {outcome.message}")
     await _say_if_down(app, outcome.run_id, console)
@@ -267,15 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(level=settings.rollbot_log_level, log_format=settings.rollbot_log_format)
     except ConfigError as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_USAGE
     try:
         return asyncio.run(_main(args, settings, console))
     except (ConfigError, InvalidInput) as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except RollbotError as exc:
-        console.print(f"[bold red]rollbot:[/] {exc}")
+        console.print(f"[bold red]rollbot:[/] {escape(str(exc))}")
         return EXIT_FAILED
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[bold red]Interrupted.[/] Check `rollbot status` and the host's state.")

@@ -1,0 +1,1 @@
+"""Signed events out: what rollbot tells status pages and paging tools, from a persistent outbox."""
