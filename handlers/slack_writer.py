@@ -1,11 +1,12 @@
 """Keeps Slack messages up to date without hammering Slack, and without ever losing the end.
 
-Each message is updated at most once a second (later changes coalesce into one update), a 429
-waits its ``Retry-After``, other failures back off and retry, and ``drain`` keeps trying until the
-last state is delivered or its deadline passes. An update on its way to Slack is not delivered
-yet: ``drain`` waits for its answer too, so closing the writer after it never cancels the last
-update mid-request. Nothing here raises into the caller: a Slack outage never stops or fails a
-rollback.
+Each message is updated at most once a second (later changes coalesce into one update), each
+call waits for its turn in the process's Slack budget (``handlers/slack_budget.py``) before the
+message's newest state is read, a 429 waits its ``Retry-After``, other failures back off and
+retry, and ``drain`` keeps trying until the last state is delivered or its deadline passes. An
+update on its way to Slack is not delivered yet: ``drain`` waits for its answer too, so closing
+the writer after it never cancels the last update mid-request. Nothing here raises into the
+caller: a Slack outage never stops or fails a rollback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.slack_client import turn_of
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,14 @@ class SlackWriter:
         return max(earliest, self._not_before)
 
     async def _send(self, msg: SlackMessage) -> None:
+        method = "chat.postMessage" if msg.ts is None else "chat.update"
+        # The turn first (other runs may be using the method's budget), the state after: what
+        # changed while waiting goes in this one call. A 429 comes back here, not retried with
+        # the state it refused.
+        async with turn_of(self._client, method, channel=msg.channel):
+            await self._send_now(msg)
+
+    async def _send_now(self, msg: SlackMessage) -> None:
         text, blocks = msg.text, msg.blocks
         msg.dirty = False
         msg.last_sent = self._clock()
