@@ -69,6 +69,8 @@ METHOD_PACES: Mapping[str, Pace] = {
     "apps.connections.open": TIER_1,
 }
 DEFAULT_PACE = TIER_2  # a method not listed: Slack says most allow at least 20 a minute
+_MAX_SLOWDOWN = 8.0
+_RECOVERY_STEP = 0.1
 
 
 def budget_key(method: str, channel: str | None = None) -> BudgetKey:
@@ -78,21 +80,37 @@ def budget_key(method: str, channel: str | None = None) -> BudgetKey:
 
 @dataclass
 class _Bucket:
-    """GCRA state: ``tat`` is when the bucket is full again; ``held_until`` a 429's end."""
+    """GCRA state: ``tat`` is when the bucket is full again; ``held_until`` a 429's end.
+
+    A 429 means Slack's bucket is emptier than ours (another process of the app spends it too):
+    the pace halves after it, and comes back a tenth at a time with each call.
+    """
 
     pace: Pace
     tat: float = 0.0
     held_until: float = 0.0
+    slowdown: float = 1.0
     # The last caller in line; the next one goes after it has its answer.
     tail: concurrent.futures.Future[None] = field(default_factory=lambda: _done())
 
+    @property
+    def interval_s(self) -> float:
+        return self.pace.interval_s * self.slowdown
+
     def start_at(self, now: float) -> float:
         """When the head of the line may go (now or later)."""
-        tau = (self.pace.burst - 1) * self.pace.interval_s
+        tau = (self.pace.burst - 1) * self.interval_s
         return max(now, self.tat - tau, self.held_until)
 
     def take(self, now: float) -> None:
-        self.tat = max(self.tat, now) + self.pace.interval_s
+        self.tat = max(self.tat, now) + self.interval_s
+        self.slowdown = max(1.0, self.slowdown - _RECOVERY_STEP)
+
+    def hold(self, until: float) -> None:
+        self.held_until = max(self.held_until, until)
+        self.slowdown = min(_MAX_SLOWDOWN, self.slowdown * 2)
+        # After the wait, one call, then the pace again (no burst into a limit just hit).
+        self.tat = max(self.tat, until + (self.pace.burst - 1) * self.interval_s)
 
 
 def _finish(future: concurrent.futures.Future[None]) -> None:
@@ -141,19 +159,26 @@ class SlackBudget:
         return bucket
 
     def hold(self, key: BudgetKey, *, seconds: float) -> None:
-        """Slack answered 429 with ``Retry-After: seconds``: nobody of ``key`` goes before."""
+        """Slack answered 429 with ``Retry-After: seconds``: nobody of ``key`` goes before, and
+        the calls after go slower for a while."""
         with self._lock:
-            bucket = self._bucket(key)
-            until = self._clock() + seconds
-            bucket.held_until = max(bucket.held_until, until)
-            # After the wait, one call, then the pace again (no burst into a limit just hit).
-            tau = (bucket.pace.burst - 1) * bucket.pace.interval_s
-            bucket.tat = max(bucket.tat, until + tau)
+            self._bucket(key).hold(self._clock() + seconds)
 
     def held_for(self, key: BudgetKey) -> float:
         """Seconds left of a 429's wait on ``key`` (0: none)."""
         with self._lock:
             return max(0.0, self._bucket(key).held_until - self._clock())
+
+    def wait_s(self, key: BudgetKey) -> float:
+        """About how long a call of ``key`` asking now would wait (a call in line: one more
+        interval at least)."""
+        with self._lock:
+            bucket = self._bucket(key)
+            now = self._clock()
+            wait = bucket.start_at(now) - now
+            if not bucket.tail.done():
+                wait = max(wait, bucket.interval_s)
+            return wait
 
     async def wait_held(self, key: BudgetKey) -> None:
         """Wait out a 429 on ``key`` (for a retry already holding its turn)."""

@@ -163,6 +163,17 @@ def _channel_of(kwargs: dict[str, Any]) -> str | None:
     return None
 
 
+def has_budget(client: AsyncWebClient) -> bool:
+    return isinstance(client, BudgetedWebClient)
+
+
+def turn_wait_s(client: AsyncWebClient, method: str, *, channel: str | None = None) -> float:
+    """About how long a call of ``method`` would wait for its turn now (no budget: 0)."""
+    if not isinstance(client, BudgetedWebClient):
+        return 0.0
+    return client.budget.wait_s(budget_key(method, channel))
+
+
 @asynccontextmanager
 async def turn_of(client: AsyncWebClient, method: str, *,
                   channel: str | None = None) -> AsyncIterator[None]:

@@ -22,7 +22,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from handlers.slack_client import turn_of
+from handlers.slack_client import has_budget, turn_of, turn_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class SlackMessage:
     dirty: bool = False
     sending: bool = False  # an update is on its way to Slack, not answered yet
     last_sent: float = -1e9
+    not_before: float = 0.0  # a 429's Retry-After, for this message
     text_only: bool = False
     sent_count: int = field(default=0)
 
@@ -119,18 +120,42 @@ class SlackWriter:
                 except TimeoutError:
                     pass
                 continue
-            msg = min((m for m in self._messages if m.dirty), key=lambda m: m.last_sent)
-            await self._send(msg)
+            await self._send(self._pick())
+
+    def _eligible(self) -> list[SlackMessage]:
+        """The changed messages that may go: any update, and the first message not posted yet
+        (a thread reads in order, also when a post has to wait out a 429)."""
+        eligible: list[SlackMessage] = []
+        post_seen = False
+        for m in self._messages:
+            if not m.dirty:
+                continue
+            if m.ts is None:
+                if post_seen:
+                    continue
+                post_seen = True
+            eligible.append(m)
+        return eligible
+
+    def _ready_at(self, msg: SlackMessage) -> float:
+        return max(msg.last_sent + self._min_interval, msg.not_before)
 
     def _next_ready(self) -> float | None:
-        dirty = [m for m in self._messages if m.dirty]
-        if not dirty:
+        eligible = self._eligible()
+        if not eligible:
             return None
-        earliest = min(m.last_sent + self._min_interval for m in dirty)
-        return max(earliest, self._not_before)
+        return max(min(self._ready_at(m) for m in eligible), self._not_before)
+
+    def _pick(self) -> SlackMessage:
+        """Of the messages ready, the one whose method's budget has its turn soonest: the live
+        message's update does not wait behind thread posts queueing for the channel."""
+        now = self._clock()
+        ready = [m for m in self._eligible() if self._ready_at(m) <= now]
+        return min(ready, key=lambda m: (turn_wait_s(self._client, _method(m), channel=m.channel),
+                                         m.last_sent))
 
     async def _send(self, msg: SlackMessage) -> None:
-        method = "chat.postMessage" if msg.ts is None else "chat.update"
+        method = _method(msg)
         # The turn first (other runs may be using the method's budget), the state after: what
         # changed while waiting goes in this one call. A 429 comes back here, not retried with
         # the state it refused.
@@ -174,7 +199,9 @@ class SlackWriter:
         error = str(exc.response.get("error", "")) if exc.response is not None else ""
         if status == 429:
             retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
-            self._not_before = self._clock() + retry_after
+            msg.not_before = self._clock() + retry_after
+            if not has_budget(self._client):  # else the budget holds that method (only)
+                self._not_before = msg.not_before
             msg.dirty = True
             log.info("Slack rate limit: waiting %.0f s (Retry-After)", retry_after)
         elif error in _TEXT_FALLBACK_ERRORS and not msg.text_only:
@@ -195,3 +222,7 @@ class SlackWriter:
         self._backoff = min(_MAX_BACKOFF_S, max(1.0, self._backoff * 2))
         self._not_before = self._clock() + self._backoff
         log.warning("Slack unavailable (%s); retrying in %.0f s", why, self._backoff)
+
+
+def _method(msg: SlackMessage) -> str:
+    return "chat.postMessage" if msg.ts is None else "chat.update"

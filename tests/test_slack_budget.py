@@ -91,6 +91,17 @@ async def test_a_429_holds_the_whole_method_for_retry_after() -> None:
     assert views[0] - started < 0.05  # other methods are not held
 
 
+async def test_after_a_429_the_method_goes_slower_for_a_while() -> None:
+    """Slack's bucket was emptier than ours (another replica spends it): half the pace, then
+    back a tenth with each call, instead of a 429 at every other call."""
+    budget = SlackBudget({"chat.update": FAST})
+    budget.hold(("chat.update", ""), seconds=0.1)
+    times = await entries(budget, ("chat.update", ""), 4)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.19 and gaps[1] >= 0.18 and gaps[2] >= 0.17, gaps  # 2x, 1.9x, 1.8x
+    assert gaps[2] < 0.3, gaps
+
+
 async def test_calls_of_one_method_go_one_at_a_time_in_the_order_they_asked() -> None:
     budget = SlackBudget({"chat.update": Pace(per_minute=60_000, burst=10)})
     order: list[str] = []
