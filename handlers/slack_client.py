@@ -50,7 +50,10 @@ _CALL: ContextVar[BudgetKey | None] = ContextVar("rollbot_slack_call", default=N
 
 def retry_after_s(headers: Any) -> float:
     """Slack's ``Retry-After`` in seconds (1 when missing or unreadable)."""
-    value = headers.get("Retry-After") if headers is not None else None
+    value = None
+    for name in headers.keys() if headers is not None else ():
+        if str(name).lower() == "retry-after":  # HTTP/2 sends it lower-case
+            value = headers[name]
     if isinstance(value, list):  # slack_sdk's retry response keeps header values in lists
         value = value[0] if value else None
     try:

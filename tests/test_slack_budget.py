@@ -286,3 +286,10 @@ def test_paces_stay_under_slacks_bursts() -> None:
         assert pace.burst < slack.burst, method
     assert all(b >= a for a, b in itertools.pairwise([TIER_2.per_minute, TIER_3.per_minute,
                                                        TIER_4.per_minute]))
+
+
+def test_retry_after_is_read_whatever_its_case_and_shape() -> None:
+    from handlers.slack_client import retry_after_s
+    assert retry_after_s({"retry-after": ["7"]}) == 7.0  # slack_sdk's retry response, HTTP/2
+    assert retry_after_s({"Retry-After": "3"}) == 3.0
+    assert retry_after_s({}) == 1.0 and retry_after_s({"Retry-After": "soon"}) == 1.0
