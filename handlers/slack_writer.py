@@ -140,19 +140,25 @@ class SlackWriter:
     def _ready_at(self, msg: SlackMessage) -> float:
         return max(msg.last_sent + self._min_interval, msg.not_before)
 
+    def _turn_wait(self, msg: SlackMessage) -> float:
+        return turn_wait_s(self._client, _method(msg), channel=msg.channel)
+
     def _next_ready(self) -> float | None:
+        """When a changed message may go: its own pace, and its method's turn in the budget (so
+        that the writer never sits in one line while another message could go)."""
         eligible = self._eligible()
         if not eligible:
             return None
-        return max(min(self._ready_at(m) for m in eligible), self._not_before)
+        now = self._clock()
+        soonest = min(max(self._ready_at(m), now + self._turn_wait(m)) for m in eligible)
+        return max(soonest, self._not_before)
 
     def _pick(self) -> SlackMessage:
         """Of the messages ready, the one whose method's budget has its turn soonest: the live
         message's update does not wait behind thread posts queueing for the channel."""
         now = self._clock()
         ready = [m for m in self._eligible() if self._ready_at(m) <= now]
-        return min(ready, key=lambda m: (turn_wait_s(self._client, _method(m), channel=m.channel),
-                                         m.last_sent))
+        return min(ready, key=lambda m: (self._turn_wait(m), m.last_sent))
 
     async def _send(self, msg: SlackMessage) -> None:
         method = _method(msg)

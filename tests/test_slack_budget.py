@@ -293,3 +293,43 @@ def test_retry_after_is_read_whatever_its_case_and_shape() -> None:
     assert retry_after_s({"retry-after": ["7"]}) == 7.0  # slack_sdk's retry response, HTTP/2
     assert retry_after_s({"Retry-After": "3"}) == 3.0
     assert retry_after_s({}) == 1.0 and retry_after_s({"Retry-After": "soon"}) == 1.0
+
+
+async def test_the_live_message_update_does_not_wait_behind_a_thread_post_in_line(
+        emu: Emulator) -> None:
+    budget = SlackBudget({"chat.postMessage": Pace(per_minute=6, burst=1)})  # a post per 10 s
+    client = client_for(emu, budget)
+    live_ts = str((await client.chat_postMessage(channel=INCIDENTS, text="step 1"))["ts"])
+    writer = SlackWriter(client, min_interval_s=0.0)
+    live = writer.message(INCIDENTS, ts=live_ts)
+    output = writer.message(INCIDENTS, thread_ts=live_ts)
+    writer.start()
+    try:
+        writer.set(output, text="Stopping api ... done", blocks=None)  # waits ~10 s for its turn
+        await asyncio.sleep(0.3)
+        writer.set(live, text="step 2", blocks=None)  # meanwhile the next step started
+        update = await emu.wait_for_call("chat.update", timeout=3)
+    finally:
+        await writer.close()
+    assert update.params["text"] == "step 2"
+    assert len(emu.calls_to("chat.postMessage")) == 1  # the thread post is still in line
+
+
+async def test_thread_posts_keep_their_order_when_one_is_refused_with_a_429(
+        emu: Emulator) -> None:
+    client = client_for(emu, SlackBudget())
+    writer = SlackWriter(client, min_interval_s=0.0)
+    first, second = writer.message(INCIDENTS), writer.message(INCIDENTS)
+    emu.rate_limit("chat.postMessage", retry_after=1, count=1)
+    writer.start()
+    try:
+        writer.set(first, text="1. Check current version", blocks=None)
+        writer.set(second, text="2. Stop services", blocks=None)
+        assert await writer.drain(timeout_s=10)
+    finally:
+        await writer.close()
+    posts = emu.calls_to("chat.postMessage")
+    assert [(p.status, p.params["text"]) for p in posts] == [
+        (429, "1. Check current version"), (200, "1. Check current version"),
+        (200, "2. Stop services")]
+    assert posts[1].at - posts[0].at >= 1.0
