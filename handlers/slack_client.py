@@ -111,13 +111,12 @@ class BudgetedWebClient(MeteredWebClient):
         kwargs.setdefault("retry_handlers", budget_retry_handlers(budget))
         super().__init__(on_call=on_call, **kwargs)
         self.budget = budget
-        self._on_call_given = on_call
 
     def for_request(self, *, team_id: str | None) -> BudgetedWebClient:
         """A copy for one Bolt request (Bolt's rule: no client shared across requests), same
         budget, same metering."""
         return BudgetedWebClient(
-            budget=self.budget, on_call=self._on_call_given, token=self.token,
+            budget=self.budget, on_call=self._on_call, token=self.token,
             base_url=self.base_url, timeout=self.timeout, ssl=self.ssl, proxy=self.proxy,
             session=self.session, trust_env_in_session=self.trust_env_in_session,
             headers=self.headers, team_id=team_id, logger=self._logger,
@@ -149,13 +148,13 @@ class BudgetedWebClient(MeteredWebClient):
 
 def _no_unfurls(kwargs: dict[str, Any]) -> None:
     """Unfurls off in whichever part carries the arguments, keeping values already given."""
-    for part in ("json", "data", "params"):
-        args = kwargs.get(part)
-        if isinstance(args, dict):
+    parts = [kwargs[p] for p in ("json", "data", "params") if kwargs.get(p) is not None]
+    if not parts:
+        kwargs["json"] = dict(NO_UNFURLS)
+    for args in parts[:1]:
+        if isinstance(args, dict):  # a multipart form (files) is left as it is
             for name, value in NO_UNFURLS.items():
                 args.setdefault(name, value)
-            return
-    kwargs["json"] = dict(NO_UNFURLS)
 
 
 def _channel_of(kwargs: dict[str, Any]) -> str | None:
