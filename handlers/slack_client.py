@@ -69,9 +69,11 @@ class BudgetRetryHandler(AsyncRateLimitErrorRetryHandler):
     newest state. Outside a Web API call (a file's bytes to the upload URL), slack_sdk's own wait.
     """
 
-    def __init__(self, budget: SlackBudget, *, max_retry_count: int = RATE_LIMIT_RETRIES) -> None:
+    def __init__(self, budget: SlackBudget, *, on_call: Callable[[str, str | None], None],
+                 max_retry_count: int = RATE_LIMIT_RETRIES) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self._budget = budget
+        self._on_call = on_call  # the refused attempt is a call too, for the metrics
 
     async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
                                response: HttpResponse | None = None,
@@ -92,15 +94,17 @@ class BudgetRetryHandler(AsyncRateLimitErrorRetryHandler):
         wait = retry_after_s(response.headers)
         log.info("Slack rate limit on %s: every %s call waits %.0f s (Retry-After)",
                  key[0], key[0], wait)
+        self._on_call(key[0], "ratelimited")
         self._budget.hold(key, seconds=wait)
         state.next_attempt_requested = True
         await self._budget.wait_held(key)  # this call keeps its place: first after the wait
         state.increment_current_attempt()
 
 
-def budget_retry_handlers(budget: SlackBudget) -> list[AsyncRetryHandler]:
+def budget_retry_handlers(budget: SlackBudget, *, on_call: Callable[[str, str | None], None]
+                          ) -> list[AsyncRetryHandler]:
     """slack_sdk's default (a dropped connection, once) and the budget's 429 retry."""
-    return [AsyncConnectionErrorRetryHandler(), BudgetRetryHandler(budget)]
+    return [AsyncConnectionErrorRetryHandler(), BudgetRetryHandler(budget, on_call=on_call)]
 
 
 class BudgetedWebClient(MeteredWebClient):
@@ -108,7 +112,7 @@ class BudgetedWebClient(MeteredWebClient):
 
     def __init__(self, *, budget: SlackBudget, on_call: Callable[[str, str | None], None],
                  **kwargs: Any) -> None:
-        kwargs.setdefault("retry_handlers", budget_retry_handlers(budget))
+        kwargs.setdefault("retry_handlers", budget_retry_handlers(budget, on_call=on_call))
         super().__init__(on_call=on_call, **kwargs)
         self.budget = budget
 

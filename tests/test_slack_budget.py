@@ -212,7 +212,9 @@ async def test_two_writers_share_the_budget_and_each_ends_on_its_newest_state(
 
 async def test_a_429_is_retried_after_retry_after_and_holds_every_caller_of_the_method(
         emu: Emulator) -> None:
-    client = client_for(emu, SlackBudget())
+    seen: list[tuple[str, str | None]] = []
+    client = BudgetedWebClient(token=TOKEN, base_url=emu.api_url, timeout=5,
+                               budget=SlackBudget(), on_call=lambda m, e: seen.append((m, e)))
     emu.rate_limit("users.info", retry_after=1, count=1)
     first, second = await asyncio.gather(client.users_info(user="U0ALICE"),
                                          client.users_info(user="U0ALICE"))
@@ -221,6 +223,8 @@ async def test_a_429_is_retried_after_retry_after_and_holds_every_caller_of_the_
     assert [c.status for c in calls] == [429, 200, 200]
     assert calls[1].at - calls[0].at >= 1.0  # nobody of the method before Retry-After
     assert calls[2].at >= calls[1].at
+    assert sorted(seen, key=lambda c: c[1] or "") == [("users.info", None), ("users.info", None),
+                                     ("users.info", "ratelimited")]  # the metrics see all three
 
 
 async def test_the_live_writer_answers_its_own_429_with_its_newest_state_waiting_once(
