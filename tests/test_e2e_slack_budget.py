@@ -118,11 +118,12 @@ async def test_two_rollbacks_at_once_under_slacks_limits_honour_every_429_and_en
             assert f"✅ {i}. {step.title}" in text, (env, step.title, text)
     assert production.running_image() == "azora-api:v1.2.2"
     assert staging.version() == "v1.2.2"
-    notices = await world.emu.wait_for(lambda: [
-        m for m in world.posted() if m.text.startswith("Rollback completed.")] if len([
-            m for m in world.posted() if m.text.startswith("Rollback completed.")]) == 2 else None,
-        timeout=120)
-    assert len(notices) == 2
+
+    def both_notices() -> list[Message] | None:
+        notices = [m for m in world.posted() if m.text.startswith("Rollback completed.")]
+        return notices if len(notices) == 2 else None
+    await world.emu.wait_for(both_notices, timeout=120)  # stakeholders told of both
+    await world.service.front.wait_idle(120)  # reports and checklists too, under the limits
 
     refused = limits.limited()
     assert refused, limits.calls  # the limits did bite
