@@ -21,6 +21,7 @@ from handlers.autorollback import SlackAutoRollback, autorollback_rows
 from handlers.blocks.home import refused_modal
 from handlers.front import Reply, SlackFront
 from handlers.listeners import Kind, Request, Row, front_rows
+from handlers.slack_client import BudgetedApp
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ def build_app(*, front: SlackFront, client: AsyncWebClient, signing_secret: str 
     every 10 ms for the ack; a listener here only acks and hands its work over, so it returns at
     once.
     """
-    app = AsyncApp(client=client, signing_secret=signing_secret or "",
-                   request_verification_enabled=signing_secret is not None,
-                   process_before_response=True, raise_error_for_unhandled_request=False)
+    app = BudgetedApp(client=client, signing_secret=signing_secret or "",
+                      request_verification_enabled=signing_secret is not None,
+                      process_before_response=True, raise_error_for_unhandled_request=False)
     busy_replies: set[asyncio.Task[None]] = set()
     for row in [*front_rows(front), *autorollback_rows(auto)]:
         register = {Kind.COMMAND: app.command, Kind.EVENT: app.event, Kind.ACTION: app.action,

@@ -41,10 +41,12 @@ from handlers.front import SlackFront
 from handlers.front.interrupted import SlackInterruptions
 from handlers.health import CachedHealth
 from handlers.hooks import DeployHooks
-from handlers.metering import MeteredWebClient, ack_timer, metrics_route
+from handlers.metering import ack_timer, metrics_route
 from handlers.refusals import RefusalAudit
 from handlers.replay_guard import EVENTS_PATH, ReplayGuard, signature_problem
 from handlers.shutdown import Draining, StopSignals, stop_gracefully
+from handlers.slack_budget import SlackBudget
+from handlers.slack_client import BudgetedWebClient
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +199,9 @@ async def running(settings: Settings, runbook: Runbook, *, host: str | None = No
     install_log_redaction()  # also when embedded without `rollbot serve` (the demo, tests)
     async with AsyncExitStack() as stack:
         app = await stack.enter_async_context(open_app(settings, runbook))
-        client = MeteredWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
-                                  on_call=app.metrics.slack_call)
+        # One budget for every Slack call of the process: all runs, fronts and Bolt share it.
+        client = BudgetedWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
+                                   on_call=app.metrics.slack_call, budget=SlackBudget())
 
         async def members_of(group: str) -> list[str]:
             response = await client.usergroups_users_list(usergroup=group)

@@ -1,11 +1,12 @@
 """Keeps Slack messages up to date without hammering Slack, and without ever losing the end.
 
-Each message is updated at most once a second (later changes coalesce into one update), a 429
-waits its ``Retry-After``, other failures back off and retry, and ``drain`` keeps trying until the
-last state is delivered or its deadline passes. An update on its way to Slack is not delivered
-yet: ``drain`` waits for its answer too, so closing the writer after it never cancels the last
-update mid-request. Nothing here raises into the caller: a Slack outage never stops or fails a
-rollback.
+Each message is updated at most once a second (later changes coalesce into one update), each
+call waits for its turn in the process's Slack budget (``handlers/slack_budget.py``) before the
+message's newest state is read, a 429 waits its ``Retry-After``, other failures back off and
+retry, and ``drain`` keeps trying until the last state is delivered or its deadline passes. An
+update on its way to Slack is not delivered yet: ``drain`` waits for its answer too, so closing
+the writer after it never cancels the last update mid-request. Nothing here raises into the
+caller: a Slack outage never stops or fails a rollback.
 
 A message may carry message metadata (``set(..., metadata=...)``): it goes with the post, and
 with an update only until Slack has taken it, since an update that leaves ``metadata`` out keeps
@@ -29,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.blocks.message_events import METADATA_ERRORS
+from handlers.slack_client import has_budget, turn_of, turn_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class SlackMessage:
     dirty: bool = False
     sending: bool = False  # an update is on its way to Slack, not answered yet
     last_sent: float = -1e9
+    not_before: float = 0.0  # a 429's Retry-After, for this message
     text_only: bool = False
     sent_count: int = field(default=0)
     metadata: dict[str, Any] | None = None
@@ -133,17 +136,55 @@ class SlackWriter:
                 except TimeoutError:
                     pass
                 continue
-            msg = min((m for m in self._messages if m.dirty), key=lambda m: m.last_sent)
-            await self._send(msg)
+            await self._send(self._pick())
+
+    def _eligible(self) -> list[SlackMessage]:
+        """The changed messages that may go: any update, and the first message not posted yet
+        (a thread reads in order, also when a post has to wait out a 429)."""
+        eligible: list[SlackMessage] = []
+        post_seen = False
+        for m in self._messages:
+            if not m.dirty:
+                continue
+            if m.ts is None:
+                if post_seen:
+                    continue
+                post_seen = True
+            eligible.append(m)
+        return eligible
+
+    def _ready_at(self, msg: SlackMessage) -> float:
+        return max(msg.last_sent + self._min_interval, msg.not_before)
+
+    def _turn_wait(self, msg: SlackMessage) -> float:
+        return turn_wait_s(self._client, _method(msg), channel=msg.channel)
 
     def _next_ready(self) -> float | None:
-        dirty = [m for m in self._messages if m.dirty]
-        if not dirty:
+        """When a changed message may go: its own pace, and its method's turn in the budget (so
+        that the writer never sits in one line while another message could go)."""
+        eligible = self._eligible()
+        if not eligible:
             return None
-        earliest = min(m.last_sent + self._min_interval for m in dirty)
-        return max(earliest, self._not_before)
+        now = self._clock()
+        soonest = min(max(self._ready_at(m), now + self._turn_wait(m)) for m in eligible)
+        return max(soonest, self._not_before)
+
+    def _pick(self) -> SlackMessage:
+        """Of the messages ready, the one whose method's budget has its turn soonest: the live
+        message's update does not wait behind thread posts queueing for the channel."""
+        now = self._clock()
+        ready = [m for m in self._eligible() if self._ready_at(m) <= now]
+        return min(ready, key=lambda m: (self._turn_wait(m), m.last_sent))
 
     async def _send(self, msg: SlackMessage) -> None:
+        method = _method(msg)
+        # The turn first (other runs may be using the method's budget), the state after: what
+        # changed while waiting goes in this one call. A 429 comes back here, not retried with
+        # the state it refused.
+        async with turn_of(self._client, method, channel=msg.channel):
+            await self._send_now(msg)
+
+    async def _send_now(self, msg: SlackMessage) -> None:
         text, blocks, metadata = msg.text, msg.blocks, msg.metadata
         msg.dirty = False
         msg.last_sent = self._clock()
@@ -186,7 +227,9 @@ class SlackWriter:
         error = str(exc.response.get("error", "")) if exc.response is not None else ""
         if status == 429:
             retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
-            self._not_before = self._clock() + retry_after
+            msg.not_before = self._clock() + retry_after
+            if not has_budget(self._client):  # else the budget holds that method (only)
+                self._not_before = msg.not_before
             msg.dirty = True
             log.info("Slack rate limit: waiting %.0f s (Retry-After)", retry_after)
         elif error in _TEXT_FALLBACK_ERRORS and not msg.text_only:
@@ -211,3 +254,7 @@ class SlackWriter:
         self._backoff = min(_MAX_BACKOFF_S, max(1.0, self._backoff * 2))
         self._not_before = self._clock() + self._backoff
         log.warning("Slack unavailable (%s); retrying in %.0f s", why, self._backoff)
+
+
+def _method(msg: SlackMessage) -> str:
+    return "chat.postMessage" if msg.ts is None else "chat.update"

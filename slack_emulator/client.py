@@ -114,6 +114,20 @@ class EmulatorClient:
     async def auto_rate_limit(self, enabled: bool = True, interval: float = 1.0) -> None:
         await self._request("POST", "auto_rate_limit", {"enabled": enabled, "interval": interval})
 
+    async def slack_limits(
+        self, enabled: bool = True, *, per_minute: dict[str, float] | None = None
+    ) -> None:
+        """Slack's limits mode on (or off): see ``Emulator.slack_limits``."""
+        await self._request(
+            "POST", "slack_limits", {"enabled": enabled, "per_minute": per_minute or {}}
+        )
+
+    async def limited_calls(self) -> JSON:
+        """The calls Slack's limits saw (``calls``) and the 429s come back too early
+        (``early``: pairs of the 429 and the call after it)."""
+        result: JSON = await self._request("GET", "slack_limits")
+        return result
+
     async def fail_all(self, status: int | None = 500, error: str = "fatal_error") -> None:
         await self._request("POST", "fail_all", {"status": status, "error": error})
 

@@ -123,6 +123,17 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         emu.auto_rate_limit(bool(b.get("enabled", True)), float(b.get("interval", 1.0)))
         return _ok()
 
+    async def slack_limits(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            b = await _json(request)
+            emu.slack_limits(bool(b.get("enabled", True)), per_minute=b.get("per_minute"))
+            return _ok()
+        limits = emu.faults.slack_limits
+        if limits is None:
+            return _ok({"enabled": False, "calls": [], "early": []})
+        early = [[a.to_json(), b.to_json()] for a, b in limits.early_returns()]
+        return _ok({"enabled": True, "calls": [c.to_json() for c in limits.calls], "early": early})
+
     async def fail_all(request: web.Request) -> web.Response:
         b = await _json(request) if request.method == "POST" else {"status": None}
         emu.fail_all(b.get("status", 500), str(b.get("error") or "fatal_error"))
@@ -283,6 +294,7 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:
         web.post(p + "usergroups", add_usergroup),
         web.route("*", p + "rate_limit", rate_limit),
         web.post(p + "auto_rate_limit", auto_rate_limit),
+        web.route("*", p + "slack_limits", slack_limits),
         web.route("*", p + "fail_all", fail_all),
         web.post(p + "fail_method", fail_method),
         web.post(p + "clear_faults", clear_faults),

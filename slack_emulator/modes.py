@@ -1,4 +1,4 @@
-"""The call log and the fault modes (rate limits, outages, one-off errors)."""
+"""The call log and the fault modes (rate limits, Slack's limits, outages, one-off errors)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from slack_emulator.tiers import SlackLimits
+
 JSON = dict[str, Any]
 
 # Methods the automatic limiter watches: Slack allows about one message a second per channel.
 AUTO_LIMITED = ("chat.postMessage", "chat.update")
+# What Faults also checks that is no Web API method, so has no tier.
+NOT_WEB_API = ("file_upload", "response_url")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Faults:
         self.rate_rules: list[RateLimitRule] = []
         self.method_faults: list[MethodFault] = []
         self.auto_interval: float | None = None
+        self.slack_limits: SlackLimits | None = None  # Slack's limits mode (slack_emulator.tiers)
         self._last_accepted: dict[tuple[str, str], float] = {}
 
     def clear(self) -> None:
@@ -74,6 +79,7 @@ class Faults:
         self.rate_rules.clear()
         self.method_faults.clear()
         self.auto_interval = None
+        self.slack_limits = None
         self._last_accepted.clear()
 
     def check(self, method: str, params: JSON, now: float) -> Answer | None:
@@ -90,6 +96,10 @@ class Faults:
         limited = self._auto(method, params, now)
         if limited is not None:
             return limited
+        if self.slack_limits is not None and method not in NOT_WEB_API:
+            retry_after = self.slack_limits.check(method, params, now)
+            if retry_after is not None:
+                return _ratelimited(retry_after)
         for fault in self.method_faults:
             if fault.method == method:
                 if fault.remaining is not None:

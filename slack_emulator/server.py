@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from slack_emulator.state import (
     View,
     Workspace,
 )
+from slack_emulator.tiers import SlackLimits
 from slack_emulator.webapi import ApiError, WebApi, decode_params
 
 T = TypeVar("T")
@@ -236,6 +237,16 @@ class Emulator:
         """Slack-like limiter: another chat.postMessage (or chat.update) to the same channel
         within ``interval`` seconds answers 429."""
         self.faults.auto_interval = interval if enabled else None
+
+    def slack_limits(
+        self, enabled: bool = True, *, per_minute: Mapping[str, float] | None = None
+    ) -> SlackLimits | None:
+        """Slack's limits mode: each method answers 429 with ``Retry-After`` beyond its tier
+        (``slack_emulator.tiers``); ``per_minute`` lowers a method's rate, as when another
+        process spends the same app's budget. Returns the limits and their record of calls."""
+        limits = SlackLimits(overrides=dict(per_minute or {})) if enabled else None
+        self.faults.slack_limits = limits
+        return limits
 
     def fail_all(self, status: int | None = 500, error: str = "fatal_error") -> None:
         """Every call answers HTTP ``status`` (None: back to normal)."""
