@@ -31,6 +31,7 @@ from tests.slack_world import (
     message_text,
     slack_world,
 )
+from tests.test_e2e_metrics import sample, scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -349,6 +350,17 @@ async def test_a_failed_check_mentions_people_and_offers_next_steps(
         assert button_labels(status) == [
             "Run the check again", "Emergency rollback to v1.2.2",
             "Restore database from backup", "Healthy", "Regressed"]
+        # someone puts v1.2.2 back by hand and runs the check again: green, announced, counted
+        production.compose_file.write_text(text.replace("azora-api:v1.2.3", "azora-api:v1.2.2"))
+        await asyncio.to_thread(production.compose_up)
+        await world.click(BOB, status, Action.VERIFY_AGAIN)
+        again = await world.wait_message(
+            lambda m: m.text.startswith("✅ Immediate verification of rollback #"), timeout=60)
+        assert "checks green" in again.text
+        samples = await scrape(world)
+        for outcome in ("failed", "passed"):
+            assert sample(samples, "rollbot_verification_checks_total", tier="immediate",
+                          outcome=outcome) == 1
         assert world.problems() == []
 
 

@@ -109,11 +109,7 @@ class VerificationSchedule:
             await self.store.release(check_id)
             return
         await self.store.record(check_id, result)
-        for hook in self.checked_hooks:
-            try:
-                await hook(result)
-            except Exception:
-                log.exception("after-check hook failed for check %s", check_id)
+        await self._tell_checked(result, f"check {check_id}")
         if self._announce is not None:
             try:
                 await self._announce(result, run, check_id)
@@ -163,6 +159,19 @@ class VerificationSchedule:
                                    unreachable=r.problem) for r in reached])
 
     async def check_now(self, run_id: int, tier: Tier) -> tuple[VerificationResult, RunRecord]:
-        """Run a check again on request (a button); not part of the schedule."""
+        """Run a check again on request (a button); not part of the schedule.
+
+        Its result is news all the same: the ``checked_hooks`` hear of it as of a scheduled one
+        (the metrics count it, the events out send ``verification.completed``).
+        """
         now = datetime.now(UTC)
-        return await self.perform({"run_id": run_id, "tier": tier.value, "due_at": now})
+        result, run = await self.perform({"run_id": run_id, "tier": tier.value, "due_at": now})
+        await self._tell_checked(result, f"the on-demand {tier.value} check of run #{run_id}")
+        return result, run
+
+    async def _tell_checked(self, result: VerificationResult, what: str) -> None:
+        for hook in self.checked_hooks:
+            try:
+                await hook(result)
+            except Exception:
+                log.exception("after-check hook failed for %s", what)
