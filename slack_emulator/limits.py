@@ -108,6 +108,12 @@ ELEMENT_TYPES = frozenset(
 TEXT_TYPES = ("plain_text", "mrkdwn")
 
 
+_BUTTON_STRINGS = (("value", MAX_BUTTON_VALUE), ("url", MAX_URL),
+                   ("accessibility_label", MAX_ACCESSIBILITY_LABEL))
+_VIEW_STRINGS = (("callback_id", MAX_ID), ("external_id", MAX_ID),
+                 ("private_metadata", MAX_PRIVATE_METADATA))
+
+
 def _ptr(path: str) -> str:
     return f"[json-pointer:{path}]"
 
@@ -128,6 +134,18 @@ class _Checker:
     def too_long(self, value: str, limit: int, path: str) -> None:
         if len(value) > limit:
             self.error(f"must be less than {limit + 1} characters", path)
+
+    def optional_strings(self, obj: Mapping[str, Any], limits: Sequence[tuple[str, int]],
+                         path: str) -> None:
+        """Each of these fields, when present, is a string within its limit."""
+        for field, limit in limits:
+            value = obj.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                self.error("must be a string", f"{path}/{field}")
+            else:
+                self.too_long(value, limit, f"{path}/{field}")
 
     # -- composition objects --------------------------------------------------------------
 
@@ -239,17 +257,7 @@ class _Checker:
 
     def button(self, el: Mapping[str, Any], path: str) -> None:
         self.text(el.get("text"), f"{path}/text", limit=MAX_BUTTON_TEXT, plain_only=True)
-        for field, limit in (
-            ("value", MAX_BUTTON_VALUE),
-            ("url", MAX_URL),
-            ("accessibility_label", MAX_ACCESSIBILITY_LABEL),
-        ):
-            value = el.get(field)
-            if value is not None:
-                if not isinstance(value, str):
-                    self.error("must be a string", f"{path}/{field}")
-                else:
-                    self.too_long(value, limit, f"{path}/{field}")
+        self.optional_strings(el, _BUTTON_STRINGS, path)
         self.style(el, path)
 
     def plain_text_input(self, el: Mapping[str, Any], path: str) -> None:
@@ -395,17 +403,7 @@ def modal_view_problems(view: object) -> list[str]:
     for button in ("submit", "close"):
         if button in view:
             checker.text(view[button], f"/view/{button}", limit=MAX_MODAL_BUTTON, plain_only=True)
-    for field, limit in (
-        ("callback_id", MAX_ID),
-        ("external_id", MAX_ID),
-        ("private_metadata", MAX_PRIVATE_METADATA),
-    ):
-        value = view.get(field)
-        if value is not None:
-            if not isinstance(value, str):
-                checker.error("must be a string", f"/view/{field}")
-            else:
-                checker.too_long(value, limit, f"/view/{field}")
+    checker.optional_strings(view, _VIEW_STRINGS, "/view")
     blocks = view.get("blocks")
     checker.blocks(blocks, "/view/blocks")
     has_input = isinstance(blocks, Sequence) and any(
@@ -427,16 +425,6 @@ def home_view_problems(view: object) -> list[str]:
     for button in ("submit", "close"):  # a tab has no submit or close button
         if button in view:
             checker.error(f"{button} is not allowed for a home view", f"/view/{button}")
-    for field, limit in (
-        ("callback_id", MAX_ID),
-        ("external_id", MAX_ID),
-        ("private_metadata", MAX_PRIVATE_METADATA),
-    ):
-        value = view.get(field)
-        if value is not None:
-            if not isinstance(value, str):
-                checker.error("must be a string", f"/view/{field}")
-            else:
-                checker.too_long(value, limit, f"/view/{field}")
+    checker.optional_strings(view, _VIEW_STRINGS, "/view")
     checker.blocks(view.get("blocks"), "/view/blocks")
     return checker.problems

@@ -28,6 +28,7 @@ from slack_emulator import (
     block_kit_problems,
     modal_view_problems,
 )
+from slack_emulator.limits import home_view_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "xoxb-test"
@@ -237,6 +238,23 @@ async def test_invalid_blocks_are_refused(case: str, emu: Emulator, client: Asyn
     assert err.response["error"] == "invalid_blocks"
     assert err.response["response_metadata"]["messages"] == problems
     assert emu.messages(CHANNEL) == []
+
+
+def test_optional_strings_of_buttons_and_views_are_checked_like_slack() -> None:
+    too_long = button("Go", "go", value="v" * 2001)
+    assert block_kit_problems([{"type": "actions", "elements": [too_long]}]) == [
+        "[ERROR] must be less than 2001 characters "
+        "[json-pointer:/blocks/0/elements/0/value]"]
+    not_text = button("Go", "go", url=42)
+    assert block_kit_problems([{"type": "actions", "elements": [not_text]}]) == [
+        "[ERROR] must be a string [json-pointer:/blocks/0/elements/0/url]"]
+    problems = modal_view_problems(modal(private_metadata="m" * 3001, external_id=7))
+    assert any("less than 3001 characters [json-pointer:/view/private_metadata]" in p
+               for p in problems)
+    assert any("must be a string [json-pointer:/view/external_id]" in p for p in problems)
+    home = {"type": "home", "blocks": [section("x")], "callback_id": ["not", "text"]}
+    assert home_view_problems(home) == [
+        "[ERROR] must be a string [json-pointer:/view/callback_id]"]
 
 
 def test_block_kit_limits_accept_valid_surfaces() -> None:
